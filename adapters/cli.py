@@ -1,0 +1,106 @@
+"""The `memorybot` command: one `main()` that reads settings and starts the chosen adapter."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+
+from bot.app import MemoryBot, open_memories
+from bot.llm.base import ModelError
+from bot.memories import MemoryOps
+from bot.message import UserRef
+from bot.settings import Settings, SettingsError, load_settings
+
+_log = logging.getLogger("memorybot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memorybot", description="A chat bot with long-term memory.")
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    chat = commands.add_parser("chat", help="chat in the terminal")
+    chat.add_argument("--user", default=None, help="who you are (default: your login name)")
+    listing = commands.add_parser("memories", help="print a user's current memories as JSON")
+    listing.add_argument("--platform", required=True)
+    listing.add_argument("--workspace", default=None, help="default: local for console, else required")
+    listing.add_argument("--user", required=True)
+    commands.add_parser("discord", help="run the Discord bot")
+    commands.add_parser("slack", help="run the Slack app")
+    return parser
+
+
+def setup_logging(settings: Settings, *, quiet_console: bool) -> None:
+    """Log to stderr; in the terminal chat only warnings go there and everything goes to a file."""
+    level = getattr(logging, settings.log_level.upper())
+    handlers: list[logging.Handler] = []
+    stderr = logging.StreamHandler()
+    stderr.setLevel(logging.WARNING if quiet_console else level)
+    handlers.append(stderr)
+    if quiet_console:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(settings.data_dir / "memorybot.log", encoding="utf-8"))
+    logging.basicConfig(
+        level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+async def _chat(settings: Settings, user: str) -> None:
+    from adapters.console import run_chat
+
+    print("Loading the model and memory (the first start prepares the model: about a minute)...",
+          flush=True)
+    async with MemoryBot(settings) as bot:
+        await run_chat(bot, user)
+
+
+async def _memories(settings: Settings, ref: UserRef) -> None:
+    async with open_memories(settings) as memories:
+        print(json.dumps(await _all_records(memories, ref), indent=2, ensure_ascii=False))
+
+
+async def _all_records(memories: MemoryOps, ref: UserRef) -> list[dict]:
+    page = await memories.list(ref, page=1, page_size=10_000)
+    return [record.to_json() for record in page.records]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.env_file)
+    except SettingsError as exc:
+        print(f"memorybot: bad setting: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings, quiet_console=args.command in ("chat", "memories"))
+    try:
+        if args.command == "chat":
+            asyncio.run(_chat(settings, args.user or getpass.getuser()))
+        elif args.command == "memories":
+            workspace = args.workspace or ("local" if args.platform == "console" else None)
+            if workspace is None:
+                print("memorybot: --workspace is required for this platform", file=sys.stderr)
+                return 2
+            asyncio.run(_memories(settings, UserRef(args.platform, workspace, args.user)))
+        elif args.command == "discord":
+            from adapters.discord import run as run_discord
+
+            run_discord(settings)
+        elif args.command == "slack":
+            from adapters.slack import run as run_slack
+
+            run_slack(settings)
+    except (ModelError, SettingsError) as exc:
+        print(f"memorybot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

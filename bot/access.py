@@ -1,0 +1,84 @@
+"""Who the bot answers: allow/block lists for users, channels and roles, DMs on or off, a rate limit.
+
+Adapters call `AccessPolicy.check` with the normalized message before handing it to the core and
+answer `Decision.reply` (if any) themselves; ignored messages get no answer at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.message import IncomingMessage
+from bot.settings import Settings
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+    reply: str | None = None  # what to tell the user, None for silent ignore
+
+
+ALLOW = Decision(True)
+
+
+class RateLimiter:
+    """A sliding window of recent message times per user."""
+
+    def __init__(self, limit: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._window = window_seconds
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def hit(self, key: str) -> float:
+        """Record one message; return 0 if allowed, else the seconds until the user may write again."""
+        if self._limit <= 0:
+            return 0.0
+        now = self._clock()
+        times = self._seen.setdefault(key, deque())
+        while times and now - times[0] >= self._window:
+            times.popleft()
+        if len(times) >= self._limit:
+            return self._window - (now - times[0])
+        times.append(now)
+        return 0.0
+
+
+class AccessPolicy:
+    """Applies the access settings to a message; the same rules on every platform."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._s = settings
+        self._limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds, clock)
+
+    def is_admin(self, user_id: str) -> bool:
+        return user_id in self._s.admin_users
+
+    def check(self, msg: IncomingMessage) -> Decision:
+        s = self._s
+        if msg.user_id in s.blocked_users:
+            return Decision(False, "blocked user")
+        if s.allowed_users and msg.user_id not in s.allowed_users and not self.is_admin(msg.user_id):
+            return Decision(False, "user not allowed")
+        if msg.is_direct:
+            if not s.allow_dms:
+                return Decision(False, "direct messages are off",
+                                "Sorry, I don't answer direct messages here.")
+        else:
+            if msg.channel_id in s.blocked_channels:
+                return Decision(False, "blocked channel")
+            if s.allowed_channels and msg.channel_id not in s.allowed_channels:
+                return Decision(False, "channel not allowed")
+            if s.blocked_roles.intersection(msg.roles):
+                return Decision(False, "blocked role")
+            if s.allowed_roles and not s.allowed_roles.intersection(msg.roles):
+                return Decision(False, "role not allowed")
+        wait = self._limiter.hit(msg.user.key)
+        if wait > 0:
+            return Decision(False, "rate limited",
+                            f"You're sending messages a bit fast. Please wait {wait:.0f} s and try again.")
+        return ALLOW

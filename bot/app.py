@@ -1,0 +1,107 @@
+"""`MemoryBot`: the assembled core that adapters talk to.
+
+    async with MemoryBot(settings) as bot:
+        await bot.handle(message, reply)     # the reply flow
+        await bot.memories.list(user)        # user-facing memory operations
+
+Entering loads the model and the memory store and starts the write-back worker; leaving stops them.
+Pending write-back stays in SQLite and is finished on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+from bot.access import AccessPolicy
+from bot.database import BotDatabase
+from bot.extraction import FactExtractor
+from bot.handler import MessageHandler
+from bot.llm import load_backend
+from bot.llm.base import Backend
+from bot.llm.runner import LocalModel
+from bot.memories import MemoryOps
+from bot.message import IncomingMessage, ReplyTarget
+from bot.settings import Settings
+from bot.writeback import WritebackWorker
+from memory.config import StoreConfig
+from memory.store import MemoryStore
+
+_log = logging.getLogger(__name__)
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    return StoreConfig(
+        directory=settings.memory_dir,
+        provider=settings.vector_store,
+        embedder_model=settings.embedder_model,
+        qdrant_url=settings.qdrant_url,
+        qdrant_api_key=settings.qdrant_api_key.reveal(),
+        pgvector_url=settings.pgvector_url.reveal(),
+    )
+
+
+class MemoryBot:
+    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self._backend = backend
+        self.access = AccessPolicy(settings)
+        self.db = BotDatabase(settings.queue_path)
+        self.store = MemoryStore(store_config(settings))
+        self.memories = MemoryOps(
+            self.store, self.db, ttl_days=settings.memory_ttl_days, history_turns=settings.history_turns
+        )
+        self.model: LocalModel | None = None
+        self.writeback: WritebackWorker
+        self._handler: MessageHandler
+
+    async def __aenter__(self) -> MemoryBot:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.db.open()
+        backend = self._backend
+        if backend is None:
+            # Load the model and open the store side by side: both are slow and mostly wait on disk.
+            backend, _ = await asyncio.gather(
+                asyncio.to_thread(load_backend, self.settings), self.store.open()
+            )
+        else:
+            await self.store.open()
+        self.model = LocalModel(backend, self.settings.generation_queue_size)
+        extractor = FactExtractor(self.model)
+        self.writeback = WritebackWorker(
+            self.db, self.memories, extractor, self.model, self.settings.writeback_max_backoff_seconds
+        )
+        self._handler = MessageHandler(
+            self.settings, self.model, self.memories, self.writeback, self.db, self.access
+        )
+        self.writeback.start()
+        pending = await self.db.pending_count()
+        if pending:
+            _log.info("resuming write-back of %d pending exchange(s)", pending)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.writeback.stop()
+        if self.model is not None:
+            await self.model.close()
+        await self.store.close()
+        await self.db.close()
+
+    async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
+        await self._handler.handle(msg, reply)
+
+@asynccontextmanager
+async def open_memories(settings: Settings) -> AsyncIterator[MemoryOps]:
+    """The memory operations without the model (for command-line listing and admin tasks)."""
+    db = BotDatabase(settings.queue_path)
+    await db.open()
+    try:
+        async with MemoryStore(store_config(settings)) as store:
+            yield MemoryOps(store, db, ttl_days=settings.memory_ttl_days)
+    finally:
+        await db.close()

@@ -1,0 +1,148 @@
+"""The bot's own durable state in SQLite (aiosqlite): the write-back queue and per-user learning pauses.
+
+A queued exchange stays in `pending_exchanges` until its facts are stored, so a crash or a store outage
+loses nothing: the worker picks up what is left on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending_exchanges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failed_exchanges (
+    id INTEGER PRIMARY KEY,
+    user_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    error TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paused_users (
+    user_key TEXT PRIMARY KEY,
+    paused_at REAL NOT NULL,
+    notified INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class PendingExchange:
+    id: int
+    user_key: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class BotDatabase:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.executescript(_SCHEMA)
+        await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("database is not open")
+        return self._db
+
+    # --- write-back queue
+
+    async def enqueue(self, user_key: str, payload: dict[str, Any]) -> int:
+        cursor = await self.db.execute(
+            "INSERT INTO pending_exchanges (user_key, payload, created_at) VALUES (?, ?, ?)",
+            (user_key, json.dumps(payload), time.time()),
+        )
+        await self.db.commit()
+        return int(cursor.lastrowid or 0)
+
+    async def next_due(self) -> tuple[PendingExchange | None, float | None]:
+        """The oldest exchange that is due now, or None and the time the next one becomes due."""
+        async with self.db.execute(
+            "SELECT id, user_key, payload, attempts, next_attempt_at FROM pending_exchanges "
+            "ORDER BY next_attempt_at, id LIMIT 1"
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None, None
+        if row[4] > time.time():
+            return None, float(row[4])
+        return PendingExchange(row[0], row[1], json.loads(row[2]), row[3]), None
+
+    async def pending_count(self) -> int:
+        async with self.db.execute("SELECT COUNT(*) FROM pending_exchanges") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def done(self, exchange_id: int) -> None:
+        await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange_id,))
+        await self.db.commit()
+
+    async def retry_later(self, exchange_id: int, delay: float, *, count_attempt: bool = True) -> None:
+        await self.db.execute(
+            "UPDATE pending_exchanges SET attempts = attempts + ?, next_attempt_at = ? WHERE id = ?",
+            (1 if count_attempt else 0, time.time() + delay, exchange_id),
+        )
+        await self.db.commit()
+
+    async def set_aside(self, exchange: PendingExchange, error: str) -> None:
+        """Move an exchange the model cannot turn into facts out of the queue, keeping it for inspection."""
+        await self.db.execute(
+            "INSERT OR REPLACE INTO failed_exchanges (id, user_key, payload, error, failed_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (exchange.id, exchange.user_key, json.dumps(exchange.payload), error, time.time()),
+        )
+        await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange.id,))
+        await self.db.commit()
+
+    async def forget_user(self, user_key: str) -> None:
+        """Drop everything queued or set aside for a user (their memories are being deleted)."""
+        for table in ("pending_exchanges", "failed_exchanges"):
+            await self.db.execute(f"DELETE FROM {table} WHERE user_key = ?", (user_key,))
+        await self.db.commit()
+
+    # --- learning pauses
+
+    async def set_paused(self, user_key: str, paused: bool) -> None:
+        if paused:
+            await self.db.execute(
+                "INSERT OR IGNORE INTO paused_users (user_key, paused_at) VALUES (?, ?)", (user_key, time.time())
+            )
+        else:
+            await self.db.execute("DELETE FROM paused_users WHERE user_key = ?", (user_key,))
+        await self.db.commit()
+
+    async def is_paused(self, user_key: str) -> bool:
+        async with self.db.execute("SELECT 1 FROM paused_users WHERE user_key = ?", (user_key,)) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def take_pause_notice(self, user_key: str) -> bool:
+        """True once per pause: whether the user still has to be told that learning is paused."""
+        cursor = await self.db.execute(
+            "UPDATE paused_users SET notified = 1 WHERE user_key = ? AND notified = 0", (user_key,)
+        )
+        await self.db.commit()
+        return cursor.rowcount > 0

@@ -1,0 +1,127 @@
+"""The reply flow for one incoming message: access, clean, recall, prompt, stream the reply, queue write-back.
+
+This is the one error boundary inside the core: a model failure becomes an apology, a store failure a
+reply without memories; the exchange is queued for write-back whatever happens to the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from bot.access import AccessPolicy
+from bot.database import BotDatabase
+from bot.history import Turn
+from bot.llm.base import ChatMessage, GenerationParams, ModelError
+from bot.llm.runner import LocalModel, ModelBusy
+from bot.memories import MemoryOps
+from bot.message import IncomingMessage, ReplyTarget
+from bot.prompt import build_prompt, fit_memories
+from bot.settings import Settings
+from bot.text import clean_input, strip_reasoning, truncate, without_reasoning
+from bot.writeback import WritebackWorker
+from memory.records import MemoryRecord
+from memory.store import StoreError
+
+_log = logging.getLogger(__name__)
+
+EMPTY_MESSAGE = "Your message looks empty. What would you like to talk about?"
+MODEL_BUSY = "I'm answering a lot of messages right now. Please try again in a minute."
+MODEL_FAILED = "Sorry, something went wrong while I was writing a reply. Please try again."
+NO_ANSWER = "Sorry, I don't have an answer to that."
+PAUSED_NOTICE = "Learning is paused for you, so I won't remember anything new. Use resume to turn it back on."
+
+
+class MessageHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        model: LocalModel,
+        memories: MemoryOps,
+        writeback: WritebackWorker,
+        db: BotDatabase,
+        access: AccessPolicy,
+    ) -> None:
+        self._s = settings
+        self._model = model
+        self._memories = memories
+        self._writeback = writeback
+        self._db = db
+        self._access = access
+        self._params = GenerationParams(
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            repetition_penalty=settings.repetition_penalty,
+        )
+
+    async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
+        decision = self._access.check(msg)
+        if not decision.allowed:
+            _log.info("not answering %s message %s: %s", msg.platform, msg.message_id, decision.reason)
+            if decision.reply:
+                await reply.send(decision.reply)
+            return
+        text = clean_input(msg.text)
+        if not text:
+            await reply.send(EMPTY_MESSAGE)
+            return
+        text, was_cut = truncate(text, self._s.max_input_chars)
+        reply_text = ""
+        try:
+            reply_text = await self._reply(msg, text, was_cut, reply)
+        finally:
+            await self._queue_writeback(msg, text, reply_text, reply)
+
+    async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
+        memories = await self._recall(msg, text)
+        self._memories.note_used(msg.user, memories)
+        messages = build_prompt(
+            bot_name=self._s.bot_name,
+            user_name=msg.user_name,
+            text=text,
+            memories=memories,
+            history=self._memories.history.recent(msg.conversation_key, msg.user.key),
+            now=msg.sent_at,
+            budget=self._s.context_tokens - self._s.max_new_tokens,
+            count_prompt=self._model.prompt_tokens,
+        )
+        note = f"\n\n(Your message was long, so I read only its first {self._s.max_input_chars} characters.)"
+        try:
+            async with reply.typing():
+                shown = await reply.stream(self._deltas(messages, note if was_cut else ""))
+        except ModelBusy:
+            await reply.send(MODEL_BUSY)
+            return ""
+        except ModelError:
+            _log.exception("model failed answering %s message %s", msg.platform, msg.message_id)
+            await reply.send(MODEL_FAILED)
+            return ""
+        reply_text = strip_reasoning(shown)
+        self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text))
+        return reply_text
+
+    async def _deltas(self, messages: list[ChatMessage], note: str) -> AsyncIterator[str]:
+        produced = False
+        async for delta in without_reasoning(self._model.stream(messages, self._params)):
+            if delta.strip():
+                produced = True
+            yield delta
+        if not produced:
+            yield NO_ANSWER
+        if note:
+            yield note
+
+    async def _recall(self, msg: IncomingMessage, text: str) -> list[MemoryRecord]:
+        try:
+            found = await self._memories.recall(msg, text, self._s.memory_top_k, self._s.memory_min_score)
+        except StoreError as exc:
+            _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
+            return []
+        return fit_memories(found, self._s.memory_token_budget, self._model.count_tokens)
+
+    async def _queue_writeback(self, msg: IncomingMessage, text: str, reply_text: str, reply: ReplyTarget) -> None:
+        if await self._db.is_paused(msg.user.key):
+            if await self._db.take_pause_notice(msg.user.key):
+                await reply.send(PAUSED_NOTICE)
+            return
+        await self._writeback.submit(msg, text, reply_text)

@@ -1,0 +1,42 @@
+"""Short-term memory: the last few exchanges of each conversation, kept in process memory only."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Turn:
+    user_key: str
+    text: str
+    reply: str
+
+
+class ConversationHistory:
+    """Recent turns per conversation (channel or thread); the least recently used conversations go first."""
+
+    def __init__(self, turns: int, max_conversations: int = 1000) -> None:
+        self._turns = turns
+        self._max = max_conversations
+        self._by_conversation: OrderedDict[str, deque[Turn]] = OrderedDict()
+
+    def recent(self, conversation: str, user_key: str) -> list[Turn]:
+        """This user's recent turns in the conversation (other people's words never enter their prompt)."""
+        turns = self._by_conversation.get(conversation, ())
+        return [t for t in turns if t.user_key == user_key]
+
+    def add(self, conversation: str, turn: Turn) -> None:
+        if self._turns == 0:
+            return
+        turns = self._by_conversation.pop(conversation, None) or deque(maxlen=self._turns)
+        turns.append(turn)
+        self._by_conversation[conversation] = turns
+        while len(self._by_conversation) > self._max:
+            self._by_conversation.popitem(last=False)
+
+    def forget_user(self, user_key: str) -> None:
+        for conversation, turns in self._by_conversation.items():
+            self._by_conversation[conversation] = deque(
+                (t for t in turns if t.user_key != user_key), maxlen=self._turns
+            )

@@ -1,0 +1,44 @@
+"""The local language model: backends chosen by name, the bundled models, and the runner that owns them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.llm.base import Backend, ModelError
+from bot.llm.bundled import BUNDLED, ensure_gguf
+from bot.settings import Settings
+
+
+def resolve_model(settings: Settings) -> Path | str:
+    """Where the transformers backend loads from: a saved model folder, or a directory / hub id as given.
+
+    A bundled name or a `.gguf` path is converted once to `DATA_DIR/models/<name>-bf16`.
+    """
+    from bot.llm.transformers_backend import _is_saved_model, convert_gguf
+
+    spec = settings.model
+    if spec in BUNDLED:
+        gguf = ensure_gguf(BUNDLED[spec], settings.model_dir)
+        saved = settings.model_dir / f"{spec}-bf16"
+    elif spec.endswith(".gguf"):
+        gguf = Path(spec).expanduser()
+        if not gguf.is_file():
+            raise ModelError(f"MODEL names {gguf}, which does not exist; fix MODEL or put the file there")
+        saved = settings.model_dir / f"{gguf.stem}-bf16"
+    else:
+        return spec
+    if not _is_saved_model(saved):
+        settings.model_dir.mkdir(parents=True, exist_ok=True)
+        convert_gguf(gguf, saved)
+    return saved
+
+
+def load_backend(settings: Settings) -> Backend:
+    """Load the configured model with the configured backend (blocking)."""
+    if settings.model_backend == "transformers":
+        from bot.llm.transformers_backend import TransformersBackend
+
+        return TransformersBackend(
+            resolve_model(settings), threads=settings.model_threads, context_tokens=settings.context_tokens
+        )
+    raise ModelError(f"unknown MODEL_BACKEND {settings.model_backend!r}")

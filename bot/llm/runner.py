@@ -1,0 +1,121 @@
+"""`LocalModel`: the one model of the process, run off the event loop, one generation at a time.
+
+Generations run on a single worker thread, so the model is never used concurrently. Replies
+("foreground") are bounded by `queue_size`: past it, `ModelBusy` tells the user to retry. Background
+work (fact extraction) yields to replies: it does not start while a reply waits and stops early when
+one arrives, raising `Preempted` so the caller can try again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from bot.llm.base import Backend, ChatMessage, GenerationParams, ModelError
+
+_log = logging.getLogger(__name__)
+
+
+class ModelBusy(ModelError):
+    """Too many replies are waiting for the model."""
+
+
+class Preempted(ModelError):
+    """A background generation gave way to a reply; try it again later."""
+
+
+_DONE = object()
+
+
+class LocalModel:
+    def __init__(self, backend: Backend, queue_size: int = 8) -> None:
+        self.backend = backend
+        self._queue_size = queue_size
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._foreground = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def busy_with_replies(self) -> bool:
+        return self._foreground > 0
+
+    async def wait_for_idle(self) -> None:
+        """Return once no reply is waiting for or using the model."""
+        await self._idle.wait()
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+    def prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return self.backend.prompt_tokens(messages)
+
+    async def stream(
+        self, messages: list[ChatMessage], params: GenerationParams, *, background: bool = False
+    ) -> AsyncIterator[str]:
+        """Yield the reply's text pieces as the model produces them."""
+        if not background:
+            if self._foreground >= self._queue_size:
+                raise ModelBusy("generation queue is full")
+            self._foreground += 1
+            self._idle.clear()
+        try:
+            async for piece in self._run(messages, params, background):
+                yield piece
+        finally:
+            if not background:
+                self._foreground -= 1
+                if self._foreground == 0:
+                    self._idle.set()
+
+    async def generate(
+        self, messages: list[ChatMessage], params: GenerationParams, *, background: bool = False
+    ) -> str:
+        return "".join([piece async for piece in self.stream(messages, params, background=background)])
+
+    async def _run(
+        self, messages: list[ChatMessage], params: GenerationParams, background: bool
+    ) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[object] = asyncio.Queue()
+        abandoned = threading.Event()  # the consumer went away (cancelled, or the adapter failed)
+        preempted = threading.Event()
+
+        def should_stop() -> bool:
+            if abandoned.is_set():
+                return True
+            if background and self._foreground > 0:
+                preempted.set()
+                return True
+            return False
+
+        def work() -> None:
+            try:
+                if should_stop():
+                    return
+                for piece in self.backend.stream(messages, params, should_stop):
+                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
+                    if should_stop():
+                        break
+            except Exception as exc:  # handed to the awaiting coroutine, which raises it
+                loop.call_soon_threadsafe(pieces.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(pieces.put_nowait, _DONE)
+
+        future = loop.run_in_executor(self._executor, work)
+        try:
+            while (item := await pieces.get()) is not _DONE:
+                if isinstance(item, Exception):
+                    raise ModelError(f"generation failed: {item}") from item
+                yield item  # type: ignore[misc]
+            if preempted.is_set():
+                raise Preempted("gave way to a reply")
+        finally:
+            abandoned.set()
+            await asyncio.shield(future)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,150 @@
+"""What users (and the bot itself) can do with memories, once for every platform.
+
+Adapters map their commands onto `MemoryOps`; the reply path uses `recall`, the write-back worker `learn`.
+Every operation is scoped to one user: another user's memory id behaves exactly like an unknown one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.database import BotDatabase
+from bot.errors import UserError
+from bot.history import ConversationHistory
+from bot.message import IncomingMessage, UserRef
+from memory.records import MemoryRecord, Source
+from memory.store import MemoryStore
+
+MAX_REMEMBER_CHARS = 500
+DUPLICATE_SCORE = 0.95  # cosine similarity above which a new fact is the same as a stored one
+
+
+@dataclass(frozen=True)
+class MemoryPage:
+    records: list[MemoryRecord]
+    page: int
+    pages: int
+    total: int
+
+
+def _normalized(text: str) -> str:
+    return re.sub(r"[^\w\s]", "", text.lower()).strip()
+
+
+class MemoryOps:
+    def __init__(self, store: MemoryStore, db: BotDatabase, *, ttl_days: int = 0, history_turns: int = 6) -> None:
+        self._store = store
+        self._db = db
+        self._ttl_days = ttl_days
+        self.history = ConversationHistory(history_turns)  # short-term: recent turns per conversation
+        self._last_used: dict[str, list[MemoryRecord]] = {}
+
+    # --- used by the bot
+
+    async def recall(self, msg: IncomingMessage, query: str, limit: int, min_score: float) -> list[MemoryRecord]:
+        """The user's memories most relevant to `query`; DM-only facts are recalled in DMs only."""
+        return await self._store.search(
+            msg.user.key, query, limit, include_private=msg.is_direct, min_score=min_score
+        )
+
+    def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
+        """Remember which memories went into the user's latest reply, for `why`."""
+        self._last_used[user.key] = list(records)
+
+    def why(self, user: UserRef) -> list[MemoryRecord]:
+        """The memories the user's last reply used (empty if none, or no reply yet)."""
+        return list(self._last_used.get(user.key, []))
+
+    async def learn(self, user_key: str, fact: str, source: Source) -> str | None:
+        """Store an extracted fact unless the user already has it; return the new id or None."""
+        similar = await self._store.search(user_key, fact, 3, include_private=True)
+        for record in similar:
+            if _normalized(record.text) == _normalized(fact) or (record.score or 0) >= DUPLICATE_SCORE:
+                return None
+        created_at = _parse_time(source.time)
+        return await self._store.add(user_key, fact, source, created_at=created_at,
+                                     expires_on=self._expiry(created_at))
+
+    def _expiry(self, created_at: datetime | None) -> str | None:
+        if self._ttl_days <= 0:
+            return None
+        start = (created_at or datetime.now(UTC)).date()
+        return (start + timedelta(days=self._ttl_days)).isoformat()
+
+    # --- user commands
+
+    async def list(self, user: UserRef, *, page: int = 1, page_size: int = 10) -> MemoryPage:
+        records = await self._store.list(user.key)
+        pages = max(1, math.ceil(len(records) / page_size))
+        if page < 1 or page > pages:
+            raise UserError(f"There is no page {page}; pages go from 1 to {pages}.")
+        start = (page - 1) * page_size
+        return MemoryPage(records[start : start + page_size], page, pages, len(records))
+
+    async def remember(self, msg: IncomingMessage, text: str) -> MemoryRecord:
+        text = " ".join(text.split())
+        if not text:
+            raise UserError("Tell me what to remember, e.g. `remember I prefer short answers`.")
+        if len(text) > MAX_REMEMBER_CHARS:
+            raise UserError(f"That is too long to remember ({len(text)} characters; at most {MAX_REMEMBER_CHARS}).")
+        source = Source(
+            platform=msg.platform, workspace=msg.workspace, channel=msg.channel_id,
+            message_id=msg.message_id, link=msg.link, time=msg.sent_at.isoformat(),
+            origin="explicit", private=msg.is_direct,
+        )
+        memory_id = await self._store.add(msg.user.key, text, source, created_at=msg.sent_at,
+                                          expires_on=self._expiry(msg.sent_at))
+        record = await self._store.get(msg.user.key, memory_id)
+        assert record is not None
+        return record
+
+    async def search(self, user: UserRef, query: str, *, direct: bool, limit: int = 10) -> list[MemoryRecord]:
+        query = query.strip()
+        if not query:
+            raise UserError("Tell me what to search for, e.g. `search food`.")
+        return await self._store.search(user.key, query, limit, include_private=direct)
+
+    async def forget(self, user: UserRef, memory_id: str) -> bool:
+        memory_id = memory_id.strip()
+        if not memory_id:
+            raise UserError("Tell me which memory to forget: give its id from the list.")
+        return await self._store.delete(user.key, memory_id)
+
+    async def forget_all(self, user: UserRef) -> int:
+        await self._db.forget_user(user.key)
+        self._last_used.pop(user.key, None)
+        self.history.forget_user(user.key)
+        return await self._store.delete_all(user.key)
+
+    async def export(self, user: UserRef) -> dict[str, Any]:
+        records = await self._store.list(user.key, include_superseded=True, include_expired=True)
+        memories = []
+        for record in records:
+            item = record.to_json()
+            item["history"] = await self._store.history(user.key, record.id)
+            memories.append(item)
+        return {
+            "user": {"platform": user.platform, "workspace": user.workspace, "user_id": user.user_id},
+            "exported_at": datetime.now(UTC).isoformat(),
+            "memories": memories,
+        }
+
+    async def pause(self, user: UserRef) -> None:
+        await self._db.set_paused(user.key, True)
+
+    async def resume(self, user: UserRef) -> None:
+        await self._db.set_paused(user.key, False)
+
+    async def is_paused(self, user: UserRef) -> bool:
+        return await self._db.is_paused(user.key)
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

@@ -1,0 +1,73 @@
+"""The boundary between adapters and the core: one normalized incoming message and a reply target.
+
+An adapter turns a platform event into an `IncomingMessage` and implements `ReplyTarget` for the
+conversation it came from. The core never sees a platform object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """Who a memory belongs to: platform + workspace + user id. The same id elsewhere is someone else."""
+
+    platform: str
+    workspace: str
+    user_id: str
+
+    @property
+    def key(self) -> str:
+        """The stable string used as the memory store's user id."""
+        return f"{self.platform}:{self.workspace}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """One message from any platform, normalized.
+
+    `workspace` is the Discord guild id (or "dm"), the Slack team id, or "local" for the terminal.
+    `is_direct` is true for a one-to-one conversation with the bot; `addressed` is true when the
+    platform says the message is meant for the bot (mention, reply to the bot, DM).
+    """
+
+    platform: str
+    workspace: str
+    channel_id: str
+    user_id: str
+    user_name: str
+    text: str
+    message_id: str
+    thread_id: str | None = None
+    link: str | None = None
+    sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    is_direct: bool = False
+    addressed: bool = True
+    roles: tuple[str, ...] = ()
+
+    @property
+    def user(self) -> UserRef:
+        return UserRef(self.platform, self.workspace, self.user_id)
+
+    @property
+    def conversation_key(self) -> str:
+        """Identifies the conversation (channel or thread) for short-term history."""
+        return f"{self.platform}:{self.workspace}:{self.channel_id}:{self.thread_id or ''}"
+
+
+class ReplyTarget(Protocol):
+    """How the core answers: the adapter owns splitting, throttled edits and platform formatting."""
+
+    async def send(self, text: str) -> None:
+        """Send one complete message (notices, errors, command answers)."""
+
+    async def stream(self, deltas: AsyncIterator[str]) -> str:
+        """Render a reply as its text arrives (send a first part, then edit it); return the text shown."""
+
+    def typing(self) -> AbstractAsyncContextManager[None]:
+        """Show that the bot is working while the block runs (a no-op where the platform has none)."""

@@ -1,0 +1,188 @@
+"""All configuration in one typed place, read from the environment and `.env`.
+
+Every field's environment variable is its name in upper case. `.env.example` lists each one with its
+default and meaning (a test keeps the two in step). A bad value is a `SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from dotenv import dotenv_values
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Secret(str):
+    """A string that never shows its value in logs, reprs or tracebacks."""
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return "****" if self else ""
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- storage
+    data_dir: Path = _setting(Path("data"), "Folder for all state: model cache, vector store, queues.")
+    log_level: str = _setting("INFO", "Python logging level (DEBUG, INFO, WARNING, ERROR).")
+
+    # --- local model
+    model: str = _setting(
+        "qwen2.5-coder-0.5b",
+        "Bundled model name, a transformers model directory or hub id, or a path to a .gguf file.",
+    )
+    model_backend: str = _setting("transformers", "Generation backend: transformers.")
+    model_threads: int = _setting(2, "CPU threads for the model and the embedder.")
+    max_new_tokens: int = _setting(256, "Longest reply the model may write, in tokens.")
+    temperature: float = _setting(0.0, "Sampling temperature; 0 means greedy decoding.")
+    repetition_penalty: float = _setting(1.15, "Penalty against repeating tokens (stops greedy loops).")
+    context_tokens: int = _setting(2048, "Prompt budget in tokens (system, memories, history, message).")
+    generation_queue_size: int = _setting(8, "Replies that may wait for the model before users are told to retry.")
+    max_input_chars: int = _setting(4000, "Longer messages are cut to this many characters for the model.")
+    history_turns: int = _setting(6, "Recent exchanges of the same conversation kept in the prompt.")
+    bot_name: str = _setting("memorybot", "The name the bot uses for itself in the system prompt.")
+
+    # --- memory
+    memory_top_k: int = _setting(8, "How many memories are recalled for a message at most.")
+    memory_token_budget: int = _setting(400, "Token budget for recalled memories in the prompt.")
+    memory_min_score: float = _setting(0.2, "Recalled memories need at least this similarity (0..1).")
+    memory_ttl_days: int = _setting(0, "Memories older than this are not recalled and are purged; 0 keeps them.")
+    embedder_model: str = _setting("", "Sentence-embedding model path; empty uses the bundled all-MiniLM-L6-v2.")
+    vector_store: str = _setting("qdrant", "Vector store provider: qdrant or pgvector.")
+    qdrant_url: str = _setting("", "Qdrant server URL; empty uses embedded Qdrant under DATA_DIR.")
+    qdrant_api_key: Secret = _setting(Secret(""), "API key for the Qdrant server, if it needs one.")
+    pgvector_url: Secret = _setting(Secret(""), "postgresql:// URL for the pgvector provider.")
+    writeback_max_backoff_seconds: float = _setting(300.0, "Longest wait between retries of a failing write-back.")
+
+    # --- access control (applies to every platform)
+    allowed_users: frozenset[str] = _setting(frozenset(), "Comma-separated user ids; empty allows everyone.")
+    blocked_users: frozenset[str] = _setting(frozenset(), "Comma-separated user ids the bot ignores.")
+    allowed_channels: frozenset[str] = _setting(frozenset(), "Comma-separated channel ids; empty allows all.")
+    blocked_channels: frozenset[str] = _setting(frozenset(), "Comma-separated channel ids the bot ignores.")
+    allowed_roles: frozenset[str] = _setting(frozenset(), "Comma-separated role ids; empty allows all (Discord).")
+    blocked_roles: frozenset[str] = _setting(frozenset(), "Comma-separated role ids the bot ignores (Discord).")
+    allow_dms: bool = _setting(True, "Answer direct messages.")
+    admin_users: frozenset[str] = _setting(frozenset(), "Comma-separated user ids allowed to run admin commands.")
+    rate_limit_messages: int = _setting(10, "Messages per user per window; 0 turns the limit off.")
+    rate_limit_window_seconds: float = _setting(60.0, "Length of the rate-limit window in seconds.")
+
+    # --- Discord
+    discord_token: Secret = _setting(Secret(""), "Discord bot token (memorybot discord).")
+    discord_respond_channels: frozenset[str] = _setting(
+        frozenset(), "Channel ids where the bot answers every message, not only mentions."
+    )
+
+    # --- Slack
+    slack_bot_token: Secret = _setting(Secret(""), "Slack bot token, xoxb-... (memorybot slack).")
+    slack_app_token: Secret = _setting(Secret(""), "Slack app-level token, xapp-...; set it for Socket Mode.")
+    slack_signing_secret: Secret = _setting(Secret(""), "Slack signing secret, for HTTP mode.")
+    slack_http_host: str = _setting("127.0.0.1", "Address the HTTP mode listens on.")
+    slack_http_port: int = _setting(3000, "Port the HTTP mode listens on.")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.data_dir / "memory"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "bot.sqlite3"
+
+
+def settings_help() -> list[tuple[str, str, str]]:
+    """(ENV_NAME, default as text, meaning) for every setting, in declaration order."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, frozenset):
+            text = ",".join(sorted(default))
+        elif isinstance(default, bool):
+            text = "true" if default else "false"
+        elif isinstance(default, Secret):
+            text = default.reveal()
+        else:
+            text = str(default)
+        rows.append((f.name.upper(), text, f.metadata["help"]))
+    return rows
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    raw = raw.strip()
+    try:
+        if kind is bool:
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError("expected true or false")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(raw).expanduser()
+        if kind is Secret:
+            return Secret(raw)
+        if kind == frozenset[str]:
+            return frozenset(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot read {raw!r} ({exc})") from None
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read settings: explicit overrides win, then the process environment, then `.env`, then defaults."""
+    file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file else {}
+    hints = get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env = f.name.upper()
+        raw = os.environ.get(env, file_values.get(env))
+        if raw is not None and raw.strip() != "":
+            values[f.name] = _parse(env, hints[f.name], raw)
+    for name, value in overrides.items():
+        if name not in hints:
+            raise SettingsError(f"unknown setting {name!r}")
+        values[name] = _parse(name.upper(), hints[name], value) if isinstance(value, str) else value
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    positive = ["model_threads", "max_new_tokens", "context_tokens", "generation_queue_size",
+                "max_input_chars", "memory_top_k"]
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"{name.upper()} must be greater than 0")
+    for name in ["history_turns", "memory_token_budget", "memory_ttl_days", "rate_limit_messages"]:
+        if getattr(s, name) < 0:
+            raise SettingsError(f"{name.upper()} must not be negative")
+    if s.model_backend not in {"transformers"}:
+        raise SettingsError(f"MODEL_BACKEND must be transformers, not {s.model_backend!r}")
+    if s.vector_store not in {"qdrant", "pgvector"}:
+        raise SettingsError(f"VECTOR_STORE must be qdrant or pgvector, not {s.vector_store!r}")
+    if s.vector_store == "pgvector" and not s.pgvector_url:
+        raise SettingsError("PGVECTOR_URL is required when VECTOR_STORE=pgvector")
+    if s.temperature < 0:
+        raise SettingsError("TEMPERATURE must not be negative")
+    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError(f"LOG_LEVEL must be a logging level, not {s.log_level!r}")

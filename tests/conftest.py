@@ -1,0 +1,50 @@
+"""Shared fixtures: settings in a temporary DATA_DIR, and one cache of the converted bundled model.
+
+Converting the bundled GGUF takes about a minute, so the converted model is kept in `.cache/models`
+(override with MEMORYBOT_TEST_MODEL_CACHE) and linked into each test's DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MEM0_TELEMETRY", "False")
+
+
+@pytest.fixture(scope="session")
+def model_data_dir() -> Path:
+    """A folder holding `models/` with the bundled model prepared (joined and converted) once."""
+    from bot.llm import resolve_model
+
+    root = Path(os.environ.get("MEMORYBOT_TEST_MODEL_CACHE", REPO / ".cache" / "test-data"))
+    resolve_model(load_settings(env_file=None, data_dir=root))
+    return root
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with DATA_DIR in a temporary folder; keyword arguments override fields."""
+
+    def make(**overrides: Any) -> Settings:
+        overrides.setdefault("data_dir", tmp_path / "data")
+        return load_settings(env_file=None, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def real_settings(make_settings: Callable[..., Settings], model_data_dir: Path, tmp_path: Path) -> Settings:
+    """Settings for the real bundled model: a fresh DATA_DIR whose models/ links to the shared cache."""
+    data = tmp_path / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "models").symlink_to(model_data_dir / "models", target_is_directory=True)
+    return make_settings(data_dir=data)
