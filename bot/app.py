@@ -61,14 +61,10 @@ class MemoryBot:
     async def __aenter__(self) -> MemoryBot:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.open()
-        backend = self._backend
-        if backend is None:
-            # Load the model and open the store side by side: both are slow and mostly wait on disk.
-            backend, _ = await asyncio.gather(
-                asyncio.to_thread(load_backend, self.settings), self.store.open()
-            )
-        else:
-            await self.store.open()
+        # One after the other, never side by side: transformers sets torch's default dtype for the whole
+        # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
+        await self.store.open()
+        backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
         self.model = LocalModel(backend, self.settings.generation_queue_size)
         extractor = FactExtractor(self.model)
         self.writeback = WritebackWorker(

@@ -60,7 +60,7 @@ class Settings:
     # --- memory
     memory_top_k: int = _setting(8, "How many memories are recalled for a message at most.")
     memory_token_budget: int = _setting(400, "Token budget for recalled memories in the prompt.")
-    memory_min_score: float = _setting(0.2, "Recalled memories need at least this similarity (0..1).")
+    memory_min_score: float = _setting(0.1, "Recalled memories need at least this similarity (0..1).")
     memory_ttl_days: int = _setting(0, "Memories older than this are not recalled and are purged; 0 keeps them.")
     embedder_model: str = _setting("", "Sentence-embedding model path; empty uses the bundled all-MiniLM-L6-v2.")
     vector_store: str = _setting("qdrant", "Vector store provider: qdrant or pgvector.")

@@ -1,0 +1,63 @@
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.extraction import ExtractionError, FactExtractor, parse_facts
+from bot.llm.base import ChatMessage, GenerationParams
+from bot.llm.runner import LocalModel
+
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def test_parse_valid_answer_dedupes_and_trims():
+    raw = 'Sure! {"facts": ["The user  is vegetarian.", "the user is vegetarian.", "The user is Dana."]}'
+    assert parse_facts(raw) == ["The user is vegetarian.", "The user is Dana."]
+
+
+def test_parse_empty_facts():
+    assert parse_facts('```json\n{"facts": []}\n```') == []
+
+
+@pytest.mark.parametrize("raw", ["no json here", '{"facts": "x"}', '{"facts": [1]}', '{"other": []}', "{broken"])
+def test_parse_invalid_answers_raise(raw):
+    with pytest.raises(ExtractionError):
+        parse_facts(raw)
+
+
+class Answers:
+    name = "answers"
+    context_tokens = 4096
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.prompts: list[list[ChatMessage]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4
+
+    def prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return sum(len(m.content) for m in messages) // 4
+
+    def stream(self, messages: list[ChatMessage], params: GenerationParams,
+               should_stop: Callable[[], bool]) -> Iterator[str]:
+        self.prompts.append(messages)
+        yield self.answers.pop(0)
+
+
+async def test_retries_once_then_succeeds():
+    backend = Answers("nonsense", '{"facts": ["The user has a cat."]}')
+    assert await FactExtractor(LocalModel(backend)).extract("I have a cat", NOW) == ["The user has a cat."]
+    assert "not valid" in backend.prompts[1][-1].content
+
+
+async def test_gives_up_after_the_retry():
+    backend = Answers("nonsense", "still nonsense")
+    with pytest.raises(ExtractionError):
+        await FactExtractor(LocalModel(backend)).extract("I have a cat", NOW)
+
+
+async def test_prompt_carries_the_date_for_relative_times():
+    backend = Answers('{"facts": []}')
+    await FactExtractor(LocalModel(backend)).extract("hi", NOW)
+    assert "26 November 2026" in backend.prompts[0][0].content

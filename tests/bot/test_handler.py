@@ -1,0 +1,127 @@
+"""The reply flow with the real store and a scripted model (exact output; the real model is tested in e2e)."""
+
+from collections.abc import Callable, Iterator
+
+from bot.app import MemoryBot
+from bot.handler import EMPTY_MESSAGE, MODEL_FAILED, PAUSED_NOTICE
+from bot.llm.base import ChatMessage, GenerationParams
+from tests.bot.helpers import RecordingReply, message
+from tests.fakes.model import ScriptedBackend
+
+
+async def test_reply_streams_and_writeback_stores_facts_with_source(make_settings):
+    backend = ScriptedBackend(reply="Nice to meet you, Dana!", facts=["The user's name is Dana."])
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        reply = RecordingReply()
+        await bot.handle(message("My name is Dana"), reply)
+        assert reply.streamed == ["Nice to meet you, Dana!"]
+        assert len(reply.deltas[0]) > 1  # it really streamed
+        assert reply.typing_count == 1
+        await bot.writeback.drain()
+        page = await bot.memories.list(message("x").user)
+        assert [r.text for r in page.records] == ["The user's name is Dana."]
+        source = page.records[0].source
+        assert (source.platform, source.workspace, source.channel, source.message_id) == (
+            "console", "local", "terminal", "m1")
+        assert source.link == "https://example.test/terminal/m1"
+        assert source.time == "2026-11-26T10:00:00+00:00"
+
+
+async def test_recalled_memories_go_into_the_system_prompt_as_bullets(make_settings):
+    backend = ScriptedBackend(reply="ok")
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.memories.remember(message("x"), "The user is vegetarian.")
+        await bot.handle(message("What should I cook tonight? Any food ideas?"), RecordingReply())
+        system = backend.calls[-1][0].content
+        assert "- The user is vegetarian." in system
+        assert [r.text for r in bot.memories.why(message("x").user)] == ["The user is vegetarian."]
+
+
+async def test_other_users_memories_never_reach_the_prompt(make_settings):
+    backend = ScriptedBackend(reply="ok")
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.memories.remember(message("x", user="sam"), "The user is vegetarian.")
+        await bot.memories.remember(message("x", platform="discord"), "The user eats fish.")
+        await bot.handle(message("What food do I like?"), RecordingReply())
+        system = backend.calls[-1][0].content
+        assert "vegetarian" not in system and "fish" not in system
+
+
+async def test_empty_message_gets_an_answer_without_the_model(make_settings):
+    backend = ScriptedBackend()
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        reply = RecordingReply()
+        await bot.handle(message(" \x00 \n "), reply)
+        assert reply.sent == [EMPTY_MESSAGE]
+        assert backend.calls == []
+
+
+async def test_long_message_is_cut_with_a_note(make_settings):
+    backend = ScriptedBackend(reply="Got it.")
+    async with MemoryBot(make_settings(max_input_chars=50), backend=backend) as bot:
+        reply = RecordingReply()
+        await bot.handle(message("a" * 500), reply)
+        assert backend.calls[0][-1].content == "a" * 50
+        assert reply.streamed[0].startswith("Got it.")
+        assert "first 50 characters" in reply.streamed[0]
+
+
+async def test_reasoning_blocks_never_reach_the_user(make_settings):
+    backend = ScriptedBackend(reply="<think>the user wants a greeting</think>Hello!", chunk=3)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        reply = RecordingReply()
+        await bot.handle(message("hi"), reply)
+        assert reply.streamed == ["Hello!"]
+
+
+class FailingBackend(ScriptedBackend):
+    def stream(self, messages: list[ChatMessage], params: GenerationParams,
+               should_stop: Callable[[], bool]) -> Iterator[str]:
+        if params.json_schema is None:
+            raise RuntimeError("out of memory")
+        yield from super().stream(messages, params, should_stop)
+
+
+async def test_model_failure_gets_an_apology_and_keeps_the_writeback(make_settings):
+    backend = FailingBackend(facts=["The user has a dog."])
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        reply = RecordingReply()
+        await bot.handle(message("I have a dog"), reply)
+        assert reply.sent == [MODEL_FAILED]
+        await bot.writeback.drain()
+        assert [r.text for r in (await bot.memories.list(message("x").user)).records] == ["The user has a dog."]
+
+
+async def test_paused_user_is_told_once_and_nothing_is_learned(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."])
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        user = message("x").user
+        await bot.memories.pause(user)
+        first, second = RecordingReply(), RecordingReply()
+        await bot.handle(message("I have a dog"), first)
+        await bot.handle(message("I have a dog"), second)
+        assert first.sent == [PAUSED_NOTICE] and second.sent == []
+        await bot.writeback.drain()
+        assert (await bot.memories.list(user)).total == 0
+        await bot.memories.resume(user)
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await bot.writeback.drain()
+        assert (await bot.memories.list(user)).total == 1
+
+
+async def test_rate_limited_user_gets_the_polite_message(make_settings):
+    async with MemoryBot(make_settings(rate_limit_messages=1), backend=ScriptedBackend(reply="ok")) as bot:
+        first, second = RecordingReply(), RecordingReply()
+        await bot.handle(message("one"), first)
+        await bot.handle(message("two"), second)
+        assert first.streamed == ["ok"]
+        assert second.streamed == [] and "wait" in second.sent[0]
+
+
+async def test_history_of_the_conversation_is_in_the_prompt(make_settings):
+    backend = ScriptedBackend(reply=lambda msgs: f"reply to {msgs[-1].content}")
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.handle(message("first"), RecordingReply())
+        await bot.handle(message("second"), RecordingReply())
+        contents = [m.content for m in backend.calls[-1]]
+        assert contents[1:] == ["first", "reply to first", "second"]

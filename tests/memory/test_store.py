@@ -1,0 +1,88 @@
+"""The mem0-backed store, for real: embedded Qdrant and the bundled MiniLM embedder in a temp folder."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from memory.config import StoreConfig
+from memory.records import Source
+from memory.store import MemoryStore
+
+
+def source(private=False, origin="extracted"):
+    return Source(platform="console", workspace="local", channel="terminal", message_id="m1",
+                  link=None, time="2026-11-26T10:00:00+00:00", origin=origin, private=private)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    async with MemoryStore(StoreConfig(directory=tmp_path / "memory")) as s:
+        yield s
+
+
+async def test_add_search_list_with_provenance(store):
+    memory_id = await store.add("console:local:dana", "The user is vegetarian.", source())
+    found = await store.search("console:local:dana", "what food do I like", 5, include_private=True)
+    assert [r.id for r in found] == [memory_id]
+    record = found[0]
+    assert record.source == source()
+    assert record.created_at is not None and record.score is not None
+    assert [r.text for r in await store.list("console:local:dana")] == ["The user is vegetarian."]
+
+
+async def test_users_never_see_each_other(store):
+    memory_id = await store.add("console:local:dana", "The user is vegetarian.", source())
+    for other in ("console:local:sam", "discord:local:dana", "console:other:dana"):
+        assert await store.search(other, "vegetarian", 5, include_private=True) == []
+        assert await store.list(other) == []
+        assert await store.get(other, memory_id) is None
+        assert await store.delete(other, memory_id) is False
+    assert await store.get("console:local:dana", memory_id) is not None
+
+
+async def test_private_facts_only_when_asked(store):
+    await store.add("u", "The user has a secret plan.", source(private=True))
+    await store.add("u", "The user likes plans.", source())
+    shared = await store.search("u", "plan", 5, include_private=False)
+    assert [r.text for r in shared] == ["The user likes plans."]
+    assert len(await store.search("u", "plan", 5, include_private=True)) == 2
+
+
+async def test_unknown_and_malformed_ids_are_not_found(store):
+    assert await store.get("u", "not-a-uuid") is None
+    assert await store.get("u", "00000000-0000-0000-0000-000000000000") is None
+    assert await store.delete("u", "nope") is False
+
+
+async def test_created_at_is_kept_and_list_is_newest_first(store):
+    old = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    await store.add("u", "The user went to Paris.", source(), created_at=old)
+    await store.add("u", "The user went to Rome.", source())
+    listed = await store.list("u")
+    assert [r.text for r in listed] == ["The user went to Rome.", "The user went to Paris."]
+    assert listed[1].created_at == old
+
+
+async def test_concurrent_calls_lose_nothing(store):
+    await asyncio.gather(*(store.add("u", f"The user owns item number {i}.", source()) for i in range(20)))
+    assert len(await store.list("u")) == 20
+
+
+async def test_delete_all_and_history(store):
+    first = await store.add("u", "The user lives in Lisbon.", source())
+    await store.update("u", first, text="The user lives in Porto.")
+    history = await store.history("u", first)
+    assert [h["event"] for h in history] == ["ADD", "UPDATE"]
+    await store.add("v", "Someone else.", source())
+    assert await store.delete_all("u") == 1
+    assert await store.list("u") == []
+    assert len(await store.list("v")) == 1
+
+
+async def test_reopening_the_folder_keeps_memories(tmp_path):
+    config = StoreConfig(directory=tmp_path / "memory")
+    async with MemoryStore(config) as store:
+        await store.add("u", "The user plays chess.", source())
+    async with MemoryStore(config) as store:
+        assert [r.text for r in await store.list("u")] == ["The user plays chess."]
