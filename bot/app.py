@@ -51,9 +51,7 @@ class MemoryBot:
         self.access = AccessPolicy(settings)
         self.db = BotDatabase(settings.queue_path)
         self.store = MemoryStore(store_config(settings))
-        self.memories = MemoryOps(
-            self.store, self.db, ttl_days=settings.memory_ttl_days, history_turns=settings.history_turns
-        )
+        self.memories: MemoryOps
         self.model: LocalModel | None = None
         self.writeback: WritebackWorker
         self._handler: MessageHandler
@@ -66,6 +64,10 @@ class MemoryBot:
         await self.store.open()
         backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
         self.model = LocalModel(backend, self.settings.generation_queue_size)
+        self.memories = MemoryOps(
+            self.store, self.db,
+            ttl_days=self.settings.memory_ttl_days, history_turns=self.settings.history_turns,
+        )
         extractor = FactExtractor(self.model)
         self.writeback = WritebackWorker(
             self.db, self.memories, extractor, self.model, self.settings.writeback_max_backoff_seconds

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot import supersede
 from bot.database import BotDatabase
 from bot.errors import UserError
 from bot.history import ConversationHistory
 from bot.message import IncomingMessage, UserRef
 from memory.records import MemoryRecord, Source
-from memory.store import MemoryStore
+from memory.store import SUPERSEDED_BY, MemoryStore
 
 MAX_REMEMBER_CHARS = 500
-DUPLICATE_SCORE = 0.95  # cosine similarity above which a new fact is the same as a stored one
+DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a stored one
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ class MemoryPage:
 
 def _normalized(text: str) -> str:
     return re.sub(r"[^\w\s]", "", text.lower()).strip()
+
+
+def _same_fact(record: MemoryRecord, fact: str) -> bool:
+    """Exact or near duplicate: equal once normalized, or nearly equal in meaning with the same numbers."""
+    if _normalized(record.text) == _normalized(fact):
+        return True
+    same_numbers = re.findall(r"\d+", record.text) == re.findall(r"\d+", fact)
+    return same_numbers and (record.score or 0) >= DUPLICATE_SCORE
 
 
 class MemoryOps:
@@ -60,11 +69,22 @@ class MemoryOps:
         return list(self._last_used.get(user.key, []))
 
     async def learn(self, user_key: str, fact: str, source: Source) -> str | None:
-        """Store an extracted fact unless the user already has it; return the new id or None."""
-        similar = await self._store.search(user_key, fact, 3, include_private=True)
-        for record in similar:
-            if _normalized(record.text) == _normalized(fact) or (record.score or 0) >= DUPLICATE_SCORE:
-                return None
+        """Store a fact unless the user already has it; a fact it makes untrue is updated to it.
+
+        Returns the id of the new or updated memory, or None for a duplicate.
+        """
+        similar = await self._store.search(user_key, fact, 5, include_private=True)
+        if any(_same_fact(record, fact) for record in similar):
+            return None
+        replaced = [similar[i] for i in supersede.replaced([r.text for r in similar], fact)]
+        if replaced:
+            # The newest version takes the place of the first outdated fact (mem0's history keeps both);
+            # any further outdated ones are marked superseded: kept for export, no longer recalled.
+            first, *others = replaced
+            await self._store.update(user_key, first.id, text=fact, metadata=source.to_metadata())
+            for record in others:
+                await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: first.id})
+            return first.id
         created_at = _parse_time(source.time)
         return await self._store.add(user_key, fact, source, created_at=created_at,
                                      expires_on=self._expiry(created_at))
@@ -96,10 +116,12 @@ class MemoryOps:
             message_id=msg.message_id, link=msg.link, time=msg.sent_at.isoformat(),
             origin="explicit", private=msg.is_direct,
         )
-        memory_id = await self._store.add(msg.user.key, text, source, created_at=msg.sent_at,
-                                          expires_on=self._expiry(msg.sent_at))
+        memory_id = await self.learn(msg.user.key, text, source)
+        if memory_id is None:
+            raise UserError("I already remember that.")
         record = await self._store.get(msg.user.key, memory_id)
-        assert record is not None
+        if record is None:
+            raise UserError("That memory was deleted while I was saving it; please try again.")
         return record
 
     async def search(self, user: UserRef, query: str, *, direct: bool, limit: int = 10) -> list[MemoryRecord]:

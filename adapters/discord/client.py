@@ -1,0 +1,81 @@
+"""The Discord client: gateway events in, `MemoryBot.handle` out, slash commands on a command tree.
+
+`on_message` decides whether a message is meant for the bot, normalizes it and runs the core inside
+the one error boundary of the event. Discord rate limits are left to discord.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from adapters.discord import commands
+from adapters.discord.messages import is_addressed, to_incoming
+from adapters.discord.reply import DiscordReply, safe_mentions
+from bot.app import MemoryBot
+
+_log = logging.getLogger(__name__)
+
+FAILED_REPLY = "Sorry, something went wrong while I was answering. Please try again in a moment."
+
+
+def gateway_intents() -> discord.Intents:
+    """Guild and DM messages with their text (message content is a privileged intent)."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    return intents
+
+
+class DiscordClient(discord.Client):
+    """Connects one `MemoryBot` to Discord."""
+
+    def __init__(
+        self, bot: MemoryBot, *, respond_channels: frozenset[str] = frozenset(), **options: Any
+    ) -> None:
+        options.setdefault("intents", gateway_intents())
+        options.setdefault("allowed_mentions", safe_mentions())
+        super().__init__(**options)
+        self.bot = bot
+        self.respond_channels = respond_channels
+        self.tree = app_commands.CommandTree(self)
+        commands.install(self.tree, bot.memories)
+
+    async def setup_hook(self) -> None:
+        # Chat keeps working without slash commands, so a failed registration is a warning, not a crash.
+        try:
+            synced = await self.tree.sync()
+        except discord.HTTPException as exc:
+            _log.warning("could not register the slash commands (%s); chat still works", exc)
+        else:
+            _log.info("registered %d slash commands", len(synced))
+
+    async def on_ready(self) -> None:
+        _log.info("connected to Discord as %s (%s) in %d server(s)", self.user, self.user and self.user.id,
+                  len(self.guilds))
+
+    async def on_message(self, message: discord.Message) -> None:
+        if self.user is None or not is_addressed(message, self.user, self.respond_channels):
+            return
+        incoming = to_incoming(message, self.user)
+        reply = DiscordReply(message)
+        try:
+            await self.bot.handle(incoming, reply)
+        except discord.Forbidden as exc:
+            _log.warning("no permission to answer in channel %s (guild %s): %s",
+                         message.channel.id, incoming.workspace, exc.text)
+        except Exception:  # noqa: BLE001 - the event's error boundary: log with context, tell the user
+            _log.exception("failed to answer message %s in channel %s (guild %s)",
+                           message.id, message.channel.id, incoming.workspace)
+            await self._apologize(reply, message)
+
+    async def _apologize(self, reply: DiscordReply, message: discord.Message) -> None:
+        try:
+            await reply.send(FAILED_REPLY)
+        except discord.HTTPException as exc:
+            _log.warning("could not send the apology for message %s: %s", message.id, exc)

@@ -1,0 +1,108 @@
+"""Translating Discord messages for the core: is a message meant for the bot, and its normalized form.
+
+Identity: workspace is the guild id (or "dm"). In a thread, `channel_id` is the thread's parent channel
+(so channel allow/block lists cover its threads) and `thread_id` the thread; the link points at the thread.
+"""
+
+from __future__ import annotations
+
+import discord
+
+from bot.message import IncomingMessage, UserRef
+
+PLATFORM = "discord"
+DM_WORKSPACE = "dm"
+CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)  # not joins, pins, thread starts...
+
+
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def is_ignored(message: discord.Message, me: discord.abc.User) -> bool:
+    """Other bots, webhooks and the bot itself never get an answer (no bot-to-bot loops); neither do
+    system messages."""
+    author = message.author
+    from_a_bot = author.id == me.id or author.bot or message.webhook_id is not None
+    return from_a_bot or message.type not in CHAT_TYPES
+
+
+def mentions_me(message: discord.Message, me: discord.abc.User) -> bool:
+    """A direct @mention of the bot; @everyone and @here do not count."""
+    return any(user.id == me.id for user in message.mentions)
+
+
+def replies_to_me(message: discord.Message, me: discord.abc.User) -> bool:
+    resolved = message.reference.resolved if message.reference else None
+    return isinstance(resolved, discord.Message) and resolved.author.id == me.id
+
+
+def is_addressed(message: discord.Message, me: discord.abc.User, respond_channels: frozenset[str]) -> bool:
+    """DMs always; in a server a mention, a reply to one of the bot's messages, or a listed channel
+    (threads of a listed channel included)."""
+    if is_ignored(message, me):
+        return False
+    if message.guild is None:
+        return True
+    channel = message.channel
+    listed = {str(channel.id), str(getattr(channel, "parent_id", None))} & respond_channels
+    return bool(listed) or mentions_me(message, me) or replies_to_me(message, me)
+
+
+def clean_text(message: discord.Message, me: discord.abc.User) -> str:
+    """The message text without the bot's own mention; other mentions become readable @names."""
+    text = message.content
+    for form in (f"<@{me.id}>", f"<@!{me.id}>"):
+        text = text.replace(form, "")
+    for user in message.mentions:
+        for form in (f"<@{user.id}>", f"<@!{user.id}>"):
+            text = text.replace(form, f"@{user.display_name}")
+    return text.strip()
+
+
+def to_incoming(message: discord.Message, me: discord.abc.User) -> IncomingMessage:
+    channel = message.channel
+    guild_id = message.guild.id if message.guild else None
+    in_thread = isinstance(channel, discord.Thread)
+    author = message.author
+    roles = getattr(author, "roles", [])
+    return IncomingMessage(
+        platform=PLATFORM,
+        workspace=str(guild_id) if guild_id else DM_WORKSPACE,
+        channel_id=str(channel.parent_id if in_thread else channel.id),  # type: ignore[union-attr]
+        user_id=str(author.id),
+        user_name=author.display_name,
+        text=clean_text(message, me),
+        message_id=str(message.id),
+        thread_id=str(channel.id) if in_thread else None,
+        link=message_link(guild_id, channel.id, message.id),
+        sent_at=message.created_at,
+        is_direct=guild_id is None,
+        addressed=True,
+        roles=tuple(str(role.id) for role in roles if not role.is_default()),
+    )
+
+
+def interaction_user(interaction: discord.Interaction) -> UserRef:
+    """Whose memories a slash command works on: the same identity as that user's messages."""
+    workspace = str(interaction.guild_id) if interaction.guild_id else DM_WORKSPACE
+    return UserRef(PLATFORM, workspace, str(interaction.user.id))
+
+
+def interaction_message(interaction: discord.Interaction, text: str) -> IncomingMessage:
+    """A slash command as a message (for `/remember`); it has no message of its own, so the link
+    points at the channel."""
+    user = interaction_user(interaction)
+    channel_id = interaction.channel_id or 0
+    return IncomingMessage(
+        platform=PLATFORM,
+        workspace=user.workspace,
+        channel_id=str(channel_id),
+        user_id=user.user_id,
+        user_name=interaction.user.display_name,
+        text=text,
+        message_id=str(interaction.id),
+        link=f"https://discord.com/channels/{interaction.guild_id or '@me'}/{channel_id}",
+        sent_at=interaction.created_at,
+        is_direct=interaction.guild_id is None,
+    )

@@ -1,0 +1,77 @@
+"""`DiscordReply`: the core's `ReplyTarget` for one Discord message.
+
+The first message of each answer replies to (references) the user's message; overflow parts follow as
+plain channel messages. Streams are edited at most once a second and split at Discord's 2,000 characters.
+Nothing the bot sends can ping @everyone, @here or a role; only the author may be mentioned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
+import discord
+
+from adapters.streaming import render_stream, split_message
+
+_log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+EDIT_INTERVAL = 1.0
+
+UNKNOWN_MESSAGE = 10008  # the referenced message does not exist (any more)
+INVALID_FORM_BODY = 50035  # what Discord answers for a reply to a deleted message
+
+
+def safe_mentions(author: discord.abc.Snowflake | None = None) -> discord.AllowedMentions:
+    """Allow pinging at most the author (and the replied-to user), never everyone or roles."""
+    return discord.AllowedMentions(
+        everyone=False, roles=False, users=[author] if author else False, replied_user=True
+    )
+
+
+def is_missing_reference(exc: discord.HTTPException) -> bool:
+    return isinstance(exc, discord.NotFound) or exc.code in (UNKNOWN_MESSAGE, INVALID_FORM_BODY)
+
+
+class DiscordReply:
+    """Answers in the channel (or thread) the user's message came from."""
+
+    def __init__(
+        self, source: discord.Message, *, limit: int = MESSAGE_LIMIT, interval: float = EDIT_INTERVAL
+    ) -> None:
+        self._source = source
+        self._limit = limit
+        self._interval = interval
+        self._mentions = safe_mentions(source.author)
+
+    async def send(self, text: str) -> None:
+        for i, part in enumerate(split_message(text, self._limit)):
+            await self._post(part, first=i == 0)
+
+    async def stream(self, deltas: AsyncIterator[str]) -> str:
+        sent = 0
+
+        async def post(text: str) -> discord.Message:
+            nonlocal sent
+            sent += 1
+            return await self._post(text, first=sent == 1)
+
+        return await render_stream(deltas, post, self._edit, limit=self._limit, interval=self._interval)
+
+    def typing(self) -> AbstractAsyncContextManager[None]:
+        return self._source.channel.typing()
+
+    async def _post(self, text: str, *, first: bool) -> discord.Message:
+        if first:
+            try:
+                return await self._source.reply(text, allowed_mentions=self._mentions)
+            except discord.HTTPException as exc:
+                if not is_missing_reference(exc):
+                    raise
+                _log.info("message %s is gone (%s); answering without a reference", self._source.id, exc.code)
+        return await self._source.channel.send(text, allowed_mentions=self._mentions)
+
+    async def _edit(self, sent: discord.Message, text: str) -> None:
+        await sent.edit(content=text, allowed_mentions=self._mentions)

@@ -1,0 +1,220 @@
+"""Latency of the whole reply path on this machine, per turn, against a plain `model.generate`.
+
+    .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] [--out bench/results/latency.json]
+
+Measures, through the real bot (bundled model, mem0 with embedded Qdrant):
+  - recall p50/p95 with `--memories` facts stored for the user (seeded once into bench/data and reused);
+  - per turn: recall, prompt build, first token, decode tokens/s and total;
+  - the same prompt through plain `model.generate` (decode tokens/s, first token);
+  - reply latency with the write-back worker running vs. stopped;
+  - peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bot.app import MemoryBot  # noqa: E402
+from bot.llm.base import GenerationParams  # noqa: E402
+from bot.message import IncomingMessage  # noqa: E402
+from bot.prompt import build_prompt  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
+from memory.records import Source  # noqa: E402
+
+QUESTIONS = [
+    "Can you suggest something for dinner tonight?",
+    "What could I do this weekend with my dog?",
+    "Any tips for my next trip?",
+    "Recommend me a book, please.",
+    "How should I plan my week at work?",
+    "What music would I enjoy?",
+    "Give me an idea for a hobby.",
+    "What should I cook for my friends on Saturday?",
+]
+FACT_MESSAGES = [
+    "I just adopted a beagle called Max.",
+    "I started learning the cello last month.",
+    "My sister Ana lives in Madrid.",
+    "I'm allergic to peanuts.",
+    "I work night shifts at the hospital.",
+    "I ran my first half marathon in October.",
+    "I'm saving up for a trip to Japan.",
+    "I prefer tea over coffee.",
+]
+TOPICS = ["food", "travel", "music", "work", "family", "sports", "books", "pets", "health", "movies"]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def message(text: str, i: int) -> IncomingMessage:
+    return IncomingMessage(platform="bench", workspace="local", channel_id="c", user_id="bench-user",
+                           user_name="Alex", text=text, message_id=f"m{i}", is_direct=False)
+
+
+class TimedReply:
+    """Records when the first piece arrived and how much text came."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.text = ""
+
+    async def send(self, text: str) -> None:
+        self.text += text
+
+    async def stream(self, deltas: AsyncIterator[str]) -> str:
+        async for delta in deltas:
+            if self.first is None:
+                self.first = time.perf_counter()
+            self.text += delta
+        return self.text
+
+    def typing(self):
+        return nullcontext()
+
+
+async def seed(bot: MemoryBot, user_key: str, count: int) -> float:
+    have = len(await bot.store.list(user_key, include_superseded=True))
+    if have >= count:
+        return 0.0
+    src = Source(platform="bench", workspace="local", channel="c", message_id="seed", link=None,
+                 time=datetime.now(UTC).isoformat())
+    started = time.perf_counter()
+    for i in range(have, count):
+        topic = TOPICS[i % len(TOPICS)]
+        await bot.store.add(user_key, f"The user mentioned {topic} detail number {i}: item {i * 7 % 1000}.", src)
+        if i % 500 == 0:
+            print(f"  seeded {i}/{count}", flush=True)
+    return time.perf_counter() - started
+
+
+async def turn(bot: MemoryBot, text: str, i: int) -> dict[str, float]:
+    msg = message(text, i)
+    t0 = time.perf_counter()
+    memories = await bot.memories.recall(msg, text, bot.settings.memory_top_k, bot.settings.memory_min_score)
+    t1 = time.perf_counter()
+    build_prompt(bot_name="memorybot", user_name="Alex", text=text, memories=memories, history=[],
+                 now=msg.sent_at, budget=1800, count_prompt=bot.model.prompt_tokens)
+    t2 = time.perf_counter()
+    reply = TimedReply()
+    start = time.perf_counter()
+    await bot.handle(msg, reply)
+    end = time.perf_counter()
+    tokens = bot.model.count_tokens(reply.text)
+    first = (reply.first or end) - start
+    return {"recall_ms": (t1 - t0) * 1000, "prompt_build_ms": (t2 - t1) * 1000, "first_token_s": first,
+            "decode_tok_s": (tokens - 1) / max(1e-6, end - (reply.first or end)), "tokens": tokens,
+            "total_s": end - start}
+
+
+def plain_generate(bot: MemoryBot, text: str, max_new_tokens: int) -> dict[str, float]:
+    import torch
+
+    backend = bot.model.backend
+    messages = build_prompt(bot_name="memorybot", user_name="Alex", text=text, memories=[], history=[],
+                            now=datetime.now(UTC), budget=1800, count_prompt=backend.prompt_tokens)
+    inputs = backend.tokenizer(backend.render(messages), return_tensors="pt", add_special_tokens=False)
+    kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.15,
+                  pad_token_id=backend.tokenizer.eos_token_id)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        backend.model.generate(**inputs, max_new_tokens=1, **kwargs)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = backend.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                     **kwargs)
+        total = time.perf_counter() - t0
+    tokens = out.shape[1] - inputs["input_ids"].shape[1]
+    return {"first_token_s": first, "decode_tok_s": (tokens - 1) / max(1e-6, total - first), "tokens": tokens,
+            "total_s": total}
+
+
+def summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = rows[0].keys()
+    return {k: round(statistics.median(r[k] for r in rows), 4) for k in keys}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--memories", type=int, default=10_000)
+    parser.add_argument("--data-dir", default=str(REPO / "bench" / "data"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latency.json"))
+    args = parser.parse_args()
+    settings = load_settings(env_file=None, data_dir=args.data_dir, rate_limit_messages=0, max_new_tokens=96)
+    result: dict[str, object] = {"machine": {"cpus": __import__("os").cpu_count()}, "turns": args.turns}
+    async with MemoryBot(settings) as bot:
+        user_key = message("", 0).user.key
+        print(f"seeding {args.memories} memories (once)...", flush=True)
+        result["seed_s"] = round(await seed(bot, user_key, args.memories), 1)
+        result["memories_stored"] = len(await bot.store.list(user_key, include_superseded=True))
+
+        recall = []
+        for i in range(50):
+            q = QUESTIONS[i % len(QUESTIONS)]
+            t0 = time.perf_counter()
+            await bot.memories.recall(message(q, i), q, settings.memory_top_k, settings.memory_min_score)
+            recall.append((time.perf_counter() - t0) * 1000)
+        result["recall_ms"] = {"p50": round(pct(recall, 0.5), 2), "p95": round(pct(recall, 0.95), 2)}
+        print("recall", result["recall_ms"], flush=True)
+
+        await bot.writeback.stop()
+        await turn(bot, "Hello!", 0)  # warm-up
+        quiet = [await turn(bot, QUESTIONS[i % len(QUESTIONS)], i + 1) for i in range(args.turns)]
+        result["bot"] = summary(quiet)
+        result["bot_turns"] = quiet
+        print("bot (write-back stopped)", result["bot"], flush=True)
+
+        plain = [plain_generate(bot, QUESTIONS[i % len(QUESTIONS)], int(result["bot"]["tokens"]) or 64)
+                 for i in range(max(2, args.turns // 2))]
+        result["plain_generate"] = summary(plain)
+        print("plain generate", result["plain_generate"], flush=True)
+
+        # With write-back: every message carries a fact, and the next message arrives while it is learned.
+        bot.writeback.start()
+        await bot.writeback.drain()
+        busy = []
+        for i in range(args.turns):
+            await turn(bot, FACT_MESSAGES[i % len(FACT_MESSAGES)], 100 + 2 * i)
+            await asyncio.sleep(1.0)  # extraction of that fact is now running
+            busy.append(await turn(bot, QUESTIONS[i % len(QUESTIONS)], 101 + 2 * i))
+        result["bot_with_writeback"] = summary(busy)
+        print("bot (write-back running)", result["bot_with_writeback"], flush=True)
+        await bot.writeback.drain()
+
+    bot_row, plain_row, busy_row = result["bot"], result["plain_generate"], result["bot_with_writeback"]
+    result["ratios"] = {
+        "decode_bot_over_plain": round(bot_row["decode_tok_s"] / plain_row["decode_tok_s"], 3),
+        "reply_total_with_over_without_writeback": round(busy_row["total_s"] / bot_row["total_s"], 3),
+        "reply_first_token_with_over_without_writeback": round(
+            busy_row["first_token_s"] / bot_row["first_token_s"], 3),
+    }
+    result["peak_rss_mb"] = round(rss_mb(), 1)
+    print("ratios", result["ratios"], "peak RSS MB", result["peak_rss_mb"], flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

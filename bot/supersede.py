@@ -1,0 +1,99 @@
+"""Deciding whether a new fact makes an older fact about the same user untrue.
+
+mem0 2.2.1 only adds memories, so "lives in Lisbon" and a later "moved to Porto" would both be recalled as
+true. Two rules decide, both deterministic and explainable:
+
+1. Single-valued attributes: a person has one name, one home town, one job, one diet. A new fact about
+   the same attribute with another value replaces the old one.
+2. Negation: "The user doesn't eat meat any more" replaces "The user eats meat" (and the other way round):
+   the same statement with and without a negation.
+
+The bundled 0.5B model was measured as a judge of "does the new fact make the old one untrue": it answered
+no better than chance (6-7 of 12 pairs), so it is not asked. Anything the rules do not cover is kept: losing
+a true fact is worse than keeping an outdated one.
+"""
+
+from __future__ import annotations
+
+import re
+
+# attribute -> pattern whose group "value" is the attribute's value in a fact (lower-cased, "user" form)
+_ATTRIBUTES: dict[str, re.Pattern[str]] = {
+    "name": re.compile(r"^the user'?s (?:first |full )?name is (?:now )?(?P<value>.+)$"
+                       r"|^the user (?:is (?:now )?called|goes by|wants to be called|changed (?:their|his|her) "
+                       r"name to) (?P<value2>.+)$"),
+    "home": re.compile(r"^the user (?:now )?(?:lives?|is living|lived|resides?|is based) in (?P<value>.+)$"
+                       r"|^the user (?:has )?(?:just |recently )?(?:moved|relocated) (?:to|into) (?P<value2>.+)$"),
+    "job": re.compile(r"^the user (?:now )?works? as (?P<value>.+)$"
+                      r"|^the user'?s (?:new )?job is (?P<value2>.+)$"
+                      r"|^the user (?:is now|became|has become) an? (?P<value3>\w+(?: \w+)?)$"),
+    "diet": re.compile(r"^the user (?:is (?:now |a )?|has become (?:a )?|became (?:a )?)"
+                       r"(?P<value>vegetarian|vegan|pescatarian|carnivore)$"
+                       r"|^the user (?P<value2>eats? meat)$"),
+    "age": re.compile(r"^the user is (?:now )?(?P<value>\d+)(?: years old)?$"),
+}
+
+_NEGATION = re.compile(
+    r"\b(?:no longer|not any ?more|any ?more|anymore|not|n't|never|stopped|quit|gave up)\b|n't"
+)
+_STOPWORDS = {"the", "user", "a", "an", "is", "does", "do", "did", "to", "of", "and", "now", "has", "have",
+              "was", "be", "been", "their", "his", "her", "s", "in", "on", "at"}
+
+
+_FIRST_PERSON = [(re.compile(r"^(?:i am|i'm) "), "the user is "), (re.compile(r"^i "), "the user "),
+                 (re.compile(r"^my "), "the user's ")]
+
+
+def _normal(fact: str) -> str:
+    """Lower case, no final stop, and first person ("I live", as said to /remember) as "the user"."""
+    text = re.sub(r"\s+", " ", fact.lower().replace("’", "'")).strip().rstrip(".!")
+    for pattern, replacement in _FIRST_PERSON:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def attribute(fact: str) -> tuple[str, str] | None:
+    """(attribute, value) if the fact states a single-valued attribute, else None."""
+    text = _normal(fact)
+    for name, pattern in _ATTRIBUTES.items():
+        match = pattern.match(text)
+        if match:
+            value = next(v for v in match.groups() if v)
+            return name, value.strip()
+    return None
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _content(text: str) -> set[str]:
+    return {_stem(w) for w in re.findall(r"[a-z]+", text) if w not in _STOPWORDS}
+
+
+def _negated(text: str) -> bool:
+    return bool(_NEGATION.search(text))
+
+
+def replaces(new: str, old: str) -> bool:
+    """Whether `new` makes `old` untrue (see the module docstring for the rules)."""
+    new_attr, old_attr = attribute(new), attribute(old)
+    if new_attr and old_attr and new_attr[0] == old_attr[0]:
+        return new_attr[1] != old_attr[1]
+    new_text, old_text = _normal(new), _normal(old)
+    if _negated(new_text) == _negated(old_text):
+        return False
+    stripped_new = _content(_NEGATION.sub(" ", new_text))
+    stripped_old = _content(_NEGATION.sub(" ", old_text))
+    if not stripped_new or not stripped_old:
+        return False
+    overlap = len(stripped_new & stripped_old) / len(stripped_new | stripped_old)
+    return overlap >= 0.6
+
+
+def replaced(old: list[str], new: str) -> list[int]:
+    """Indexes into `old` of the facts that `new` makes untrue."""
+    return [i for i, fact in enumerate(old) if replaces(new, fact)]

@@ -1,0 +1,136 @@
+"""The user-facing memory operations against the real store (no model needed)."""
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from bot.app import MemoryBot
+from bot.errors import UserError
+from memory.store import SUPERSEDED_BY
+from tests.bot.helpers import RecordingReply, message
+from tests.fakes.model import ScriptedBackend
+
+
+@pytest.fixture
+async def bot(make_settings):
+    async with MemoryBot(make_settings(), backend=ScriptedBackend(reply="ok")) as bot:
+        yield bot
+
+
+async def texts(bot, user="dana"):
+    return [r.text for r in (await bot.memories.list(message("x", user=user).user, page_size=100)).records]
+
+
+async def test_remember_list_search_forget(bot):
+    msg = message("x")
+    record = await bot.memories.remember(msg, "  I prefer short answers  ")
+    assert record.text == "I prefer short answers" and record.source.origin == "explicit"
+    assert record.source.link == "https://example.test/terminal/m1"
+    found = await bot.memories.search(msg.user, "answer length", direct=True)
+    assert [r.id for r in found] == [record.id]
+    assert await bot.memories.forget(msg.user, record.id) is True
+    assert await bot.memories.forget(msg.user, record.id) is False
+    assert await texts(bot) == []
+
+
+async def test_list_is_paged_newest_first(bot):
+    msg = message("x")
+    for i in range(12):
+        later = replace(message("x", message_id=f"m{i}"), sent_at=msg.sent_at + timedelta(minutes=i))
+        await bot.memories.remember(later, f"Fact number {i} about gardening tools {i}")
+    first = await bot.memories.list(msg.user, page=1, page_size=5)
+    assert (first.total, first.pages) == (12, 3)
+    assert first.records[0].text.startswith("Fact number 11")
+    last = await bot.memories.list(msg.user, page=3, page_size=5)
+    assert len(last.records) == 2
+    with pytest.raises(UserError):
+        await bot.memories.list(msg.user, page=4, page_size=5)
+
+
+async def test_bad_input_gets_clear_messages(bot):
+    msg = message("x")
+    with pytest.raises(UserError, match="what to remember"):
+        await bot.memories.remember(msg, "   ")
+    with pytest.raises(UserError, match="too long"):
+        await bot.memories.remember(msg, "x" * 501)
+    with pytest.raises(UserError, match="which memory"):
+        await bot.memories.forget(msg.user, " ")
+    assert await bot.memories.forget(msg.user, "no-such-id") is False
+    await bot.memories.remember(msg, "I like tea")
+    with pytest.raises(UserError, match="already"):
+        await bot.memories.remember(msg, "I like tea.")
+
+
+async def test_someone_elses_id_behaves_as_unknown(bot):
+    record = await bot.memories.remember(message("x", user="sam"), "I like tea")
+    dana = message("x").user
+    assert await bot.memories.forget(dana, record.id) is False
+    assert await texts(bot, "sam") == ["I like tea"]
+
+
+async def test_dm_facts_stay_in_dms(bot):
+    await bot.memories.remember(message("x", direct=True), "I am planning a surprise party for Ana")
+    await bot.memories.remember(message("x", direct=False, channel="general"), "I like party games")
+    in_channel = await bot.memories.recall(message("party plans?", direct=False, channel="general"),
+                                           "party plans", 10, 0.0)
+    in_dm = await bot.memories.recall(message("party plans?", direct=True), "party plans", 10, 0.0)
+    assert [r.text for r in in_channel] == ["I like party games"]
+    assert {r.text for r in in_dm} == {"I like party games", "I am planning a surprise party for Ana"}
+
+
+async def test_a_move_updates_the_old_fact_and_history_keeps_both(bot):
+    msg = message("x")
+    old = await bot.memories.remember(msg, "I live in Lisbon")
+    await bot.memories.remember(msg, "I have a cat")
+    new = await bot.memories.remember(message("x", message_id="m2"), "I moved to Porto")
+    assert new.id == old.id and new.source.message_id == "m2"
+    assert sorted(await texts(bot)) == ["I have a cat", "I moved to Porto"]
+    exported = await bot.memories.export(msg.user)
+    item = next(m for m in exported["memories"] if m["id"] == old.id)
+    assert [(h["event"], h["new_memory"]) for h in item["history"]] == [
+        ("ADD", "I live in Lisbon"), ("UPDATE", "I moved to Porto")]
+
+
+async def test_changed_preference_and_name_and_plain_additions(bot):
+    msg = message("x")
+    for fact in ["I eat meat", "My name is Dana", "I have a cat", "I like jazz"]:
+        await bot.memories.remember(msg, fact)
+    for fact in ["I don't eat meat any more", "My name is Danielle now", "I have a dog", "I like hiking"]:
+        await bot.memories.remember(msg, fact)
+    assert sorted(await texts(bot)) == sorted([
+        "I don't eat meat any more", "My name is Danielle now", "I have a cat", "I like jazz", "I have a dog",
+        "I like hiking"])
+
+
+async def test_superseded_facts_are_not_recalled_but_exported(bot):
+    msg = message("x")
+    a = await bot.memories.remember(msg, "I live in Lisbon")
+    b = await bot.store.add(msg.user.key, "The user lives in Faro.", a.source)  # an older inconsistency
+    await bot.memories.remember(msg, "I moved to Porto")
+    listed = await texts(bot)
+    assert "I moved to Porto" in listed and "The user lives in Faro." not in listed
+    exported = await bot.memories.export(msg.user)
+    faro = next(m for m in exported["memories"] if m["id"] == b)
+    assert faro[SUPERSEDED_BY] == a.id
+
+
+async def test_export_has_provenance_and_is_json(bot):
+    msg = message("x")
+    await bot.memories.remember(msg, "I like tea")
+    data = json.loads(json.dumps(await bot.memories.export(msg.user)))
+    assert data["user"] == {"platform": "console", "workspace": "local", "user_id": "dana"}
+    (item,) = data["memories"]
+    assert item["source"]["origin"] == "explicit" and item["history"][0]["event"] == "ADD"
+
+
+async def test_forget_all_clears_memories_queue_and_history(bot):
+    msg = message("x")
+    await bot.memories.remember(msg, "I like tea")
+    await bot.writeback.stop()
+    await bot.handle(message("I have a dog"), RecordingReply())
+    assert await bot.db.pending_count() == 1
+    assert await bot.memories.forget_all(msg.user) == 1
+    assert await bot.db.pending_count() == 0
+    assert await texts(bot) == [] and bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
