@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--platform", required=True)
     listing.add_argument("--workspace", default=None, help="default: local for console, else required")
     listing.add_argument("--user", required=True)
+    admin = commands.add_parser("admin", help="administration tasks").add_subparsers(dest="task", required=True)
+    forget = admin.add_parser("forget-user", help="delete everything remembered about one user")
+    forget.add_argument("--platform", required=True)
+    forget.add_argument("--workspace", required=True)
+    forget.add_argument("--user", required=True)
     commands.add_parser("discord", help="run the Discord bot")
     commands.add_parser("slack", help="run the Slack app")
     return parser
@@ -69,6 +74,13 @@ async def _all_records(memories: MemoryOps, ref: UserRef) -> list[dict]:
     return [record.to_json() for record in page.records]
 
 
+async def _forget_user(settings: Settings, ref: UserRef) -> None:
+    async with open_memories(settings) as memories:
+        count = await memories.forget_all(ref)
+    _log.info("admin forget-user deleted %d memories of %s", count, ref.key)
+    print(f"Deleted {count} memories and any pending write-back of {ref.key}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"memorybot: bad setting: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings, quiet_console=args.command in ("chat", "memories"))
+    setup_logging(settings, quiet_console=args.command in ("chat", "memories", "admin"))
     try:
         if args.command == "chat":
             asyncio.run(_chat(settings, args.user or getpass.getuser()))
@@ -86,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("memorybot: --workspace is required for this platform", file=sys.stderr)
                 return 2
             asyncio.run(_memories(settings, UserRef(args.platform, workspace, args.user)))
+        elif args.command == "admin":
+            asyncio.run(_forget_user(settings, UserRef(args.platform, args.workspace, args.user)))
         elif args.command == "discord":
             from adapters.discord import run as run_discord
 

@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bot.app import MemoryBot  # noqa: E402
-from bot.llm.base import GenerationParams  # noqa: E402
 from bot.message import IncomingMessage  # noqa: E402
 from bot.prompt import build_prompt  # noqa: E402
 from bot.settings import load_settings  # noqa: E402

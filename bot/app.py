@@ -28,9 +28,11 @@ from bot.message import IncomingMessage, ReplyTarget
 from bot.settings import Settings
 from bot.writeback import WritebackWorker
 from memory.config import StoreConfig
-from memory.store import MemoryStore
+from memory.store import MemoryStore, StoreError
 
 _log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_SECONDS = 24 * 3600
 
 
 def store_config(settings: Settings) -> StoreConfig:
@@ -55,6 +57,7 @@ class MemoryBot:
         self.model: LocalModel | None = None
         self.writeback: WritebackWorker
         self._handler: MessageHandler
+        self._retention: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> MemoryBot:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,8 @@ class MemoryBot:
             self.settings, self.model, self.memories, self.writeback, self.db, self.access
         )
         self.writeback.start()
+        if self.settings.memory_ttl_days > 0:
+            self._retention = asyncio.create_task(self._apply_retention(), name="memory-retention")
         pending = await self.db.pending_count()
         if pending:
             _log.info("resuming write-back of %d pending exchange(s)", pending)
@@ -85,6 +90,8 @@ class MemoryBot:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.writeback.stop()
+        if self._retention is not None:
+            self._retention.cancel()
         if self.model is not None:
             await self.model.close()
         await self.store.close()
@@ -92,6 +99,17 @@ class MemoryBot:
 
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
         await self._handler.handle(msg, reply)
+
+    async def _apply_retention(self) -> None:
+        """Purge expired memories at start and then daily (expired ones are never recalled meanwhile)."""
+        while True:
+            try:
+                purged = await self.memories.purge_expired()
+                if purged:
+                    _log.info("retention: purged %d expired memories", purged)
+            except StoreError as exc:
+                _log.warning("retention purge failed, will try again: %s", exc)
+            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
 
 @asynccontextmanager
 async def open_memories(settings: Settings) -> AsyncIterator[MemoryOps]:

@@ -81,7 +81,10 @@ class MemoryOps:
             # The newest version takes the place of the first outdated fact (mem0's history keeps both);
             # any further outdated ones are marked superseded: kept for export, no longer recalled.
             first, *others = replaced
-            await self._store.update(user_key, first.id, text=fact, metadata=source.to_metadata())
+            metadata = source.to_metadata()
+            if expires_on := self._expiry(_parse_time(source.time)):
+                metadata["expiration_date"] = expires_on
+            await self._store.update(user_key, first.id, text=fact, metadata=metadata)
             for record in others:
                 await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: first.id})
             return first.id
@@ -154,6 +157,10 @@ class MemoryOps:
             "exported_at": datetime.now(UTC).isoformat(),
             "memories": memories,
         }
+
+    async def purge_expired(self) -> int:
+        """Apply the retention setting: delete memories past their expiry, for every user."""
+        return await self._store.purge_expired() if self._ttl_days > 0 else 0
 
     async def pause(self, user: UserRef) -> None:
         await self._db.set_paused(user.key, True)

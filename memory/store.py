@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from memory.config import StoreConfig
@@ -101,6 +101,19 @@ class MemoryStore:
             return False
         await self._call(self._mem0.delete, memory_id)
         return True
+
+    async def purge_expired(self) -> int:
+        """Delete every memory, of any user, whose expiration date has passed; return how many."""
+        return await self._call(self._purge_expired)
+
+    def _purge_expired(self) -> int:
+        today = date.today().isoformat()
+        listed = self._mem0.vector_store.list(filters=None, top_k=self._config.max_purge_scan)
+        rows = listed[0] if listed and isinstance(listed[0], list) else listed
+        expired = [row.id for row in rows if str((row.payload or {}).get("expiration_date") or "9999") < today]
+        for memory_id in expired:
+            self._mem0.delete(str(memory_id))
+        return len(expired)
 
     async def delete_all(self, user_key: str) -> int:
         count = len(await self.list(user_key, include_superseded=True, include_expired=True))

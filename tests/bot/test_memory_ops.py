@@ -134,3 +134,41 @@ async def test_forget_all_clears_memories_queue_and_history(bot):
     assert await bot.memories.forget_all(msg.user) == 1
     assert await bot.db.pending_count() == 0
     assert await texts(bot) == [] and bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
+
+
+async def test_retention_hides_and_purges_expired_memories(make_settings):
+    from datetime import UTC, datetime
+
+    async with MemoryBot(make_settings(memory_ttl_days=30), backend=ScriptedBackend()) as bot:
+        old = replace(message("x", message_id="old"), sent_at=datetime(2020, 1, 1, tzinfo=UTC))
+        await bot.memories.remember(old, "I live in Lisbon")
+        await bot.memories.remember(message("x"), "I like tea")
+        user = message("x").user
+        assert [r.text for r in (await bot.memories.list(user)).records] == ["I like tea"]
+        assert [r.text for r in await bot.memories.recall(message("x"), "Lisbon home", 5, 0.0)] == ["I like tea"]
+        assert await bot.memories.purge_expired() == 1
+        assert len((await bot.memories.export(user))["memories"]) == 1
+
+
+def test_admin_forget_user_command(make_settings, tmp_path, monkeypatch):
+    import asyncio
+
+    from adapters.cli import main
+
+    settings = make_settings()
+
+    async def seed():
+        async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+            await bot.memories.remember(message("x"), "I like tea")
+            await bot.memories.remember(message("x", user="sam"), "I like coffee")
+
+    asyncio.run(seed())
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    assert main(["--env-file", "/dev/null", "admin", "forget-user", "--platform", "console",
+                 "--workspace", "local", "--user", "dana"]) == 0
+
+    async def check():
+        async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+            return (await texts(bot, "dana"), await texts(bot, "sam"))
+
+    assert asyncio.run(check()) == ([], ["I like coffee"])
