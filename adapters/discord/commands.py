@@ -1,4 +1,5 @@
-"""Slash commands for a user's memories: /memories, /remember, /forget, /forget-all, /export, /pause, /resume.
+"""Slash commands for a user's memories: /memories, /remember, /search, /forget, /forget-all, /export, /pause,
+/resume, /why.
 
 Each command maps onto one `MemoryOps` call; answers are ephemeral, so only the user sees them. Commands
 defer first (the memory store may be busy for more than Discord's three seconds) and answer as follow-ups.
@@ -45,6 +46,22 @@ def install(tree: app_commands.CommandTree, memories: MemoryOps) -> None:
         record = await memories.remember(interaction_message(interaction, text), text)
         await answer(interaction, f"Got it, I'll remember: {record.text} (id `{record.id}`)")
 
+    @tree.command(name="search", description="Search what I remember about you")
+    @app_commands.describe(query="What to look for")
+    async def search(interaction: discord.Interaction, query: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        found = await memories.search(interaction_user(interaction), query, direct=interaction.guild_id is None)
+        lines = [format_record(i, record) for i, record in enumerate(found, start=1)]
+        await answer(interaction, "\n".join(lines) or "Nothing I remember about you matches that.")
+
+    @tree.command(name="why", description="Which memories my last reply to you used")
+    async def why(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        used = memories.why(interaction_user(interaction))
+        lines = [format_record(i, record) for i, record in enumerate(used, start=1)]
+        text = "My last reply to you used:\n" + "\n".join(lines) if lines else "My last reply used no memories."
+        await answer(interaction, text)
+
     @tree.command(name="forget", description="Forget one memory (ids are listed by /memories)")
     @app_commands.rename(memory_id="id")
     @app_commands.describe(memory_id="The memory id")
@@ -66,6 +83,9 @@ def install(tree: app_commands.CommandTree, memories: MemoryOps) -> None:
     async def export(interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await memories.export(interaction_user(interaction))
+        if not data["memories"]:
+            await answer(interaction, "There is nothing to export: I don't remember anything about you yet.")
+            return
         file = discord.File(io.BytesIO(json.dumps(data, indent=2).encode()), filename="memories.json")
         count = len(data.get("memories", []))
         await interaction.followup.send(f"Your memories ({count}).", file=file, ephemeral=True)

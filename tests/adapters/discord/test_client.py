@@ -33,7 +33,7 @@ async def test_login_identify_and_command_sync(start_bot: StartBot, fake: FakeDi
     assert ("GET", "/oauth2/applications/@me") in paths
     assert fake.identify is not None and fake.identify["intents"] & MESSAGE_CONTENT_INTENT
     assert {c["name"] for c in fake.commands} == {
-        "memories", "remember", "forget", "forget-all", "export", "pause", "resume"}
+        "memories", "remember", "search", "why", "forget", "forget-all", "export", "pause", "resume"}
     options = {c["name"]: [o["name"] for o in c.get("options", [])] for c in fake.commands}
     assert (options["forget"], options["remember"], options["memories"]) == (["id"], ["text"], ["page"])
 

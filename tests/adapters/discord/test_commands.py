@@ -108,6 +108,25 @@ async def test_export_sends_a_json_file(start_bot: StartBot, fake: FakeDiscord) 
     assert data["user"]["user_id"] == alice["id"]
 
 
+async def test_export_of_nothing_says_so(start_bot: StartBot, fake: FakeDiscord) -> None:
+    running = await start_bot()
+    answer = assert_ephemeral_answer(await command(running, fake.user("alice"), "export"))
+    assert "nothing to export" in answer
+
+
+async def test_search_and_why(start_bot: StartBot, fake: FakeDiscord) -> None:
+    running = await start_bot(backend=ScriptedBackend(reply="Try a lentil curry."))
+    alice = fake.user("alice")
+    await command(running, alice, "remember", text="I am vegetarian")
+    found = assert_ephemeral_answer(await command(running, alice, "search", query="food diet"))
+    assert "I am vegetarian" in found
+    assert "no memories" in assert_ephemeral_answer(await command(running, alice, "why"))
+    await running.say(fake.message(alice, f"{fake.mention()} what should I eat tonight?", mentions=[fake.bot_user]))
+    assert "I am vegetarian" in assert_ephemeral_answer(await command(running, alice, "why"))
+    bob = fake.user("bob")
+    assert "matches" in assert_ephemeral_answer(await command(running, bob, "search", query="vegetarian"))
+
+
 async def test_fact_said_in_a_guild_is_listed_by_memories(start_bot: StartBot, fake: FakeDiscord) -> None:
     running = await start_bot(backend=ScriptedBackend(reply="Noted!", facts=["The user is vegetarian"]))
     alice = fake.user("alice")
