@@ -1,0 +1,256 @@
+"""The Slack app: bolt listeners that turn Slack events into `IncomingMessage`s for the core.
+
+Listeners only translate. Bolt acknowledges Events API requests before a listener runs; the listener
+starts the reply as a tracked task and returns. Answered: `app_mention` in channels, every message in a
+DM, and follow-ups in threads the bot has posted in. Bot messages and message subtypes are ignored, and
+an `event_id` already handled (a Slack retry) is never answered twice. Both facts are kept in SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+import aiosqlite
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.commands import MemoryCommands
+from adapters.slack.reply import SlackReply, api_error
+from bot.app import MemoryBot
+from bot.message import IncomingMessage
+
+_log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+SEEN_EVENTS_DAYS = 2  # Slack retries within minutes; keep ids a while longer
+# Subtypes that are still a person writing to the bot; every other subtype (edits, joins, ...) is ignored.
+USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
+FAILED = "Sorry, something went wrong on my side. Please try again."
+
+Payload = dict[str, Any]  # a Slack JSON object (request body, event)
+
+
+class SlackStore:
+    """Durable Slack state under DATA_DIR: event ids already handled and threads the bot posted in."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+        self._threads: set[tuple[str, str]] = set()  # write-through cache of bot_threads
+
+    async def __aenter__(self) -> Self:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path)
+        await self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS bot_threads (
+                channel TEXT NOT NULL, thread_ts TEXT NOT NULL, PRIMARY KEY (channel, thread_ts));
+            """
+        )
+        await self._db.execute(
+            "DELETE FROM seen_events WHERE seen_at < ?", (time.time() - SEEN_EVENTS_DAYS * 86400,)
+        )
+        await self._db.commit()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("SlackStore is not open")
+        return self._db
+
+    async def first_delivery(self, event_id: str) -> bool:
+        """Record `event_id`; true only the first time it is seen (later ones are Slack's retries)."""
+        cursor = await self.db.execute(
+            "INSERT OR IGNORE INTO seen_events (event_id, seen_at) VALUES (?, ?)", (event_id, time.time())
+        )
+        await self.db.commit()
+        return cursor.rowcount == 1
+
+    async def add_thread(self, channel: str, thread_ts: str) -> None:
+        if (channel, thread_ts) in self._threads:
+            return
+        await self.db.execute("INSERT OR IGNORE INTO bot_threads VALUES (?, ?)", (channel, thread_ts))
+        await self.db.commit()
+        self._threads.add((channel, thread_ts))
+
+    async def in_thread(self, channel: str, thread_ts: str) -> bool:
+        if (channel, thread_ts) in self._threads:
+            return True
+        cursor = await self.db.execute(
+            "SELECT 1 FROM bot_threads WHERE channel = ? AND thread_ts = ?", (channel, thread_ts)
+        )
+        return await cursor.fetchone() is not None
+
+
+def is_person_message(event: Payload) -> bool:
+    """A message a person wrote (not a bot, not an edit, join, deletion, ...)."""
+    if event.get("bot_id") or event.get("bot_profile"):
+        return False
+    subtype = event.get("subtype")
+    return (subtype is None or subtype in USER_SUBTYPES) and bool(event.get("user"))
+
+
+def strip_mention(text: str, bot_user_id: str | None) -> str:
+    """Remove the bot's own `<@U…>` mention and undo Slack's escaping of `&`, `<`, `>`."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", "", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+def workspace_of(context: AsyncBoltContext) -> str:
+    return context.team_id or context.enterprise_id or "unknown"
+
+
+class SlackAdapter:
+    """Owns the bolt `AsyncApp` and the tasks answering Slack; give it to `server` to receive events."""
+
+    def __init__(
+        self, bot: MemoryBot, client: AsyncWebClient, store: SlackStore, *, signing_secret: str | None
+    ) -> None:
+        self.bot = bot
+        self.client = client
+        self.store = store
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._names: dict[tuple[str, str], str] = {}
+        self._team_url: str | None = None
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=signing_secret or "",
+            request_verification_enabled=signing_secret is not None,  # Socket Mode needs none
+            logger=logging.getLogger("slack_bolt"),
+        )
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        MemoryCommands(bot, self.spawn).register(self.app)
+
+    # --- task tracking: ack first, work afterwards
+
+    def spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run `work` after the listener returns; failures are logged with `what` (the error boundary)."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._finished(t, what))
+
+    def _finished(self, task: asyncio.Task[Any], what: str) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("slack: %s failed", what, exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait until every started reply and command has finished (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Give running work `timeout` seconds, then cancel what is left."""
+        try:
+            await asyncio.wait_for(self.drain(), timeout)
+        except TimeoutError:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- listeners
+
+    async def _on_mention(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
+        if is_person_message(event):
+            self.spawn(self._answer(body, event, context), f"app_mention {body.get('event_id')}")
+
+    async def _on_message(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
+        if not is_person_message(event):
+            return
+        if event.get("channel_type") == "im":
+            self.spawn(self._answer(body, event, context), f"DM {body.get('event_id')}")
+            return
+        thread_ts = event.get("thread_ts")
+        mentioned = context.bot_user_id and f"<@{context.bot_user_id}" in event.get("text", "")
+        if thread_ts and not mentioned:  # a mention arrives as app_mention too; answer that one
+            self.spawn(self._follow_up(body, event, context, thread_ts), f"thread {body.get('event_id')}")
+
+    async def _follow_up(
+        self, body: Payload, event: Payload, context: AsyncBoltContext, thread_ts: str
+    ) -> None:
+        if await self.store.in_thread(event["channel"], thread_ts):
+            await self._answer(body, event, context)
+
+    async def _answer(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
+        event_id = body.get("event_id")
+        if event_id and not await self.store.first_delivery(event_id):
+            _log.info("slack: ignoring retry of event %s", event_id)
+            return
+        msg = await self.to_message(event, workspace_of(context), context.bot_user_id)
+        reply = SlackReply(self.client, msg.channel_id, msg.thread_id, on_post=self.store.add_thread)
+        try:
+            await self.bot.handle(msg, reply)
+        except Exception:  # the error boundary for one event: log with context, tell the user
+            _log.exception("slack: answering %s in %s (event %s) failed", msg.message_id, msg.channel_id,
+                           event_id)
+            await reply.send(FAILED)
+
+    # --- translation
+
+    async def to_message(
+        self, event: Payload, workspace: str, bot_user_id: str | None
+    ) -> IncomingMessage:
+        channel, ts, user = event["channel"], event["ts"], event["user"]
+        direct = event.get("channel_type") == "im"
+        # In channels the bot always answers in a thread; in a DM only when the user wrote in one.
+        thread_ts = event.get("thread_ts") or (None if direct else ts)
+        return IncomingMessage(
+            platform=PLATFORM,
+            workspace=workspace,
+            channel_id=channel,
+            user_id=user,
+            user_name=await self._user_name(workspace, user),
+            text=strip_mention(event.get("text", ""), bot_user_id),
+            message_id=ts,
+            thread_id=thread_ts,
+            link=await self._permalink(channel, ts, event.get("thread_ts")),
+            sent_at=datetime.fromtimestamp(float(ts), tz=UTC),
+            is_direct=direct,
+            addressed=True,
+        )
+
+    async def _user_name(self, workspace: str, user: str) -> str:
+        key = (workspace, user)
+        if key not in self._names:
+            try:
+                info = (await self.client.users_info(user=user))["user"]
+            except SlackApiError as e:
+                _log.warning("slack: users.info for %s failed: %s", user, api_error(e))
+                return user
+            display = (info.get("profile") or {}).get("display_name")
+            self._names[key] = display or info.get("real_name") or info.get("name") or user
+        return self._names[key]
+
+    async def _permalink(self, channel: str, ts: str, thread_ts: str | None) -> str | None:
+        try:
+            return (await self.client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"]
+        except SlackApiError as e:
+            _log.warning("slack: chat.getPermalink failed (%s); building the link", api_error(e))
+        if self._team_url is None:
+            try:
+                self._team_url = (await self.client.auth_test())["url"]
+            except SlackApiError as e:
+                _log.warning("slack: auth.test failed: %s", api_error(e))
+                return None
+        link = f"{self._team_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
+        if thread_ts and thread_ts != ts:
+            link += f"?thread_ts={thread_ts}&cid={channel}"
+        return link

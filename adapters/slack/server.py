@@ -1,0 +1,151 @@
+"""Running the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode.
+
+HTTP mode serves the Events API, interactivity and slash commands on SLACK_HTTP_HOST:SLACK_HTTP_PORT at
+`/slack/events` with our own aiohttp site (bolt's `start()` would bind 0.0.0.0); bolt verifies each
+request's signature and age. `run` is what `memorybot slack` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Self
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.app import SlackAdapter, SlackStore
+from adapters.slack.reply import api_error
+from bot.app import MemoryBot
+from bot.settings import Settings, SettingsError
+
+_log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+STORE_FILE = "slack.sqlite3"
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail at startup, naming the variable, when a required Slack setting is missing or malformed."""
+    if not settings.slack_bot_token:
+        raise SettingsError("SLACK_BOT_TOKEN is required for memorybot slack (the xoxb-... bot token)")
+    if not settings.slack_bot_token.reveal().startswith("xoxb-"):
+        raise SettingsError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
+    if settings.slack_app_token:
+        if not settings.slack_app_token.reveal().startswith("xapp-"):
+            raise SettingsError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
+    elif not settings.slack_signing_secret:
+        raise SettingsError(
+            "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)"
+        )
+
+
+def make_client(settings: Settings, base_url: str | None = None) -> AsyncWebClient:
+    """The Web API client; `ratelimited` answers are retried after Slack's Retry-After."""
+    extra = {"base_url": base_url} if base_url else {}
+    client = AsyncWebClient(token=settings.slack_bot_token.reveal(), **extra)
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    return client
+
+
+async def check_token(client: AsyncWebClient) -> None:
+    try:
+        identity = await client.auth_test()
+    except SlackApiError as e:
+        raise SettingsError(f"SLACK_BOT_TOKEN was refused by Slack: {api_error(e)}") from None
+    _log.info("slack: signed in as %s in team %s", identity.get("user"), identity.get("team"))
+
+
+class HttpServer:
+    """An aiohttp site on `host`:`port` passing POSTs to `path` to the bolt app (port 0 picks a free one)."""
+
+    def __init__(self, app: AsyncApp, host: str, port: int, path: str = EVENTS_PATH) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._path = path
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Self:
+        web_app = web.Application()
+        web_app.router.add_post(self._path, self._dispatch)
+        self._runner = web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+        self._port = self._runner.addresses[0][1]
+        _log.info("slack: HTTP mode listening on %s", self.url)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._port}{self._path}"
+
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        bolt_response = await self._app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+
+@dataclass(frozen=True)
+class RunningSlack:
+    adapter: SlackAdapter
+    url: str | None  # the events URL in HTTP mode, None in Socket Mode
+
+
+@asynccontextmanager
+async def start_slack(
+    bot: MemoryBot, settings: Settings, *, client: AsyncWebClient | None = None
+) -> AsyncIterator[RunningSlack]:
+    """Receive Slack events for `bot` until the block ends; then stop receiving and finish running work."""
+    check_settings(settings)
+    client = client or make_client(settings)
+    socket_mode = bool(settings.slack_app_token)
+    async with SlackStore(settings.data_dir / STORE_FILE) as store:
+        secret = None if socket_mode else settings.slack_signing_secret.reveal()
+        adapter = SlackAdapter(bot, client, store, signing_secret=secret)
+        try:
+            if socket_mode:
+                token = settings.slack_app_token.reveal()
+                handler = AsyncSocketModeHandler(adapter.app, token, web_client=client)
+                await handler.connect_async()
+                _log.info("slack: connected in Socket Mode")
+                try:
+                    yield RunningSlack(adapter, None)
+                finally:
+                    await handler.close_async()
+            else:
+                host, port = settings.slack_http_host, settings.slack_http_port
+                async with HttpServer(adapter.app, host, port) as server:
+                    yield RunningSlack(adapter, server.url)
+        finally:
+            await adapter.close()
+
+
+async def _main(settings: Settings) -> None:
+    client = make_client(settings)
+    await check_token(client)  # before loading the model: a bad token should fail fast
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with MemoryBot(settings) as bot, start_slack(bot, settings, client=client):
+        await stop.wait()
+        _log.info("slack: shutting down")
+
+
+def run(settings: Settings) -> None:
+    """Run the Slack bot until interrupted (`memorybot slack`)."""
+    check_settings(settings)
+    asyncio.run(_main(settings))

@@ -1,0 +1,162 @@
+"""Events over real HTTP: mentions, DMs, threads, escaping, streaming, splitting, 401s, retries, errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from adapters.slack.reply import LIMIT
+from tests.adapters.slack.conftest import StartApp, mention, message, next_ts
+from tests.adapters.slack.fake_slack import FakeSlack
+from tests.fakes.model import ScriptedBackend
+
+
+async def test_mention_is_answered_in_its_thread_escaped(start_app: StartApp, fake: FakeSlack) -> None:
+    backend = ScriptedBackend(reply="Hi <!channel> & <!here> <@U999> <https://evil|click>", chunk=200)
+    async with start_app(backend) as h:
+        event = mention("hello there", channel="C7")
+        assert await h.event(event) == 200
+        await h.settle()
+
+    posts = fake.posts()
+    assert len(posts) == 1
+    assert posts[0]["channel"] == "C7"
+    assert posts[0]["thread_ts"] == event["ts"]
+    assert posts[0]["text"] == "Hi &lt;!channel&gt; &amp; &lt;!here&gt; &lt;@U999&gt; &lt;https://evil|click&gt;"
+    assert "<!" not in fake.all_text() and "<@" not in fake.all_text()
+    prompt = backend.calls[0][-1].content
+    assert "hello there" in prompt and "<@U0BOT>" not in prompt
+    assert fake.calls_to("chat.getPermalink")[0].args["message_ts"] == event["ts"]
+
+
+async def test_direct_message_is_answered_in_the_dm(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app(ScriptedBackend(reply="Hello!")) as h:
+        await h.event(message("hi", channel="D42"))
+        await h.settle()
+    [post] = fake.posts()
+    assert post["channel"] == "D42" and post.get("thread_ts") is None and post["text"] == "Hello!"
+
+
+async def test_streaming_posts_then_updates_the_same_message(start_app: StartApp, fake: FakeSlack) -> None:
+    text = " ".join(f"word{i}" for i in range(40))
+    async with start_app(ScriptedBackend(reply=text, chunk=10, delay=0.08)) as h:
+        started = time.monotonic()
+        await h.event(mention("tell me something"))
+        await h.settle()
+        elapsed = time.monotonic() - started
+    [post] = fake.calls_to("chat.postMessage")
+    updates = fake.calls_to("chat.update")
+    assert len(updates) >= 2  # at least one throttled edit while streaming, and the final one
+    assert len(post.args["text"]) < len(text)
+    assert all(u.args["channel"] == "C1" for u in updates)
+    assert updates[-1].args["text"] == text
+    # edits are throttled to one per second; the final one may follow at once
+    assert len(updates) <= elapsed + 2
+
+
+async def test_long_reply_is_split_under_the_limit(start_app: StartApp, fake: FakeSlack) -> None:
+    text = "\n\n".join(f"Paragraph {i}: " + "lorem ipsum " * 30 for i in range(25))  # ~9,500 chars
+    async with start_app(ScriptedBackend(reply=text, chunk=len(text))) as h:
+        event = mention("write a lot")
+        await h.event(event)
+        await h.settle()
+    posts = fake.posts()
+    assert len(posts) >= 3
+    assert all(len(p["text"]) <= LIMIT for p in posts)
+    assert all(p["thread_ts"] == event["ts"] for p in posts)
+    assert " ".join(p["text"] for p in posts).split() == text.split()
+
+
+async def test_bad_signature_and_old_timestamp_get_401(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app() as h:
+        body = json.dumps({"type": "event_callback", "event": mention("hi"), "event_id": "EvBad"})
+        assert await h.post(body, "application/json", secret="wrong-secret") == 401
+        assert await h.post(body, "application/json", timestamp=int(time.time()) - 301) == 401
+        await h.settle()
+    assert fake.posts() == []
+
+
+async def test_retry_of_a_handled_event_gets_no_second_reply(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app() as h:
+        event = mention("hi")
+        assert await h.event(event, event_id="EvSame") == 200
+        await h.settle()
+        assert await h.event(event, event_id="EvSame", retry=1) == 200
+        await h.settle()
+    assert len(fake.posts()) == 1
+
+
+async def test_handled_event_ids_survive_a_restart(start_app: StartApp, fake: FakeSlack) -> None:
+    event = mention("hi")
+    async with start_app() as h:
+        await h.event(event, event_id="EvDurable")
+        await h.settle()
+    async with start_app() as h:
+        await h.event(event, event_id="EvDurable", retry=2)
+        await h.settle()
+    assert len(fake.posts()) == 1
+
+
+async def test_bot_messages_and_subtypes_are_ignored(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app() as h:
+        await h.event(message("from a bot", bot_id="B999"))
+        await h.event(message("edited", subtype="message_changed"))
+        await h.event(message("joined", channel="C1", channel_type="channel", subtype="channel_join"))
+        await h.event(message("gone", subtype="message_deleted"))
+        await h.event(mention("bot mention", bot_id="B999"))
+        await h.event(message("a person", channel="D5"))
+        await h.settle()
+    assert [p["channel"] for p in fake.posts()] == ["D5"]
+
+
+async def test_follow_ups_in_the_bots_thread_are_answered(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app() as h:
+        start = mention("start a thread", channel="C2")
+        await h.event(start)
+        await h.settle()
+        in_thread = message("and another thing", channel="C2", channel_type="channel", thread_ts=start["ts"])
+        await h.event(in_thread)
+        await h.event(message("other thread", channel="C2", channel_type="channel", thread_ts=next_ts()))
+        await h.event(message("top level chatter", channel="C2", channel_type="channel"))
+        # a mention inside the thread arrives twice (app_mention + message): answered once
+        both = mention("again", channel="C2", thread_ts=start["ts"])
+        await h.event(message(both["text"], channel="C2", channel_type="channel", ts=both["ts"],
+                              thread_ts=start["ts"]))
+        await h.event(both)
+        await h.settle()
+    posts = fake.posts()
+    assert len(posts) == 3
+    assert all(p["channel"] == "C2" and p["thread_ts"] == start["ts"] for p in posts)
+
+
+async def test_web_api_errors_are_logged_not_fatal(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app(ScriptedBackend(reply="Fine.")) as h:
+        fake.fail("chat.postMessage", "not_in_channel")
+        await h.event(mention("hi", channel="C9"))
+        await h.settle()
+        fake.fail("chat.postMessage", "ratelimited")  # retried after Retry-After
+        await h.event(mention("hi again", channel="C9"))
+        await h.settle()
+        fake.fail("chat.getPermalink", "channel_not_found")
+        fake.fail("chat.postMessage", "msg_too_long")
+        await h.event(mention("third", channel="C9"))
+        await h.settle()
+        await h.event(mention("fourth", channel="C9"))
+        await h.settle()
+    attempts = fake.calls_to("chat.postMessage")
+    assert len(attempts) == 5  # refused; ratelimited then retried; refused; ok
+    assert [c.args["channel"] for c in attempts] == ["C9"] * 5
+
+
+async def test_permalink_falls_back_to_the_team_url(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app() as h:
+        fake.fail("chat.getPermalink", "channel_not_found")
+        msg = await h.running.adapter.to_message(
+            mention("x", channel="C3", ts="1700000001.000200", thread_ts="1700000000.000100"),
+            "T0TEAM", "U0BOT",
+        )
+    assert msg.link == (
+        "https://acme.slack.com/archives/C3/p1700000001000200?thread_ts=1700000000.000100&cid=C3"
+    )
+    assert msg.platform == "slack" and msg.workspace == "T0TEAM" and msg.thread_id == "1700000000.000100"
+    assert msg.text == "x" and msg.user_name == "name-U1"
