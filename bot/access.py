@@ -1,7 +1,7 @@
 """Who the bot answers: allow/block lists for users, channels and roles, DMs on or off, a rate limit.
 
-Adapters call `AccessPolicy.check` with the normalized message before handing it to the core and
-answer `Decision.reply` (if any) themselves; ignored messages get no answer at all.
+The core checks every message it is handed (`MessageHandler.handle`) and sends `Decision.reply`, if any;
+otherwise ignored messages get no answer at all.
 """
 
 from __future__ import annotations

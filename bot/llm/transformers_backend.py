@@ -7,6 +7,7 @@ saved once as plain safetensors under `DATA_DIR/models/<name>-bf16`, which reloa
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,9 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
+
+
+STREAM_TIMEOUT_SECONDS = 600.0  # longest wait for one token, even on a machine busy with other work
 
 
 class TransformersBackend:
@@ -74,7 +78,9 @@ class TransformersBackend:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         inputs = self.tokenizer(self.render(messages), return_tensors="pt", add_special_tokens=False)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        # The timeout turns a generate thread that died without ending the stream into an error, not a hang.
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                        timeout=STREAM_TIMEOUT_SECONDS)
         stop_now = threading.Event()
 
         class _Stop(StoppingCriteria):
@@ -121,9 +127,11 @@ class TransformersBackend:
                 yield piece
             else:
                 finished = True
+        except queue.Empty:
+            raise ModelError(f"no token for {STREAM_TIMEOUT_SECONDS:.0f} s; generation abandoned") from None
         finally:
             stop_now.set()
-            if not finished:
+            if not finished and worker.is_alive():
                 for _ in streamer:  # generate stops at the next token and ends the stream
                     pass
             worker.join()
