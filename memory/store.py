@@ -11,11 +11,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from memory.config import StoreConfig
 from memory.records import MemoryRecord, Source
+from memory.vector_cache import VectorCache, expired
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class MemoryStore:
         self._config = config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-store")
         self._mem0: Any = None
+        self._cache: VectorCache | None = None
 
     async def __aenter__(self) -> MemoryStore:
         await self.open()
@@ -46,11 +48,14 @@ class MemoryStore:
 
     async def open(self) -> None:
         self._mem0 = await self._call(self._config.create_mem0)
+        vector_store = self._mem0.vector_store
+        if getattr(vector_store, "is_local", False):  # embedded Qdrant: see memory/vector_cache.py
+            self._cache = VectorCache(vector_store.client, vector_store.collection_name)
 
     async def close(self) -> None:
         if self._mem0 is not None:
-            mem0, self._mem0 = self._mem0, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, mem0.close)
+            mem0, self._mem0, self._cache = self._mem0, None, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, _close_mem0, mem0)
         self._executor.shutdown(wait=True)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -77,49 +82,65 @@ class MemoryStore:
         metadata = source.to_metadata()
         if created_at is not None:
             metadata["created_at"] = created_at.isoformat()
-        result = await self._call(
-            self._mem0.add,
-            [{"role": "user", "content": text}],
-            user_id=user_key,
-            metadata=metadata,
-            infer=False,
-            expiration_date=expires_on,
-        )
-        return str(result["results"][0]["id"])
+        return await self._call(self._add, user_key, text, metadata, expires_on)
+
+    def _add(self, user_key: str, text: str, metadata: dict[str, Any], expires_on: str | None) -> str:
+        result = self._mem0.add([{"role": "user", "content": text}], user_id=user_key, metadata=metadata,
+                                infer=False, expiration_date=expires_on)
+        memory_id = str(result["results"][0]["id"])
+        if self._cache:
+            self._cache.refresh(user_key, memory_id)
+        return memory_id
 
     async def update(self, user_key: str, memory_id: str, *, text: str | None = None,
                      metadata: dict[str, Any] | None = None) -> bool:
         """Change a fact's text or metadata; False if it does not exist or belongs to someone else."""
         if await self.get(user_key, memory_id) is None:
             return False
-        await self._call(self._mem0.update, memory_id, text=text, metadata=metadata)
+        await self._call(self._update, user_key, memory_id, text, metadata)
         return True
+
+    def _update(self, user_key: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None) -> None:
+        self._mem0.update(memory_id, text=text, metadata=metadata)
+        if self._cache:
+            self._cache.refresh(user_key, memory_id)
 
     async def delete(self, user_key: str, memory_id: str) -> bool:
         """Delete one fact; False if it does not exist or belongs to someone else."""
         if await self.get(user_key, memory_id) is None:
             return False
-        await self._call(self._mem0.delete, memory_id)
+        await self._call(self._delete, user_key, memory_id)
         return True
+
+    def _delete(self, user_key: str, memory_id: str) -> None:
+        self._mem0.delete(memory_id)
+        if self._cache:
+            self._cache.remove(user_key, memory_id)
 
     async def purge_expired(self) -> int:
         """Delete every memory, of any user, whose expiration date has passed; return how many."""
         return await self._call(self._purge_expired)
 
     def _purge_expired(self) -> int:
-        today = date.today().isoformat()
         listed = self._mem0.vector_store.list(filters=None, top_k=self._config.max_purge_scan)
         rows = listed[0] if listed and isinstance(listed[0], list) else listed
-        expired = [row.id for row in rows if str((row.payload or {}).get("expiration_date") or "9999") < today]
-        for memory_id in expired:
-            self._mem0.delete(str(memory_id))
-        return len(expired)
+        stale = [str(row.id) for row in rows if expired(row.payload or {})]
+        for memory_id in stale:
+            self._mem0.delete(memory_id)
+        if self._cache:
+            self._cache.drop()
+        return len(stale)
 
     async def delete_all(self, user_key: str) -> int:
         count = len(await self.list(user_key, include_superseded=True, include_expired=True))
         if count:
-            await self._call(self._mem0.delete_all, user_id=user_key)
+            await self._call(self._delete_all, user_key)
         return count
+
+    def _delete_all(self, user_key: str) -> None:
+        self._mem0.delete_all(user_id=user_key)
+        if self._cache:
+            self._cache.drop(user_key)
 
     # --- reads
 
@@ -139,6 +160,8 @@ class MemoryStore:
         self, user_key: str, query: str, limit: int, *, include_private: bool, min_score: float = 0.0
     ) -> list[MemoryRecord]:
         """The user's current facts most relevant to `query`, best first."""
+        if self._cache:
+            return await self._call(self._search_cached, user_key, query, limit, include_private, min_score)
         filters: dict[str, Any] = {"user_id": user_key}
         if not include_private:
             filters["source_private"] = False
@@ -148,6 +171,18 @@ class MemoryStore:
         )
         records = [_record(item) for item in result["results"] if not _superseded(item)]
         return records[:limit]
+
+    def _search_cached(self, user_key: str, query: str, limit: int, include_private: bool,
+                       min_score: float) -> list[MemoryRecord]:
+        assert self._cache is not None
+        vector = self._mem0.embedding_model.embed(query, "search")
+
+        def keep(payload: dict[str, Any]) -> bool:
+            return not (payload.get(SUPERSEDED_BY) or expired(payload)
+                        or (payload.get("source_private") and not include_private))
+
+        found = self._cache.search(user_key, vector, limit, keep)
+        return [_record_from_payload(i, payload, score) for i, payload, score in found if score >= min_score]
 
     async def list(
         self, user_key: str, *, include_superseded: bool = False, include_expired: bool = False
@@ -168,6 +203,14 @@ class MemoryStore:
         return list(await self._call(self._mem0.history, memory_id))
 
 
+def _close_mem0(mem0: Any) -> None:
+    """mem0's close() leaves the vector store open; embedded Qdrant holds a folder lock until it is closed."""
+    mem0.close()
+    client = getattr(mem0.vector_store, "client", None)
+    if client is not None and hasattr(client, "close"):
+        client.close()
+
+
 def _superseded(item: dict[str, Any]) -> bool:
     return bool((item.get("metadata") or {}).get(SUPERSEDED_BY))
 
@@ -184,6 +227,12 @@ def _parse_time(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return None
+
+
+def _record_from_payload(memory_id: str, payload: dict[str, Any], score: float) -> MemoryRecord:
+    """A record from a raw vector-store payload (mem0 keeps metadata keys at the top level of it)."""
+    return _record({"id": memory_id, "memory": payload.get("data", ""), "created_at": payload.get("created_at"),
+                    "updated_at": payload.get("updated_at"), "metadata": payload, "score": score})
 
 
 def _record(item: dict[str, Any]) -> MemoryRecord:

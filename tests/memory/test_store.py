@@ -86,3 +86,18 @@ async def test_reopening_the_folder_keeps_memories(tmp_path):
         await store.add("u", "The user plays chess.", source())
     async with MemoryStore(config) as store:
         assert [r.text for r in await store.list("u")] == ["The user plays chess."]
+
+
+async def test_fast_recall_agrees_with_mem0_search_and_follows_writes(store):
+    ids = [await store.add("u", f"The user {text}.", source()) for text in
+           ["likes green tea", "owns a red bicycle", "lives near the sea", "plays the cello", "fears spiders"]]
+    await store.add("v", "The user likes green tea too.", source())
+    query = "what drinks do I like"
+    ours = await store.search("u", query, 5, include_private=True)
+    theirs = store._mem0.search(query, top_k=5, filters={"user_id": "u"}, threshold=0.0)["results"]
+    assert [r.id for r in ours] == [item["id"] for item in theirs]
+    assert [round(r.score, 4) for r in ours] == [round(item["score"], 4) for item in theirs]
+    await store.update("u", ids[0], text="The user likes black coffee.")
+    await store.delete("u", ids[1])
+    found = {r.id: r.text for r in await store.search("u", "coffee bicycle", 5, include_private=True)}
+    assert found[ids[0]] == "The user likes black coffee." and ids[1] not in found
