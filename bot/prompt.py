@@ -1,7 +1,7 @@
 """Building the model's prompt: system text, the user's memories as a bullet list, recent history.
 
-The small default model used memories best as a bullet list in the system prompt. Everything is fitted
-into the token budget: memories to their own budget (best first), then history, oldest dropped first.
+The small default model used memories best as a bullet list in the system prompt. Memories first get their
+own token budget (best first); then the whole prompt is fitted into the model's budget.
 """
 
 from __future__ import annotations
@@ -47,17 +47,38 @@ def build_prompt(
     budget: int,
     count_prompt: Callable[[list[ChatMessage]], int],
 ) -> list[ChatMessage]:
-    """Chat messages for the model, within `budget` prompt tokens (history is dropped first)."""
+    """Chat messages for the model within `budget` prompt tokens.
+
+    What does not fit goes in this order: the oldest history turns, then the oldest memories, and only then
+    the end of the message itself, so the model never gets a prompt longer than its context window.
+    """
+    turns, kept = list(history), list(memories)
+    while True:
+        messages = _messages(bot_name, user_name, text, kept, turns, now)
+        excess = count_prompt(messages) - budget
+        if excess <= 0:
+            return messages
+        if turns:
+            turns.pop(0)
+        elif kept:
+            kept.remove(min(kept, key=lambda m: m.created_at or now))
+        elif len(text) > MIN_TEXT_CHARS:
+            text = text[: max(MIN_TEXT_CHARS, len(text) - 4 * excess - 16)]
+        else:
+            return messages
+
+
+MIN_TEXT_CHARS = 32
+
+
+def _messages(bot_name: str, user_name: str, text: str, memories: list[MemoryRecord], turns: list[Turn],
+              now: datetime) -> list[ChatMessage]:
     system = SYSTEM.format(bot_name=bot_name, today=now.strftime("%A, %d %B %Y"), user_name=user_name)
     if memories:
         bullets = "\n".join(f"- {m.text}" for m in memories)
         system += "\n\n" + MEMORIES.format(user_name=user_name, bullets=bullets)
-    turns = list(history)
-    while True:
-        messages = [ChatMessage("system", system)]
-        for turn in turns:
-            messages += [ChatMessage("user", turn.text), ChatMessage("assistant", turn.reply)]
-        messages.append(ChatMessage("user", text))
-        if not turns or count_prompt(messages) <= budget:
-            return messages
-        turns.pop(0)
+    messages = [ChatMessage("system", system)]
+    for turn in turns:
+        messages += [ChatMessage("user", turn.text), ChatMessage("assistant", turn.reply)]
+    messages.append(ChatMessage("user", text))
+    return messages

@@ -44,9 +44,11 @@ class Settings:
     # --- local model
     model: str = _setting(
         "qwen2.5-coder-0.5b",
-        "Bundled model name, a transformers model directory or hub id, or a path to a .gguf file.",
+        "qwen2.5-coder-0.5b or qwen2.5-coder-1.5b (quality extra), a transformers folder or hub id, or a .gguf path.",
     )
-    model_backend: str = _setting("transformers", "Generation backend: transformers.")
+    model_backend: str = _setting(
+        "transformers", "Generation backend: transformers, or llama_cpp (needs the llama extra, GGUF models only)."
+    )
     model_threads: int = _setting(2, "CPU threads for the model and the embedder.")
     max_new_tokens: int = _setting(256, "Longest reply the model may write, in tokens.")
     temperature: float = _setting(0.0, "Sampling temperature; 0 means greedy decoding.")
@@ -176,8 +178,8 @@ def _validate(s: Settings) -> None:
     for name in ["history_turns", "memory_token_budget", "memory_ttl_days", "rate_limit_messages"]:
         if getattr(s, name) < 0:
             raise SettingsError(f"{name.upper()} must not be negative")
-    if s.model_backend not in {"transformers"}:
-        raise SettingsError(f"MODEL_BACKEND must be transformers, not {s.model_backend!r}")
+    if s.model_backend not in {"transformers", "llama_cpp"}:
+        raise SettingsError(f"MODEL_BACKEND must be transformers or llama_cpp, not {s.model_backend!r}")
     if s.vector_store not in {"qdrant", "pgvector"}:
         raise SettingsError(f"VECTOR_STORE must be qdrant or pgvector, not {s.vector_store!r}")
     if s.vector_store == "pgvector" and not s.pgvector_url:

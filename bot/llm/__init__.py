@@ -33,8 +33,28 @@ def resolve_model(settings: Settings) -> Path | str:
     return saved
 
 
+def resolve_gguf(settings: Settings) -> Path:
+    """The GGUF file the llama.cpp backend loads: a bundled model's joined file, or the `.gguf` path given."""
+    spec = settings.model
+    if spec in BUNDLED:
+        return ensure_gguf(BUNDLED[spec], settings.model_dir)
+    gguf = Path(spec).expanduser()
+    if spec.endswith(".gguf") and gguf.is_file():
+        return gguf
+    raise ModelError(
+        f"MODEL_BACKEND=llama_cpp needs a GGUF model: MODEL={spec!r} is neither a bundled model "
+        f"({', '.join(BUNDLED)}) nor an existing .gguf file"
+    )
+
+
 def load_backend(settings: Settings) -> Backend:
     """Load the configured model with the configured backend (blocking)."""
+    if settings.model_backend == "llama_cpp":
+        from bot.llm.llama_cpp_backend import LlamaCppBackend
+
+        return LlamaCppBackend(
+            resolve_gguf(settings), threads=settings.model_threads, context_tokens=settings.context_tokens
+        )
     if settings.model_backend == "transformers":
         from bot.llm.transformers_backend import TransformersBackend
 

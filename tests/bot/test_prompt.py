@@ -1,0 +1,47 @@
+from datetime import UTC, datetime
+
+from bot.history import Turn
+from bot.prompt import build_prompt, fit_memories
+from memory.records import MemoryRecord, Source
+
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+SOURCE = Source("console", "local", "t", "m", None, NOW.isoformat())
+
+
+def record(text: str, day: int) -> MemoryRecord:
+    when = datetime(2026, 11, day, tzinfo=UTC)
+    return MemoryRecord(id=text, text=text, created_at=when, updated_at=when, source=SOURCE)
+
+
+def count(messages) -> int:
+    return sum(len(m.content.split()) + 3 for m in messages)
+
+
+def build(text="hello there", memories=(), history=(), budget=10_000):
+    return build_prompt(bot_name="bot", user_name="Dana", text=text, memories=list(memories),
+                        history=list(history), now=NOW, budget=budget, count_prompt=count)
+
+
+def test_memories_are_a_bullet_list_in_the_system_prompt():
+    messages = build(memories=[record("The user is vegetarian.", 1), record("The user has a cat.", 2)])
+    assert "- The user is vegetarian.\n- The user has a cat." in messages[0].content
+    assert messages[-1].content == "hello there"
+
+
+def test_fit_memories_keeps_the_best_first_prefix():
+    records = [record("a b c", 1), record("d e f", 2), record("g h i", 3)]
+    assert [r.text for r in fit_memories(records, 8, lambda s: len(s.split()))] == ["a b c", "d e f"]
+
+
+def test_history_goes_first_then_oldest_memories_then_the_message_end():
+    history = [Turn("u", f"old question {i} " * 5, f"old answer {i} " * 5) for i in range(3)]
+    memories = [record("new fact " * 5, 20), record("old fact " * 5, 1)]
+    full = count(build(memories=memories, history=history))
+    no_history = build(memories=memories, history=history, budget=full - 20)
+    assert len(no_history) == 2 + 2 * 2  # the oldest turn went
+    only_memories = build(memories=memories, history=history, budget=count(build(memories=memories)))
+    assert len(only_memories) == 2
+    fewer = build(memories=memories, history=history, budget=count(build(memories=memories)) - 5)
+    assert "new fact" in fewer[0].content and "old fact" not in fewer[0].content
+    tiny = build(text="word " * 400, memories=memories, history=history, budget=60)
+    assert count(tiny) <= 60 and len(tiny) == 2 and tiny[-1].content.startswith("word word")
