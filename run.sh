@@ -23,7 +23,8 @@ install() {
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     # torch first and pinned: any other request for torch would pull a multi-GB CUDA build.
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    # the llama extra builds llama-cpp-python from source the first time (~8 minutes); pip caches the wheel.
+    "$VENV/bin/python" -m pip install --quiet -e ".[dev,llama]"
     echo "$want" > "$stamp"
 }
 

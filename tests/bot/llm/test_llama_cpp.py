@@ -1,0 +1,57 @@
+"""The llama.cpp backend on the bundled GGUF, for real (installed by ./run.sh and CI with the llama extra)."""
+
+import pytest
+
+from bot.app import MemoryBot
+from bot.extraction import FactExtractor
+from bot.llm import load_backend
+from bot.llm.base import ChatMessage, GenerationParams
+from bot.llm.runner import LocalModel
+from tests.bot.helpers import RecordingReply, message
+
+pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backend(model_data_dir):
+    from bot.settings import load_settings
+
+    return load_backend(load_settings(env_file=None, data_dir=model_data_dir, model_backend="llama_cpp",
+                                      context_tokens=1024))
+
+
+def test_streams_with_the_gguf_chat_template(backend):
+    messages = [ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "Say hello.")]
+    assert "<|im_start|>assistant" in backend.render(messages)
+    pieces = list(backend.stream(messages, GenerationParams(max_new_tokens=20), lambda: False))
+    assert len(pieces) > 1 and "".join(pieces).strip()
+
+
+def test_should_stop_ends_generation_early(backend):
+    seen = []
+    messages = [ChatMessage("user", "Count from 1 to 100, one number per line.")]
+    for piece in backend.stream(messages, GenerationParams(max_new_tokens=200), lambda: len(seen) >= 3):
+        seen.append(piece)
+    assert len(seen) == 3
+
+
+async def test_constrained_extraction_always_parses(backend):
+    from datetime import UTC, datetime
+
+    extractor = FactExtractor(LocalModel(backend))
+    for text in ["My name is Dana and I am vegetarian", "hey, how's it going?",
+                 "I moved to Porto last year and I work as a nurse", "lol ok"]:
+        facts = await extractor.extract(text, datetime(2026, 11, 26, tzinfo=UTC))  # raises if invalid
+        assert isinstance(facts, list)
+
+
+async def test_bot_on_llama_cpp_trims_an_oversized_prompt(real_settings):
+    from dataclasses import replace
+
+    settings = replace(real_settings, model_backend="llama_cpp", context_tokens=512, max_new_tokens=32,
+                       max_input_chars=20_000)
+    async with MemoryBot(settings) as bot:
+        reply = RecordingReply()
+        await bot.handle(message("Please summarise this: " + "the quick brown fox jumps " * 400), reply)
+        assert reply.streamed and reply.streamed[0].strip() and not reply.sent
