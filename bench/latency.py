@@ -1,13 +1,15 @@
 """Latency of the whole reply path on this machine, per turn, against a plain `model.generate`.
 
-    .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] [--out bench/results/latency.json]
+    .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] [--backends transformers,llama_cpp]
 
 Measures, through the real bot (bundled model, mem0 with embedded Qdrant):
   - recall p50/p95 with `--memories` facts stored for the user (seeded once into bench/data and reused);
   - per turn: recall, prompt build, first token, decode tokens/s and total;
   - the same prompt through plain `model.generate` (decode tokens/s, first token);
   - reply latency with the write-back worker running vs. stopped;
-  - peak resident memory of the process.
+  - peak resident memory of the process;
+for each backend (`--backends transformers,llama_cpp`) and model (`--models`) in one run. Writes JSON and a
+PNG chart. Peak memory of one backend alone: run it with `--backends` naming only that one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
@@ -126,12 +129,24 @@ async def turn(bot: MemoryBot, text: str, i: int) -> dict[str, float]:
 
 
 def plain_generate(bot: MemoryBot, text: str, max_new_tokens: int) -> dict[str, float]:
-    import torch
-
+    """The same prompt through the library's own call, without the bot around it."""
     backend = bot.model.backend
     messages = build_prompt(bot_name="memorybot", user_name="Alex", text=text, memories=[], history=[],
                             now=datetime.now(UTC), budget=1800, count_prompt=backend.prompt_tokens)
-    inputs = backend.tokenizer(backend.render(messages), return_tensors="pt", add_special_tokens=False)
+    prompt = backend.render(messages)
+    if backend.name == "llama_cpp":
+        t0 = time.perf_counter()
+        first, tokens = None, 0
+        for _ in backend.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
+                                               repeat_penalty=1.15, stream=True):
+            first = first or time.perf_counter() - t0
+            tokens += 1
+        total = time.perf_counter() - t0
+        return {"first_token_s": first or total, "decode_tok_s": (tokens - 1) / max(1e-6, total - (first or 0)),
+                "tokens": tokens, "total_s": total}
+    import torch
+
+    inputs = backend.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.15,
                   pad_token_id=backend.tokenizer.eos_token_id)
     with torch.inference_mode():
@@ -139,8 +154,7 @@ def plain_generate(bot: MemoryBot, text: str, max_new_tokens: int) -> dict[str, 
         backend.model.generate(**inputs, max_new_tokens=1, **kwargs)
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = backend.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                                     **kwargs)
+        out = backend.model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)
         total = time.perf_counter() - t0
     tokens = out.shape[1] - inputs["input_ids"].shape[1]
     return {"first_token_s": first, "decode_tok_s": (tokens - 1) / max(1e-6, total - first), "tokens": tokens,
@@ -152,21 +166,19 @@ def summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rows), 4) for k in keys}
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=8)
-    parser.add_argument("--memories", type=int, default=10_000)
-    parser.add_argument("--data-dir", default=str(REPO / "bench" / "data"))
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latency.json"))
-    args = parser.parse_args()
-    settings = load_settings(env_file=None, data_dir=args.data_dir, rate_limit_messages=0, max_new_tokens=96)
-    result: dict[str, object] = {"machine": {"cpus": __import__("os").cpu_count()}, "turns": args.turns}
+async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
+    """Everything measured for one backend/model, in one MemoryBot."""
+    result: dict[str, object] = {"backend": settings.model_backend, "model": settings.model}
+    rss_before = rss_mb()
+    started = time.perf_counter()
     async with MemoryBot(settings) as bot:
+        result["load_s"] = round(time.perf_counter() - started, 1)
         user_key = message("", 0).user.key
-        print(f"seeding {args.memories} memories (once)...", flush=True)
+        print(f"[{settings.model_backend} {settings.model}] seeding {args.memories} memories (once)...", flush=True)
         result["seed_s"] = round(await seed(bot, user_key, args.memories), 1)
         result["memories_stored"] = len(await bot.store.list(user_key, include_superseded=True))
 
+        await bot.memories.recall(message("warm up", 0), "warm up", 8, 0.1)  # loads the user's vectors
         recall = []
         for i in range(50):
             q = QUESTIONS[i % len(QUESTIONS)]
@@ -185,10 +197,10 @@ async def main() -> None:
 
         plain = [plain_generate(bot, QUESTIONS[i % len(QUESTIONS)], int(result["bot"]["tokens"]) or 64)
                  for i in range(max(2, args.turns // 2))]
-        result["plain_generate"] = summary(plain)
-        print("plain generate", result["plain_generate"], flush=True)
+        result["plain"] = summary(plain)
+        print("plain library call", result["plain"], flush=True)
 
-        # With write-back: every message carries a fact, and the next message arrives while it is learned.
+        # With write-back: every other message carries a fact, learned while the next one arrives.
         bot.writeback.start()
         await bot.writeback.drain()
         busy = []
@@ -200,19 +212,64 @@ async def main() -> None:
         print("bot (write-back running)", result["bot_with_writeback"], flush=True)
         await bot.writeback.drain()
 
-    bot_row, plain_row, busy_row = result["bot"], result["plain_generate"], result["bot_with_writeback"]
+    bot_row, plain_row, busy_row = result["bot"], result["plain"], result["bot_with_writeback"]
     result["ratios"] = {
         "decode_bot_over_plain": round(bot_row["decode_tok_s"] / plain_row["decode_tok_s"], 3),
         "reply_total_with_over_without_writeback": round(busy_row["total_s"] / bot_row["total_s"], 3),
-        "reply_first_token_with_over_without_writeback": round(
-            busy_row["first_token_s"] / bot_row["first_token_s"], 3),
+        "first_token_with_over_without_writeback": round(busy_row["first_token_s"] / bot_row["first_token_s"], 3),
     }
-    result["peak_rss_mb"] = round(rss_mb(), 1)
-    print("ratios", result["ratios"], "peak RSS MB", result["peak_rss_mb"], flush=True)
+    result["peak_rss_mb_so_far"] = round(rss_mb(), 1)
+    result["peak_rss_mb_before"] = round(rss_before, 1)
+    print("ratios", result["ratios"], flush=True)
+    return result
+
+
+def plot(runs: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['backend']}\n{r['model']}" for r in runs]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.38
+    xs = range(len(runs))
+    for ax, key, title in [(axes[0], "decode_tok_s", "decode tokens/s (higher is better)"),
+                           (axes[1], "first_token_s", "first token, s (lower is better)")]:
+        ax.bar([x - width / 2 for x in xs], [r["bot"][key] for r in runs], width, label="bot")
+        ax.bar([x + width / 2 for x in xs], [r["plain"][key] for r in runs], width, label="plain library call")
+        ax.set_xticks(list(xs), labels)
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle("memorybot reply latency on this machine (2 CPU cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--memories", type=int, default=10_000)
+    parser.add_argument("--backends", default="transformers,llama_cpp",
+                        help="comma-separated MODEL_BACKEND values, run one after the other")
+    parser.add_argument("--models", default="qwen2.5-coder-0.5b", help="comma-separated MODEL values")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--data-dir", default=str(REPO / "bench" / "data"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latency.json"))
+    args = parser.parse_args()
+    runs = []
+    for model in args.models.split(","):
+        for backend in args.backends.split(","):
+            settings = load_settings(env_file=None, data_dir=args.data_dir, rate_limit_messages=0,
+                                     max_new_tokens=args.max_new_tokens, model=model, model_backend=backend)
+            runs.append(await run_backend(settings, args))
+    result = {"machine": {"cpus": os.cpu_count()}, "turns": args.turns, "runs": runs,
+              "peak_rss_mb": round(rss_mb(), 1)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    plot(runs, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}; peak RSS {result['peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":

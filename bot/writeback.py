@@ -121,6 +121,8 @@ class WritebackWorker:
             return
         try:
             for fact in facts:
+                # The embedder and the model share the CPU cores: storing waits while a reply is generated.
+                await self._model.wait_for_idle()
                 await self._memories.learn(exchange.user_key, fact, source)
         except StoreError as exc:
             delay = self._backoff(exchange.attempts)

@@ -61,18 +61,21 @@ class VectorCache:
         if user_key in self._users:
             self._users.move_to_end(user_key)
             return self._users[user_key]
-        points = _UserPoints()
         user_filter = models.Filter(must=[models.FieldCondition(key="user_id",
                                                                 match=models.MatchValue(value=user_key))])
+        ids, payloads, vectors = [], [], []
         offset = None
         while True:
             batch, offset = self._client.scroll(self._collection, scroll_filter=user_filter, limit=1024,
                                                 offset=offset, with_payload=True, with_vectors=True)
             for point in batch:
-                points.put(str(point.id), dict(point.payload or {}), _unit(_dense(point.vector)))
+                ids.append(str(point.id))
+                payloads.append(dict(point.payload or {}))
+                vectors.append(_unit(_dense(point.vector)))
             if offset is None:
                 break
-        self._users[user_key] = points
+        matrix = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+        points = self._users[user_key] = _UserPoints(ids, payloads, matrix)
         while len(self._users) > self._max_users:
             self._users.popitem(last=False)
         return points
