@@ -44,11 +44,15 @@ class Settings:
     # --- local model
     model: str = _setting(
         "qwen2.5-coder-0.5b",
-        "qwen2.5-coder-0.5b or qwen2.5-coder-1.5b (quality extra), a transformers folder or hub id, or a .gguf path.",
+        "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (quality extra), a transformers folder or hub id, a .gguf path, "
+        "or the served model's name (openai backend).",
     )
     model_backend: str = _setting(
-        "transformers", "Generation backend: transformers, or llama_cpp (needs the llama extra, GGUF models only)."
+        "transformers",
+        "Generation backend: transformers, llama_cpp (llama extra, GGUF models) or openai (a model server).",
     )
+    openai_base_url: str = _setting("", "For MODEL_BACKEND=openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
+    openai_api_key: Secret = _setting(Secret(""), "For MODEL_BACKEND=openai: the server's API key, if it needs one.")
     model_threads: int = _setting(2, "CPU threads for the model and the embedder.")
     max_new_tokens: int = _setting(256, "Longest reply the model may write, in tokens.")
     temperature: float = _setting(0.0, "Sampling temperature; 0 means greedy decoding.")
@@ -178,8 +182,10 @@ def _validate(s: Settings) -> None:
     for name in ["history_turns", "memory_token_budget", "memory_ttl_days", "rate_limit_messages"]:
         if getattr(s, name) < 0:
             raise SettingsError(f"{name.upper()} must not be negative")
-    if s.model_backend not in {"transformers", "llama_cpp"}:
-        raise SettingsError(f"MODEL_BACKEND must be transformers or llama_cpp, not {s.model_backend!r}")
+    if s.model_backend not in {"transformers", "llama_cpp", "openai"}:
+        raise SettingsError(f"MODEL_BACKEND must be transformers, llama_cpp or openai, not {s.model_backend!r}")
+    if s.model_backend == "openai" and not s.openai_base_url:
+        raise SettingsError("OPENAI_BASE_URL is required when MODEL_BACKEND=openai")
     if s.vector_store not in {"qdrant", "pgvector"}:
         raise SettingsError(f"VECTOR_STORE must be qdrant or pgvector, not {s.vector_store!r}")
     if s.vector_store == "pgvector" and not s.pgvector_url:

@@ -49,6 +49,11 @@ def resolve_gguf(settings: Settings) -> Path:
 
 def load_backend(settings: Settings) -> Backend:
     """Load the configured model with the configured backend (blocking)."""
+    if settings.model_backend == "openai":
+        from bot.llm.openai_backend import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend(settings.openai_base_url, settings.openai_api_key.reveal(), settings.model,
+                                       context_tokens=settings.context_tokens)
     if settings.model_backend == "llama_cpp":
         from bot.llm.llama_cpp_backend import LlamaCppBackend
 
