@@ -125,3 +125,20 @@ async def test_history_of_the_conversation_is_in_the_prompt(make_settings):
         await bot.handle(message("second"), RecordingReply())
         contents = [m.content for m in backend.calls[-1]]
         assert contents[1:] == ["first", "reply to first", "second"]
+
+
+async def test_store_failure_gives_a_reply_without_memories_and_keeps_the_exchange(make_settings):
+    from memory.store import StoreError
+
+    backend = ScriptedBackend(reply="Hello!", facts=["The user has a dog."])
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.writeback.stop()
+
+        async def broken_search(*args, **kwargs):
+            raise StoreError("qdrant unreachable")
+
+        bot.store.search = broken_search  # the store is down for recall
+        reply = RecordingReply()
+        await bot.handle(message("I have a dog"), reply)
+        assert reply.streamed == ["Hello!"]
+        assert await bot.db.pending_count() == 1  # waits for the store to come back
