@@ -9,6 +9,24 @@ cd "$(dirname "$0")"
 VENV=.venv
 PYTHON=${PYTHON:-python3}
 
+# llama-cpp-python has no wheel for this platform: it is built from source once (~8-15 minutes on 2 cores)
+# into a cache outside the checkout, keyed by its version and build flags. The flags are explicit, not
+# -march=native: a native build uses AMX tile instructions that these virtual machines advertise but fault on.
+LLAMA_VERSION=0.3.36
+LLAMA_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/memorybot/wheels/$(echo "$LLAMA_VERSION $LLAMA_FLAGS" | sha256sum | cut -c1-12)"
+
+build_llama_wheel() {
+    if ls "$LLAMA_WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+        return
+    fi
+    echo "Building llama-cpp-python $LLAMA_VERSION from source (once; about 10 minutes)..."
+    mkdir -p "$LLAMA_WHEELS"
+    CMAKE_ARGS="$LLAMA_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+        "$VENV/bin/python" -m pip wheel --quiet --no-deps --no-cache-dir -w "$LLAMA_WHEELS" \
+        "llama-cpp-python==$LLAMA_VERSION"
+}
+
 install() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
@@ -23,8 +41,8 @@ install() {
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     # torch first and pinned: any other request for torch would pull a multi-GB CUDA build.
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    # the llama extra builds llama-cpp-python from source the first time (~8 minutes); pip caches the wheel.
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev,llama]"
+    build_llama_wheel
+    "$VENV/bin/python" -m pip install --quiet --find-links "$LLAMA_WHEELS" -e ".[dev,llama]"
     echo "$want" > "$stamp"
 }
 
