@@ -60,6 +60,14 @@ class MemoryBot:
         self._retention: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> MemoryBot:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def _start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.open()
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
@@ -84,12 +92,16 @@ class MemoryBot:
         pending = await self.db.pending_count()
         if pending:
             _log.info("resuming write-back of %d pending exchange(s)", pending)
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.writeback.stop()
+        await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop whatever has started (also after a failed start)."""
+        if hasattr(self, "writeback"):
+            await self.writeback.stop()
         if self._retention is not None:
             self._retention.cancel()
         if self.model is not None:
@@ -110,6 +122,7 @@ class MemoryBot:
             except StoreError as exc:
                 _log.warning("retention purge failed, will try again: %s", exc)
             await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
 
 @asynccontextmanager
 async def open_memories(settings: Settings) -> AsyncIterator[MemoryOps]:

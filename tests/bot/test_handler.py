@@ -142,3 +142,16 @@ async def test_store_failure_gives_a_reply_without_memories_and_keeps_the_exchan
         await bot.handle(message("I have a dog"), reply)
         assert reply.streamed == ["Hello!"]
         assert await bot.db.pending_count() == 1  # waits for the store to come back
+
+
+async def test_failed_start_names_the_model_file_and_releases_everything(make_settings, tmp_path):
+    import pytest
+
+    from bot.llm.base import ModelError
+
+    settings = make_settings(model=str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelError, match="missing.gguf"):
+        async with MemoryBot(settings):
+            pass
+    async with MemoryBot(settings, backend=ScriptedBackend()) as bot:  # the store's folder lock was released
+        assert (await bot.memories.list(message("x").user)).total == 0
