@@ -1,0 +1,644 @@
+"""LoCoMo memory benchmark: evidence recall@k and answer F1 through the bot's real memory path, against raw turns.
+
+    .venv/bin/python bench/locomo.py [DATA] [--conversations conv-26 ...] [--limit-questions N] [--max-sessions N]
+        [--k 5 10 20] [--systems memory turns ...] [--answer memory turns] [--facts user|speaker] [--fresh]
+        [--out bench/results/locomo.json]
+
+DATA defaults to ../shared/data/locomo/locomo-dev.json (CC BY-NC 4.0: evaluation only, never copied into the
+repository). Each conversation is one user's memory space (platform "locomo", workspace = sample_id, user
+"memory"), ingested session by session, in order, through the write-back worker's own path:
+`FactExtractor.extract` on "Speaker: text" with the session's date as the time it was said, then
+`MemoryOps.learn` with a `Source` whose `message_id` is the turn's `dia_id`, so every stored memory maps back to
+the turn it came from. Extraction results are cached by a hash of (prompt, generation parameters, model) in
+`bench/data/locomo/extraction-cache.sqlite3`, and the built store is kept (`bench/data/locomo/store-<facts>`,
+rebuilt per conversation when its turns or the write path's code change, or with `--fresh`), so a rerun after a
+recall change takes minutes.
+
+For every question of categories 1-4 (5, adversarial, is skipped by convention) each system retrieves; evidence
+recall@k is the share of the gold `dia_id`s covered by the provenance of the top k. Systems:
+  memory         the bot's recall (`MemoryOps.recall`: mem0 vector search, the bot's min score) over facts;
+  memory-hybrid  the same facts, vector results fused with SQLite FTS5 keyword results (reciprocal-rank fusion);
+  memory-turns   vector recall of facts, answered from the source turns of the best facts instead of the facts;
+  turns          baseline: raw turns embedded with all-MiniLM-L6-v2 (sentence-transformers), top k by cosine;
+  turns-hybrid   baseline: the same turns, cosine fused with FTS5 keyword ranking.
+Systems listed in `--answer` also answer every question with the bundled model from their top `--answer-k`
+items (a bullet list, each dated), scored with LoCoMo's token F1. Aggregates go to `--out` and a PNG beside it;
+per-question details (they quote the data set) go under `bench/data/locomo/`, which git ignores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import statistics
+import string
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MEM0_TELEMETRY", "False")
+
+from tqdm import tqdm  # noqa: E402
+
+from bot.app import MemoryBot  # noqa: E402
+from bot.extraction import ExtractionError, FactExtractor, build_messages  # noqa: E402
+from bot.llm.base import ChatMessage, GenerationParams  # noqa: E402
+from bot.llm.runner import LocalModel  # noqa: E402
+from bot.memories import MemoryOps  # noqa: E402
+from bot.message import IncomingMessage, UserRef  # noqa: E402
+from bot.settings import Settings, load_settings  # noqa: E402
+from memory.records import MemoryRecord, Source  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
+BENCH_DATA = REPO / "bench" / "data" / "locomo"
+MODEL_CACHE = REPO / ".cache" / "test-data" / "models"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "turns", "turns-hybrid")
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+_STOPWORDS = (
+    "a an the and or of to in on at for with by from about as is are was were be been being do does did what "
+    "when where who whom which why how that this these those it its he she they them his her their i you we "
+    "my your our me us has have had will would can could should may might not no any some there here than "
+    "then so if into up out over after before during"
+)
+STOPWORDS = frozenset(_STOPWORDS.split())
+
+
+# --- the data set
+
+
+@dataclass(frozen=True)
+class Turn:
+    dia_id: str
+    speaker: str
+    text: str  # "Speaker: what they said [shares a photo of ...]"
+    said_at: datetime
+    session: int
+
+
+@dataclass(frozen=True)
+class Question:
+    sample_id: str
+    question: str
+    answer: str
+    evidence: tuple[str, ...]
+    category: int
+
+
+@dataclass(frozen=True)
+class Conversation:
+    sample_id: str
+    speakers: tuple[str, str]
+    turns: list[Turn]
+    questions: list[Question]
+
+
+def parse_session_time(value: str) -> datetime:
+    """LoCoMo writes session times like "1:56 pm on 8 May, 2023"."""
+    return datetime.strptime(value.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+
+
+def turn_text(turn: dict[str, Any]) -> str:
+    text = f"{turn['speaker']}: {turn['text']}"
+    if turn.get("blip_caption"):
+        text += f" [shares a photo of {turn['blip_caption']}]"
+    return text
+
+
+def load_conversations(
+    path: Path, wanted: Sequence[str] | None, limit_questions: int | None, max_sessions: int | None = None
+) -> list[Conversation]:
+    """The chosen samples; with `max_sessions`, only their first sessions and the questions whose evidence all
+    lies in them (a smaller haystack, so recall is higher than on whole conversations)."""
+    conversations = []
+    for sample in json.loads(path.read_text()):
+        if wanted and sample["sample_id"] not in wanted:
+            continue
+        conv = sample["conversation"]
+        sessions = sorted(int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k))
+        sessions = sessions[:max_sessions] if max_sessions else sessions
+        turns = [
+            Turn(t["dia_id"], t["speaker"], turn_text(t), parse_session_time(conv[f"session_{n}_date_time"]), n)
+            for n in sessions
+            for t in conv[f"session_{n}"]
+        ]
+        questions = [
+            Question(sample["sample_id"], q["question"], str(q["answer"]),
+                     tuple(re.findall(r"D\d+:\d+", " ".join(map(str, q.get("evidence", []))))), q["category"])
+            for q in sample["qa"]
+            if q["category"] in CATEGORIES and "answer" in q
+        ]
+        if max_sessions:
+            shown = {t.dia_id for t in turns}
+            questions = [q for q in questions if q.evidence and set(q.evidence) <= shown]
+        conversations.append(Conversation(sample["sample_id"], (conv["speaker_a"], conv["speaker_b"]), turns,
+                                          questions[:limit_questions] if limit_questions else questions))
+    missing = set(wanted or ()) - {c.sample_id for c in conversations}
+    if missing:
+        raise SystemExit(f"not in {path}: {', '.join(sorted(missing))}")
+    return conversations
+
+
+# --- LoCoMo's answer scoring (task_eval/evaluation.py in snap-research/locomo, reimplemented from memory)
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop commas, punctuation and the words a/an/the/and, collapse whitespace."""
+    text = text.lower().replace(",", "")
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the|and)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _stemmer() -> Callable[[str], str]:
+    from nltk.stem import PorterStemmer
+
+    return PorterStemmer().stem
+
+
+_stem = _stemmer()
+
+
+def token_f1(prediction: str, truth: str) -> float:
+    pred = [_stem(w) for w in normalize_answer(prediction).split()]
+    gold = [_stem(w) for w in normalize_answer(truth).split()]
+    same = sum((Counter(pred) & Counter(gold)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def locomo_f1(prediction: str, answer: str, category: int) -> float:
+    """Category 1 (multi-hop): the gold answer split at commas, each part's best F1 against the prediction's
+    comma-separated parts, averaged. Category 3 keeps the gold answer's part before any ';'."""
+    if category == 1:
+        predictions = [p.strip() for p in prediction.split(",")]
+        parts = [g.strip() for g in answer.split(",")]
+        return statistics.mean(max(token_f1(p, g) for p in predictions) for g in parts)
+    if category == 3:
+        answer = answer.split(";")[0].strip()
+    return token_f1(prediction, answer)
+
+
+# --- the extraction cache
+
+
+class ExtractionCache:
+    """Extraction results keyed by a hash of (model, prompt messages, generation parameters), in SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS extraction (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+
+    @staticmethod
+    def key(model: str, messages: list[ChatMessage], params: GenerationParams) -> str:
+        blob = json.dumps([model, [asdict(m) for m in messages], asdict(params)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT result FROM extraction WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, result: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO extraction VALUES (?, ?)", (key, json.dumps(result)))
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# --- ingestion through the write-back path
+
+
+def user_of(sample_id: str) -> UserRef:
+    return UserRef("locomo", sample_id, "memory")
+
+
+def as_speaker(fact: str, speaker: str) -> str:
+    """`--facts speaker`: the extraction prompt writes "The user ..."; name the person who said the turn."""
+    fact = re.sub(r"\bThe user's\b", f"{speaker}'s", fact)
+    fact = re.sub(r"\b[Tt]he user's\b", f"{speaker}'s", fact)
+    return re.sub(r"\b[Tt]he user\b", speaker, fact)
+
+
+@dataclass
+class IngestStats:
+    turns: int = 0
+    cache_hits: int = 0
+    extraction_errors: int = 0
+    facts_extracted: int = 0
+    facts_stored: int = 0  # new or updated memories (duplicates are not stored)
+    extraction_s: float = 0.0  # model time, as measured when the result was first computed
+    extraction_s_this_run: float = 0.0
+    store_s: float = 0.0
+
+
+async def ingest(
+    conv: Conversation, model: LocalModel, memories: MemoryOps, cache: ExtractionCache, model_name: str, facts: str
+) -> IngestStats:
+    """Every turn, in session order: extract facts (cached) and learn them with the turn as their source."""
+    extractor = FactExtractor(model)
+    params = extractor._params  # part of the cache key: a changed extraction setting is a new result
+    stats = IngestStats()
+    user_key = user_of(conv.sample_id).key
+    for turn in tqdm(conv.turns, desc=f"ingest {conv.sample_id}", unit="turn"):
+        stats.turns += 1
+        key = ExtractionCache.key(model_name, build_messages(turn.text, turn.said_at), params)
+        result = cache.get(key)
+        if result is None:
+            started = time.perf_counter()
+            try:
+                result = {"facts": await extractor.extract(turn.text, turn.said_at), "error": None}
+            except ExtractionError as exc:  # the worker sets such an exchange aside: no facts from it
+                result = {"facts": [], "error": str(exc)}
+            result["seconds"] = round(time.perf_counter() - started, 3)
+            stats.extraction_s_this_run += result["seconds"]
+            cache.put(key, result)
+        else:
+            stats.cache_hits += 1
+        stats.extraction_s += result["seconds"]
+        stats.extraction_errors += result["error"] is not None
+        stats.facts_extracted += len(result["facts"])
+        source = Source(platform="locomo", workspace=conv.sample_id, channel=f"session_{turn.session}",
+                        message_id=turn.dia_id, link=None, time=turn.said_at.isoformat())
+        started = time.perf_counter()
+        for fact in result["facts"]:
+            text = as_speaker(fact, turn.speaker) if facts == "speaker" else fact
+            stats.facts_stored += await memories.learn(user_key, text, source) is not None
+        stats.store_s += time.perf_counter() - started
+    return stats
+
+
+# --- retrieval systems
+
+
+@dataclass(frozen=True)
+class Hit:
+    text: str
+    dia_ids: tuple[str, ...]
+    said_at: str  # ISO time of the source turn
+
+
+def keyword_query(text: str) -> str | None:
+    words = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOPWORDS and len(w) > 1]
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
+
+
+class KeywordIndex:
+    """SQLite FTS5 (BM25 ranking, Porter stemming) over a fixed list of texts."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self._db = sqlite3.connect(":memory:")
+        self._db.execute("CREATE VIRTUAL TABLE docs USING fts5(body, tokenize='porter unicode61')")
+        self._db.executemany("INSERT INTO docs(rowid, body) VALUES (?, ?)", enumerate(texts))
+
+    def search(self, query: str, limit: int) -> list[int]:
+        match = keyword_query(query)
+        if match is None:
+            return []
+        rows = self._db.execute("SELECT rowid FROM docs WHERE docs MATCH ? ORDER BY bm25(docs) LIMIT ?",
+                                (match, limit)).fetchall()
+        return [r[0] for r in rows]
+
+
+def rrf(*rankings: list[int]) -> list[int]:
+    scores: dict[int, float] = defaultdict(float)
+    for ranking in rankings:
+        for rank, item in enumerate(ranking):
+            scores[item] += 1.0 / (RRF_K + rank + 1)
+    return sorted(scores, key=lambda i: -scores[i])
+
+
+class TurnBaseline:
+    """Raw turns of one conversation, embedded with MiniLM; cosine top k, optionally fused with FTS5."""
+
+    def __init__(self, conv: Conversation, embedder: Any, hybrid: bool) -> None:
+        self._turns = conv.turns
+        self._embedder = embedder
+        self._vectors = embedder.encode([t.text for t in conv.turns], batch_size=32, normalize_embeddings=True,
+                                        convert_to_numpy=True)
+        self._keywords = KeywordIndex([t.text for t in conv.turns]) if hybrid else None
+
+    async def search(self, question: str, limit: int) -> list[Hit]:
+        query = self._embedder.encode([question], normalize_embeddings=True, convert_to_numpy=True)[0]
+        ranking = [int(i) for i in (-(self._vectors @ query)).argsort()]
+        if self._keywords is not None:
+            ranking = rrf(ranking[: limit * 2], self._keywords.search(question, limit * 2))
+        return [self._hit(self._turns[i]) for i in ranking[:limit]]
+
+    @staticmethod
+    def _hit(turn: Turn) -> Hit:
+        return Hit(turn.text, (turn.dia_id,), turn.said_at.isoformat())
+
+
+class MemoryRecall:
+    """The bot's recall for this conversation's user; `mode` adds keyword fusion or source-turn answers."""
+
+    def __init__(self, conv: Conversation, memories: MemoryOps, settings: Settings, mode: str,
+                 records: list[MemoryRecord]) -> None:
+        self._memories = memories
+        self._min_score = settings.memory_min_score
+        self._mode = mode
+        self._turns = {t.dia_id: t for t in conv.turns}
+        user = user_of(conv.sample_id)
+        self._msg = IncomingMessage(platform=user.platform, workspace=user.workspace, channel_id="qa",
+                                    user_id=user.user_id, user_name="memory", text="", message_id="q")
+        self._records = records
+        self._keywords = KeywordIndex([r.text for r in records]) if mode == "memory-hybrid" else None
+        self._index = {r.id: i for i, r in enumerate(records)}
+
+    async def search(self, question: str, limit: int) -> list[Hit]:
+        if self._mode == "memory-turns":
+            found = await self._memories.recall(self._msg, question, limit * 3, self._min_score)
+            ids = list(dict.fromkeys(r.source.message_id for r in found))[:limit]
+            return [TurnBaseline._hit(self._turns[i]) for i in ids if i in self._turns]
+        if self._keywords is None:
+            found = await self._memories.recall(self._msg, question, limit, self._min_score)
+            return [self._hit(r) for r in found]
+        found = await self._memories.recall(self._msg, question, limit * 2, self._min_score)
+        vector = [self._index[r.id] for r in found if r.id in self._index]
+        fused = rrf(vector, self._keywords.search(question, limit * 2))
+        return [self._hit(self._records[i]) for i in fused[:limit]]
+
+    @staticmethod
+    def _hit(record: MemoryRecord) -> Hit:
+        return Hit(record.text, (record.source.message_id,), record.source.time)
+
+
+# --- answering
+
+
+ANSWER_SYSTEM = (
+    "You answer questions about a long conversation between {a} and {b}, using only the notes below. "
+    "Each note starts with the date it was said."
+)
+ANSWER_USER = (
+    "Notes:\n{bullets}\n\n"
+    "Based on the notes above, write an answer in the form of a short phrase for the following question. "
+    "Answer with exact words from the notes whenever possible; for a question about when, give the date.\n"
+    "Question: {question} Short answer:"
+)
+
+
+def answer_messages(conv: Conversation, question: str, hits: list[Hit]) -> list[ChatMessage]:
+    bullets = "\n".join(f"- ({_day(h.said_at)}) {h.text}" for h in hits) or "- (none)"
+    return [ChatMessage("system", ANSWER_SYSTEM.format(a=conv.speakers[0], b=conv.speakers[1])),
+            ChatMessage("user", ANSWER_USER.format(bullets=bullets, question=question))]
+
+
+def _day(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).strftime("%d %B %Y").lstrip("0")
+    except ValueError:
+        return "unknown date"
+
+
+# --- evaluation
+
+
+@dataclass
+class SystemScores:
+    recall: dict[int, list[list[float]]] = field(default_factory=lambda: defaultdict(list))  # category -> per k
+    f1: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    latency_ms: list[float] = field(default_factory=list)
+    prompt_tokens: list[int] = field(default_factory=list)
+    answer_s: list[float] = field(default_factory=list)
+
+
+def evidence_recall(hits: list[Hit], evidence: tuple[str, ...], k: int) -> float:
+    covered = {d for h in hits[:k] for d in h.dia_ids}
+    return sum(e in covered for e in set(evidence)) / len(set(evidence))
+
+
+async def evaluate(
+    conv: Conversation,
+    systems: dict[str, Any],
+    answering: set[str],
+    model: LocalModel,
+    ks: list[int],
+    answer_k: int,
+    scores: dict[str, SystemScores],
+    details: list[dict[str, Any]],
+) -> None:
+    params = GenerationParams(max_new_tokens=32, temperature=0.0, repetition_penalty=1.15, stop=("\n",))
+    for q in tqdm(conv.questions, desc=f"questions {conv.sample_id}", unit="q"):
+        row: dict[str, Any] = {"sample_id": q.sample_id, "question": q.question, "answer": q.answer,
+                               "category": q.category, "evidence": q.evidence, "systems": {}}
+        for name, system in systems.items():
+            s = scores[name]
+            started = time.perf_counter()
+            hits = await system.search(q.question, max(ks + [answer_k]))
+            s.latency_ms.append((time.perf_counter() - started) * 1000)
+            out: dict[str, Any] = {"retrieved": [h.dia_ids[0] for h in hits[: max(ks)]]}
+            if q.evidence:
+                values = [evidence_recall(hits, q.evidence, k) for k in ks]
+                s.recall[q.category].append(values)
+                out["recall"] = dict(zip(map(str, ks), values, strict=True))
+            if name in answering:
+                messages = answer_messages(conv, q.question, hits[:answer_k])
+                s.prompt_tokens.append(model.prompt_tokens(messages))
+                started = time.perf_counter()
+                prediction = (await model.generate(messages, params)).strip().splitlines()[0:1]
+                s.answer_s.append(time.perf_counter() - started)
+                text = prediction[0].strip() if prediction else ""
+                s.f1[q.category].append(locomo_f1(text, q.answer, q.category))
+                out.update(prediction=text, f1=s.f1[q.category][-1])
+            row["systems"][name] = out
+        details.append(row)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def summarize(s: SystemScores, ks: list[int]) -> dict[str, Any]:
+    def mean(values: list[float]) -> float | None:
+        return round(statistics.mean(values), 4) if values else None
+
+    recall: dict[str, Any] = {}
+    for i, k in enumerate(ks):
+        per_cat = {CATEGORIES[c]: mean([v[i] for v in s.recall[c]]) for c in sorted(s.recall)}
+        every = [v[i] for c in s.recall for v in s.recall[c]]
+        recall[f"@{k}"] = {"overall": mean(every), **per_cat}
+    out: dict[str, Any] = {
+        "recall": recall,
+        "questions_with_evidence": {CATEGORIES[c]: len(v) for c, v in sorted(s.recall.items())},
+        "recall_latency_ms": {"p50": round(pct(s.latency_ms, 0.5), 2), "p95": round(pct(s.latency_ms, 0.95), 2)},
+    }
+    if any(s.f1.values()):
+        out["f1"] = {"overall": mean([v for vs in s.f1.values() for v in vs]),
+                     **{CATEGORIES[c]: mean(v) for c, v in sorted(s.f1.items())}}
+        out["questions_answered"] = sum(len(v) for v in s.f1.values())
+        out["prompt_tokens_per_answer"] = {"mean": round(statistics.mean(s.prompt_tokens), 1),
+                                           "p95": pct([float(t) for t in s.prompt_tokens], 0.95)}
+        out["answer_s"] = {"p50": round(pct(s.answer_s, 0.5), 2), "p95": round(pct(s.answer_s, 0.95), 2)}
+    return out
+
+
+def plot(result: dict[str, Any], path: Path, k: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = ["overall", *CATEGORIES.values()]
+    systems = result["systems"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [(axes[0], f"evidence recall@{k}", lambda s: s["recall"].get(f"@{k}", {})),
+              (axes[1], "answer F1 (LoCoMo token F1)", lambda s: s.get("f1", {}))]
+    for ax, title, values_of in panels:
+        shown = [n for n in systems if values_of(systems[n])]
+        width = 0.8 / max(1, len(shown))
+        for i, name in enumerate(shown):
+            values = [values_of(systems[name]).get(g) or 0.0 for g in groups]
+            bars = ax.bar([x + i * width for x in range(len(groups))], values, width, label=name)
+            ax.bar_label(bars, fmt="%.2f", fontsize=6)
+        ax.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(groups))], groups)
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    cfg = result["config"]
+    scope = f" (first {cfg['max_sessions']} sessions)" if cfg.get("max_sessions") else ""
+    fig.suptitle(f"LoCoMo {', '.join(cfg['conversations'])}{scope}: {result['questions']} questions (categories 1-4), "
+                 f"facts={cfg['facts']}, answers from top {cfg['answer_k']} with {cfg['model']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- main
+
+
+WRITE_PATH = ["bot/extraction.py", "bot/memories.py", "bot/supersede.py", "memory/store.py"]
+
+
+def prepare_data_dir(path: Path, fresh: bool) -> None:
+    """The run's folder: the memory store (wiped with `fresh`) and the converted model, linked from the test cache."""
+    stale = ["memory", "bot.sqlite3", "bot.sqlite3-wal", "bot.sqlite3-shm", "ingested.json"] if fresh else []
+    for name in stale:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "models").exists() and MODEL_CACHE.is_dir():
+        (path / "models").symlink_to(MODEL_CACHE, target_is_directory=True)
+
+
+def ingest_signature(conv: Conversation, args: argparse.Namespace, model: str) -> str:
+    """What a stored conversation depends on: its turns, the fact mode, the model and the write path's code."""
+    digest = hashlib.sha256(json.dumps([[asdict(t) for t in conv.turns], args.facts, model], default=str).encode())
+    for name in WRITE_PATH:
+        digest.update((REPO / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA, help="locomo JSON (a list of samples)")
+    parser.add_argument("--conversations", nargs="+", help="sample ids to run (default: all)")
+    parser.add_argument("--limit-questions", type=int, help="first N questions of categories 1-4 per conversation")
+    parser.add_argument("--max-sessions", type=int, help="ingest only the first N sessions (and their questions)")
+    parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="recall@k cut-offs")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=["memory", "turns"])
+    parser.add_argument("--answer", nargs="*", choices=SYSTEMS, default=["memory", "turns"],
+                        help="systems that also answer with the model (costs ~2-4 s per question each)")
+    parser.add_argument("--answer-k", type=int, default=10, help="retrieved items shown to the answering model")
+    parser.add_argument("--facts", choices=["user", "speaker"], default="user",
+                        help='store facts as extracted ("The user ...") or with the speaker\'s name')
+    parser.add_argument("--fresh", action="store_true", help="rebuild the memory store even if it is up to date")
+    parser.add_argument("--data-dir", type=Path, default=BENCH_DATA, help="cache and memory store")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "locomo.json")
+    args = parser.parse_args()
+    args.k = sorted(set(args.k))
+    args.answer = [s for s in args.answer if s in args.systems]
+    return args
+
+
+async def main() -> None:
+    args = parse_args()
+    conversations = load_conversations(args.data, args.conversations, args.limit_questions, args.max_sessions)
+    run_dir = args.data_dir / f"store-{args.facts}"
+    prepare_data_dir(run_dir, args.fresh)
+    marker = run_dir / "ingested.json"
+    ingested: dict[str, Any] = json.loads(marker.read_text()) if marker.exists() else {}
+    settings = load_settings(env_file=None, data_dir=run_dir, rate_limit_messages=0)
+    cache = ExtractionCache(args.data_dir / "extraction-cache.sqlite3")
+    result: dict[str, Any] = {
+        "config": {"data": args.data.name, "conversations": [c.sample_id for c in conversations],
+                   "limit_questions": args.limit_questions, "max_sessions": args.max_sessions,
+                   "k": args.k, "answer_k": args.answer_k,
+                   "facts": args.facts, "model": settings.model, "memory_min_score": settings.memory_min_score,
+                   "systems": args.systems, "answering": args.answer, "cpus": os.cpu_count()},
+    }
+    scores = {name: SystemScores() for name in args.systems}
+    details: list[dict[str, Any]] = []
+    ingestion: dict[str, Any] = {}
+    async with MemoryBot(settings) as bot:
+        await bot.writeback.stop()  # the bench drives the worker's path itself, turn by turn, in order
+        assert bot.model is not None
+        from sentence_transformers import SentenceTransformer
+
+        from memory.config import bundled_embedder_path
+
+        embedder = SentenceTransformer(bundled_embedder_path(), device="cpu")
+        for conv in conversations:
+            signature = ingest_signature(conv, args, settings.model)
+            user_key = user_of(conv.sample_id).key
+            if ingested.get(conv.sample_id, {}).get("signature") == signature:
+                stats_row = ingested[conv.sample_id] | {"reused_store": True}
+            else:  # stale or missing: this conversation's memories are rebuilt from the extraction cache
+                await bot.store.delete_all(user_key)
+                started = time.perf_counter()
+                stats = await ingest(conv, bot.model, bot.memories, cache, settings.model, args.facts)
+                stats_row = asdict(stats) | {"wall_s": round(time.perf_counter() - started, 1), "signature": signature}
+                ingested[conv.sample_id] = stats_row
+                marker.write_text(json.dumps(ingested, indent=1))
+            records = await bot.store.list(user_key)
+            stats_row["memories_current"] = len(records)
+            ingestion[conv.sample_id] = stats_row
+            print(conv.sample_id, json.dumps(stats_row), flush=True)
+            systems: dict[str, Any] = {}
+            for name in args.systems:
+                if name.startswith("memory"):
+                    systems[name] = MemoryRecall(conv, bot.memories, settings, name, records)
+                else:
+                    systems[name] = TurnBaseline(conv, embedder, hybrid=name == "turns-hybrid")
+            await evaluate(conv, systems, set(args.answer), bot.model, args.k, args.answer_k, scores, details)
+    cache.close()
+    result["questions"] = len(details)
+    result["ingestion"] = ingestion
+    totals = {key: round(sum(row[key] for row in ingestion.values()), 1)
+              for key in ["turns", "facts_extracted", "facts_stored", "extraction_s", "store_s", "memories_current"]}
+    totals["extraction_s_per_turn"] = round(totals["extraction_s"] / max(1, totals["turns"]), 2)
+    result["ingestion_total"] = totals
+    result["systems"] = {name: summarize(scores[name], args.k) for name in args.systems}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out.with_suffix(".png"), 10 if 10 in args.k else args.k[0])
+    detail_path = args.data_dir / f"details-{args.out.stem}.json"
+    detail_path.write_text(json.dumps(details, indent=1, default=str))
+    print(json.dumps(result["systems"], indent=2))
+    print(f"wrote {args.out}, {args.out.with_suffix('.png')} and {detail_path} (per question; quotes the data set)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
