@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.extraction import ExtractionError, FactExtractor, parse_facts
+from bot.extraction import ExtractionError, FactExtractor, grounded, parse_facts
 from bot.llm.base import ChatMessage, GenerationParams
 from bot.llm.runner import LocalModel
 
@@ -61,3 +61,29 @@ async def test_prompt_carries_the_date_for_relative_times():
     backend = Answers('{"facts": []}')
     await FactExtractor(LocalModel(backend)).extract("hi", NOW)
     assert "26 November 2026" in backend.prompts[0][0].content
+
+
+@pytest.mark.parametrize(("fact", "message"), [
+    ("The user is vegetarian.", "I'm vegetarian, so no meat for me please"),
+    ("The user's name is Dana.", "My name is Dana and I am vegetarian"),
+    ("The user moved to Porto on 7 May 2023.", "I moved to Porto yesterday"),
+    ("The user has two cats named Tom and Jerry.", "my cats Tom and Jerry say hi, I have two of them"),
+])
+def test_grounded_facts_are_kept(fact, message):
+    assert grounded(fact, message)
+
+
+@pytest.mark.parametrize(("fact", "message"), [
+    ("The user works as a nurse.", "I'm vegetarian, so no meat for me please"),
+    ("The user lives in Leeds.", "hey, how's it going?"),
+    ("The user has two cats.", "I went hiking last weekend"),
+    ("The user's name is Sam.", "My name is Dana"),
+])
+def test_made_up_facts_are_not_grounded(fact, message):
+    assert not grounded(fact, message)
+
+
+async def test_extract_drops_facts_not_in_the_message():
+    backend = Answers('{"facts": ["The user is vegetarian.", "The user works as a nurse in Leeds."]}')
+    facts = await FactExtractor(LocalModel(backend)).extract("I'm vegetarian", NOW)
+    assert facts == ["The user is vegetarian."]
