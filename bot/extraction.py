@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import jsonschema
 
@@ -48,6 +48,8 @@ EXAMPLES = [
     ("I'm Sam and I play the violin.",
      '{"facts": ["The user\'s name is Sam.", "The user plays the violin."]}'),
     ("hey, how are you today?", '{"facts": []}'),
+    ("I'm allergic to nuts, so please don't suggest recipes with them.",
+     '{"facts": ["The user is allergic to nuts."]}'),
     ("can you explain how rainbows form?", '{"facts": []}'),
 ]
 
@@ -83,10 +85,13 @@ def _words(text: str) -> set[str]:
 
 
 def grounded(fact: str, message: str) -> bool:
-    """Whether the fact comes from the message: at least half of its telling words appear there.
+    """Whether the fact is about the user and comes from the message: at least half of its telling words
+    appear there.
 
     Resolved dates ("7 May 2023" for "yesterday") count as appearing, so the date words are left out.
     """
+    if "the user" not in fact.lower():
+        return False
     telling = _words(fact) - _DATE_WORDS
     if not telling:
         return False
@@ -98,6 +103,40 @@ _DATE_WORDS = frozenset(
     "january february march april may june july august september october november december monday tuesday "
     "wednesday thursday friday saturday sunday".split()
 ) | {str(n) for n in range(1, 32)} | {str(y) for y in range(1950, 2100)}
+
+
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def resolve_dates(fact: str, said_at: datetime) -> str:
+    """Replace relative times ("yesterday", "last year") with the dates they meant when the message was said.
+
+    The small model does not do this reliably itself, and a memory read months later needs the real date.
+    """
+    day = said_at.date()
+
+    def on(d: date) -> str:
+        return f"on {d.day} {d:%B %Y}"
+
+    rules: list[tuple[str, str]] = [
+        (r"\byesterday\b", on(day - timedelta(days=1))),
+        (r"\b(?:today|tonight|this morning|this evening)\b", on(day)),
+        (r"\btomorrow\b", on(day + timedelta(days=1))),
+        (r"\blast week\b", f"in the week before {day.day} {day:%B %Y}"),
+        (r"\bnext week\b", f"in the week after {day.day} {day:%B %Y}"),
+        (r"\blast month\b", f"in {(day.replace(day=1) - timedelta(days=1)):%B %Y}"),
+        (r"\bnext month\b", f"in {(day.replace(day=28) + timedelta(days=4)):%B %Y}"),
+        (r"\bthis month\b", f"in {day:%B %Y}"),
+        (r"\blast year\b", f"in {day.year - 1}"),
+        (r"\bnext year\b", f"in {day.year + 1}"),
+        (r"\bthis year\b", f"in {day.year}"),
+    ]
+    for pattern, replacement in rules:
+        fact = re.sub(pattern, replacement, fact, flags=re.IGNORECASE)
+    for i, name in enumerate(_WEEKDAYS):
+        back = (day.weekday() - i) % 7 or 7
+        fact = re.sub(rf"\blast {name}\b", on(day - timedelta(days=back)), fact, flags=re.IGNORECASE)
+    return fact
 
 
 def parse_facts(raw: str) -> list[str]:
@@ -138,7 +177,7 @@ class FactExtractor:
         if len(kept) < len(facts):
             _log.info("dropped %d fact(s) not found in the message: %r", len(facts) - len(kept),
                       [f for f in facts if f not in kept])
-        return kept
+        return [resolve_dates(fact, said_at) for fact in kept]
 
     async def _answer(self, user_text: str, said_at: datetime) -> list[str]:
         messages = build_messages(user_text, said_at)

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.extraction import ExtractionError, FactExtractor, grounded, parse_facts
+from bot.extraction import ExtractionError, FactExtractor, grounded, parse_facts, resolve_dates
 from bot.llm.base import ChatMessage, GenerationParams
 from bot.llm.runner import LocalModel
 
@@ -87,3 +87,18 @@ async def test_extract_drops_facts_not_in_the_message():
     backend = Answers('{"facts": ["The user is vegetarian.", "The user works as a nurse in Leeds."]}')
     facts = await FactExtractor(LocalModel(backend)).extract("I'm vegetarian", NOW)
     assert facts == ["The user is vegetarian."]
+
+
+@pytest.mark.parametrize(("fact", "resolved"), [
+    ("The user went hiking yesterday.", "The user went hiking on 25 November 2026."),
+    ("The user moved to Porto last year.", "The user moved to Porto in 2025."),
+    ("The user has an exam next month.", "The user has an exam in December 2026."),
+    ("The user saw a concert last Saturday.", "The user saw a concert on 21 November 2026."),
+    ("The user is vegetarian.", "The user is vegetarian."),
+])
+def test_relative_dates_become_dates(fact, resolved):
+    assert resolve_dates(fact, NOW) == resolved  # NOW is Thursday, 26 November 2026
+
+
+def test_facts_not_about_the_user_are_not_kept():
+    assert not grounded("The capital of France is Paris.", "what's the capital of France?")
