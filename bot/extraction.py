@@ -48,9 +48,10 @@ EXAMPLES = [
     ("I'm Sam and I play the violin.",
      '{"facts": ["The user\'s name is Sam.", "The user plays the violin."]}'),
     ("hey, how are you today?", '{"facts": []}'),
+    ("can you explain how rainbows form?", '{"facts": []}'),
+    # last, so a fact wrapped in a request is still seen as a fact (measured: 5 of 5 such messages, not 3)
     ("I'm allergic to nuts, so please don't suggest recipes with them.",
      '{"facts": ["The user is allergic to nuts."]}'),
-    ("can you explain how rainbows form?", '{"facts": []}'),
 ]
 
 # Words that carry no fact of their own: a fact needs other words that the message itself contains.
@@ -85,8 +86,7 @@ def _words(text: str) -> set[str]:
 
 
 def grounded(fact: str, message: str) -> bool:
-    """Whether the fact is about the user and comes from the message: at least half of its telling words
-    appear there.
+    """Whether the fact is about the user and comes from the message: most of its telling words appear there.
 
     Resolved dates ("7 May 2023" for "yesterday") count as appearing, so the date words are left out.
     """
@@ -96,7 +96,7 @@ def grounded(fact: str, message: str) -> bool:
     if not telling:
         return False
     found = telling & _words(message)
-    return len(found) * 2 >= len(telling)
+    return len(found) * 2 > len(telling)
 
 
 _DATE_WORDS = frozenset(
