@@ -32,7 +32,7 @@ class StoreConfig:
     qdrant_url: str = ""
     qdrant_api_key: str = ""
     pgvector_url: str = ""
-    max_list: int = 1000  # most memories one user's list shows
+    max_list: int = 100_000  # most memories one list, export or forget-all of a user covers
     max_purge_scan: int = 1_000_000  # most memories one retention purge looks at
 
     def vector_store(self) -> dict[str, Any]:
