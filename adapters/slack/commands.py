@@ -40,6 +40,8 @@ HOME_FORGET = "home_forget"  # action ids are "home_forget:<memory id>" (unique 
 HELP = """*`/memory` commands*
 • `/memory list [page]`: what I remember about you
 • `/memory remember <text>`: remember something
+• `/memory search <words>`: search your memories
+• `/memory why`: which memories my last reply to you used
 • `/memory forget <id>`: forget one memory (ids are in the list)
 • `/memory forget all`: forget everything about you
 • `/memory export`: send you all your memories as a JSON file
@@ -112,6 +114,14 @@ class MemoryCommands:
         if verb == "remember":
             record = await memories.remember(self._command_message(command, user, rest), rest)
             return f"I'll remember that: {escape(record.text)} (id `{record.id}`)"
+        if verb == "search":
+            found = await memories.search(user, rest, direct=command.get("channel_name") == "directmessage")
+            return "\n".join(f"• {_line(r)}" for r in found) or "Nothing I remember about you matches that."
+        if verb == "why":
+            used = memories.why(user)
+            if not used:
+                return "My last reply to you used no memories."
+            return "My last reply to you used:\n" + "\n".join(f"• {_line(r)}" for r in used)
         if verb == "forget" and rest.lower() == "all":
             return await self._confirm_forget_all(user)
         if verb == "forget":

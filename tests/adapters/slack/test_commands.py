@@ -43,6 +43,15 @@ async def test_remember_list_forget_pause_resume(start_app: StartApp, fake: Fake
     assert fake.posts() == []  # nothing was said in the channel
 
 
+async def test_search_and_why(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app() as h:
+        await h.ask("remember I am vegetarian")
+        assert "I am vegetarian" in await h.ask("search food diet")
+        assert "what to search" in await h.ask("search")  # the core's one-line answer for an empty query
+        assert "Nothing" in await h.ask("search vegetarian", user="U2")  # never another user's memories
+        assert "no memories" in await h.ask("why")
+
+
 async def test_memories_belong_to_one_workspace(start_app: StartApp, fake: FakeSlack) -> None:
     async with start_app() as h:
         assert "Lisbon" in await h.ask("remember I live in Lisbon")
