@@ -81,7 +81,9 @@ class MemoryBot:
         )
         extractor = FactExtractor(self.model)
         self.writeback = WritebackWorker(
-            self.db, self.memories, extractor, self.model, self.settings.writeback_max_backoff_seconds
+            self.db, self.memories, extractor, self.model,
+            max_backoff=self.settings.writeback_max_backoff_seconds,
+            quiet_seconds=self.settings.writeback_quiet_seconds,
         )
         self._handler = MessageHandler(
             self.settings, self.model, self.memories, self.writeback, self.db, self.access

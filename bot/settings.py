@@ -74,6 +74,9 @@ class Settings:
     qdrant_api_key: Secret = _setting(Secret(""), "API key for the Qdrant server, if it needs one.")
     pgvector_url: Secret = _setting(Secret(""), "postgresql:// URL for the pgvector provider.")
     writeback_max_backoff_seconds: float = _setting(300.0, "Longest wait between retries of a failing write-back.")
+    writeback_quiet_seconds: float = _setting(
+        3.0, "Learning starts once no reply has run for this long (at most a minute later), so it never slows a chat."
+    )
 
     # --- access control (applies to every platform)
     allowed_users: frozenset[str] = _setting(frozenset(), "Comma-separated user ids; empty allows everyone.")

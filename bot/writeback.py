@@ -24,6 +24,8 @@ from memory.store import StoreError
 
 _log = logging.getLogger(__name__)
 
+MAX_DEFER_SECONDS = 60.0
+
 
 def exchange_payload(msg: IncomingMessage, text: str, reply_text: str) -> dict[str, Any]:
     source = Source(
@@ -47,12 +49,14 @@ class WritebackWorker:
         extractor: FactExtractor,
         model: LocalModel,
         max_backoff: float = 300.0,
+        quiet_seconds: float = 0.0,
     ) -> None:
         self._db = db
         self._memories = memories
         self._extractor = extractor
         self._model = model
         self._max_backoff = max_backoff
+        self._quiet = quiet_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False
@@ -81,9 +85,21 @@ class WritebackWorker:
                 self._wake.set()
                 await asyncio.sleep(0.05)
 
-    async def _run(self) -> None:
+    async def _wait_for_quiet(self) -> None:
+        """Wait until no reply has run for `quiet_seconds`, so learning does not compete with a conversation
+        that is still going on (a reply would wait for an extraction's prompt processing). Never longer than
+        MAX_DEFER_SECONDS in all, so steady traffic cannot starve write-back."""
+        deferred = time.monotonic()
         while True:
             await self._model.wait_for_idle()
+            remaining = self._quiet - self._model.quiet_for
+            if remaining <= 0 or time.monotonic() - deferred > MAX_DEFER_SECONDS:
+                return
+            await asyncio.sleep(remaining)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_for_quiet()
             exchange, due_at = await self._db.next_due()
             if exchange is None:
                 delay = None if due_at is None else max(0.0, due_at - time.time())

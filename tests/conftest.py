@@ -36,6 +36,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
     def make(**overrides: Any) -> Settings:
         overrides.setdefault("data_dir", tmp_path / "data")
+        overrides.setdefault("writeback_quiet_seconds", 0.0)  # tests wait for write-back with drain()
         return load_settings(env_file=None, **overrides)
 
     return make

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +39,7 @@ class LocalModel:
         self._foreground = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._last_reply_end = float("-inf")
 
     @property
     def busy_with_replies(self) -> bool:
@@ -46,6 +48,11 @@ class LocalModel:
     async def wait_for_idle(self) -> None:
         """Return once no reply is waiting for or using the model."""
         await self._idle.wait()
+
+    @property
+    def quiet_for(self) -> float:
+        """Seconds since the last reply finished (0 while one is running)."""
+        return 0.0 if self._foreground else time.monotonic() - self._last_reply_end
 
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
@@ -68,6 +75,7 @@ class LocalModel:
         finally:
             if not background:
                 self._foreground -= 1
+                self._last_reply_end = time.monotonic()
                 if self._foreground == 0:
                     self._idle.set()
 

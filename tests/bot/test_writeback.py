@@ -72,3 +72,14 @@ async def test_extraction_gives_way_to_a_reply(make_settings):
     kinds = ["extract" if "JSON" in call[0].content else "reply" for call in backend.calls]
     # reply, extraction (stopped for the reply), reply, then both extractions run to the end
     assert kinds == ["reply", "extract", "reply", "extract", "extract"]
+
+
+async def test_learning_waits_for_a_quiet_moment(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."])
+    async with MemoryBot(make_settings(writeback_quiet_seconds=0.5), backend=backend) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await asyncio.sleep(0.2)
+        await bot.handle(message("and a cat", message_id="m2"), RecordingReply())
+        assert ["JSON" in call[0].content for call in backend.calls] == [False, False]  # nothing learned yet
+        await bot.writeback.drain()
+        assert ["JSON" in call[0].content for call in backend.calls] == [False, False, True, True]

@@ -84,6 +84,7 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
 
 
 def discord_settings(data_dir: Path, **overrides: Any) -> Settings:
+    overrides.setdefault("writeback_quiet_seconds", 0.0)  # tests wait for write-back with drain()
     return load_settings(env_file=None, data_dir=data_dir, discord_token=Secret(TOKEN), **overrides)
 
 

@@ -38,6 +38,7 @@ def slack_settings(data_dir: Path, **overrides: Any) -> Settings:
         "slack_app_token": Secret(""),
         "slack_http_host": "127.0.0.1",
         "slack_http_port": 0,
+        "writeback_quiet_seconds": 0.0,  # tests wait for write-back with drain()
         **overrides,
     }
     return load_settings(env_file=None, **values)
