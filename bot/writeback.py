@@ -79,7 +79,7 @@ class WritebackWorker:
             self._task = None
 
     async def drain(self, timeout: float = 600.0) -> None:
-        """Wait until the queue is empty (used by tests, benchmarks and `memorybot` on exit)."""
+        """Wait until the queue is empty (used by tests and benchmarks)."""
         async with asyncio.timeout(timeout):
             while self._busy or await self._db.pending_count():
                 self._wake.set()
@@ -119,6 +119,10 @@ class WritebackWorker:
                 self._busy = False
 
     async def _process(self, exchange: PendingExchange) -> None:
+        if await self._db.is_paused(exchange.user_key):  # paused after this exchange was queued
+            _log.info("exchange %s dropped: learning is paused for that user", exchange.id)
+            await self._db.done(exchange.id)
+            return
         payload = exchange.payload
         source = Source(**payload["source"])
         said_at = datetime.fromisoformat(source.time)

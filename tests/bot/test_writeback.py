@@ -83,3 +83,13 @@ async def test_learning_waits_for_a_quiet_moment(make_settings):
         assert ["JSON" in call[0].content for call in backend.calls] == [False, False]  # nothing learned yet
         await bot.writeback.drain()
         assert ["JSON" in call[0].content for call in backend.calls] == [False, False, True, True]
+
+
+async def test_exchanges_queued_before_a_pause_are_not_learned(make_settings):
+    async with MemoryBot(make_settings(), backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
+        await bot.writeback.stop()
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await bot.memories.pause(message("x").user)
+        bot.writeback.start()
+        await bot.writeback.drain()
+        assert (await bot.memories.list(message("x").user)).total == 0
