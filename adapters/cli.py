@@ -39,11 +39,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(settings: Settings, *, quiet_console: bool) -> None:
-    """Log to stderr; in the terminal chat only warnings go there and everything goes to a file."""
+    """Log to stderr; in the terminal chat only errors go there (warnings would interrupt the conversation)
+    and everything goes to DATA_DIR/memorybot.log."""
     level = getattr(logging, settings.log_level.upper())
     handlers: list[logging.Handler] = []
     stderr = logging.StreamHandler()
-    stderr.setLevel(logging.WARNING if quiet_console else level)
+    stderr.setLevel(logging.ERROR if quiet_console else level)
     handlers.append(stderr)
     if quiet_console:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
