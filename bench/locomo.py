@@ -259,12 +259,14 @@ async def ingest(
     user_key = user_of(conv.sample_id).key
     for turn in tqdm(conv.turns, desc=f"ingest {conv.sample_id}", unit="turn"):
         stats.turns += 1
-        key = ExtractionCache.key(model_name, build_messages(turn.text, turn.said_at), params)
+        # the speaker is part of the key: facts that name them pass the extractor's grounding check
+        key = ExtractionCache.key(model_name, build_messages(turn.text, turn.said_at)
+                                  + [ChatMessage("user", f"grounded for {turn.speaker}")], params)
         result = cache.get(key)
         if result is None:
             started = time.perf_counter()
             try:
-                result = {"facts": await extractor.extract(turn.text, turn.said_at), "error": None}
+                result = {"facts": await extractor.extract(turn.text, turn.said_at, turn.speaker), "error": None}
             except ExtractionError as exc:  # the worker sets such an exchange aside: no facts from it
                 result = {"facts": [], "error": str(exc)}
             result["seconds"] = round(time.perf_counter() - started, 3)

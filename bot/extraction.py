@@ -85,12 +85,14 @@ def _words(text: str) -> set[str]:
     return {w.rstrip("s") for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _GENERIC}
 
 
-def grounded(fact: str, message: str) -> bool:
-    """Whether the fact is about the user and comes from the message: most of its telling words appear there.
+def grounded(fact: str, message: str, user_name: str | None = None) -> bool:
+    """Whether the fact is about the user ("The user ..." or their name) and comes from the message: most of its
+    telling words appear there.
 
     Resolved dates ("7 May 2023" for "yesterday") count as appearing, so the date words are left out.
     """
-    if "the user" not in fact.lower():
+    lowered = fact.lower()
+    if "the user" not in lowered and not (user_name and user_name.lower() in lowered):
         return False
     telling = _words(fact) - _DATE_WORDS
     if not telling:
@@ -167,13 +169,13 @@ class FactExtractor:
             max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.0, json_schema=FACTS_SCHEMA
         )
 
-    async def extract(self, user_text: str, said_at: datetime) -> list[str]:
+    async def extract(self, user_text: str, said_at: datetime, user_name: str | None = None) -> list[str]:
         """Facts in `user_text`. Raises `Preempted` if a reply needs the model, `ExtractionError` if invalid.
 
         Facts whose words are not in the message (the model making things up) are dropped and logged.
         """
         facts = await self._answer(user_text, said_at)
-        kept = [fact for fact in facts if grounded(fact, user_text)]
+        kept = [fact for fact in facts if grounded(fact, user_text, user_name)]
         if len(kept) < len(facts):
             _log.info("dropped %d fact(s) not found in the message: %r", len(facts) - len(kept),
                       [f for f in facts if f not in kept])

@@ -38,7 +38,7 @@ def exchange_payload(msg: IncomingMessage, text: str, reply_text: str) -> dict[s
         origin="extracted",
         private=msg.is_direct,
     )
-    return {"text": text, "reply": reply_text, "source": source.__dict__}
+    return {"text": text, "reply": reply_text, "user_name": msg.user_name, "source": source.__dict__}
 
 
 class WritebackWorker:
@@ -127,7 +127,7 @@ class WritebackWorker:
         source = Source(**payload["source"])
         said_at = datetime.fromisoformat(source.time)
         try:
-            facts = await self._extractor.extract(payload["text"], said_at)
+            facts = await self._extractor.extract(payload["text"], said_at, payload.get("user_name"))
         except Preempted:
             await self._db.retry_later(exchange.id, 0.0, count_attempt=False)
             return

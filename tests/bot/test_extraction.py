@@ -102,3 +102,9 @@ def test_relative_dates_become_dates(fact, resolved):
 
 def test_facts_not_about_the_user_are_not_kept():
     assert not grounded("The capital of France is Paris.", "what's the capital of France?")
+
+
+def test_facts_may_name_the_user_instead():
+    message = "Melanie: Yeah, I painted that lake sunrise last year!"
+    assert grounded("Melanie painted the lake sunrise in 2022.", message, user_name="Melanie")
+    assert not grounded("Melanie painted the lake sunrise in 2022.", message)
