@@ -100,10 +100,6 @@ class StreamingMessage(Generic[Handle]):
                 self._shown.append(part)
         self._last_edit = self._clock()
 
-    @property
-    def handles(self) -> list[Handle]:
-        return list(self._handles)
-
 
 async def render_stream(
     deltas: AsyncIterator[str],

@@ -41,10 +41,6 @@ class LocalModel:
         self._idle.set()
         self._last_reply_end = float("-inf")
 
-    @property
-    def busy_with_replies(self) -> bool:
-        return self._foreground > 0
-
     async def wait_for_idle(self) -> None:
         """Return once no reply is waiting for or using the model."""
         await self._idle.wait()
