@@ -10,10 +10,19 @@ VENV=.venv
 PYTHON=${PYTHON:-python3}
 
 # llama-cpp-python has no wheel for this platform: it is built from source once (~8-15 minutes on 2 cores)
-# into a cache outside the checkout, keyed by its version and build flags. The flags are explicit, not
-# -march=native: a native build uses AMX tile instructions that these virtual machines advertise but fault on.
+# into a cache outside the checkout, keyed by its version and build flags. The flags name the instruction
+# sets this CPU reports, never AMX, instead of -march=native: a native build uses AMX tile instructions that
+# these virtual machines advertise but fault on. AVX-512 (where present) makes prompt processing ~1.5x faster.
 LLAMA_VERSION=0.3.36
+cpu_has() { grep -qw "$1" /proc/cpuinfo 2>/dev/null; }
 LLAMA_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+if cpu_has avx512f && cpu_has avx512bw && cpu_has avx512vl; then
+    LLAMA_FLAGS="$LLAMA_FLAGS -DGGML_AVX512=ON"
+    cpu_has avx512vbmi && LLAMA_FLAGS="$LLAMA_FLAGS -DGGML_AVX512_VBMI=ON"
+    cpu_has avx512_vnni && LLAMA_FLAGS="$LLAMA_FLAGS -DGGML_AVX512_VNNI=ON"
+    cpu_has avx512_bf16 && LLAMA_FLAGS="$LLAMA_FLAGS -DGGML_AVX512_BF16=ON"
+fi
+cpu_has avx_vnni && LLAMA_FLAGS="$LLAMA_FLAGS -DGGML_AVX_VNNI=ON"
 LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/memorybot/wheels/$(echo "$LLAMA_VERSION $LLAMA_FLAGS" | sha256sum | cut -c1-12)"
 
 build_llama_wheel() {

@@ -31,20 +31,21 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bot.app import MemoryBot  # noqa: E402
+from bot.llm.base import ChatMessage, GenerationParams  # noqa: E402
 from bot.message import IncomingMessage  # noqa: E402
 from bot.prompt import build_prompt  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from memory.records import Source  # noqa: E402
 
-QUESTIONS = [
-    "Can you suggest something for dinner tonight?",
-    "What could I do this weekend with my dog?",
-    "Any tips for my next trip?",
-    "Recommend me a book, please.",
-    "How should I plan my week at work?",
-    "What music would I enjoy?",
-    "Give me an idea for a hobby.",
-    "What should I cook for my friends on Saturday?",
+QUESTIONS = [  # asks for a few sentences, so decode speed is measured over more than a handful of tokens
+    "Can you suggest three ideas for dinner tonight, and say why each would suit me?",
+    "What could I do this weekend with my dog? Give me a short plan.",
+    "Any tips for my next trip? A few points, please.",
+    "Recommend me two books, please, with a sentence on each.",
+    "How should I plan my week at work? Give me a short plan.",
+    "What music would I enjoy? Name a few artists and why.",
+    "Give me three ideas for a hobby that fits my life.",
+    "What should I cook for my friends on Saturday? Describe the menu.",
 ]
 FACT_MESSAGES = [
     "I just adopted a beagle called Max.",
@@ -74,10 +75,11 @@ def message(text: str, i: int) -> IncomingMessage:
 
 
 class TimedReply:
-    """Records when the first piece arrived and how much text came."""
+    """Records when the first and the last piece arrived and how much text came."""
 
     def __init__(self) -> None:
         self.first: float | None = None
+        self.last: float | None = None
         self.text = ""
 
     async def send(self, text: str) -> None:
@@ -85,13 +87,31 @@ class TimedReply:
 
     async def stream(self, deltas: AsyncIterator[str]) -> str:
         async for delta in deltas:
+            self.last = time.perf_counter()
             if self.first is None:
-                self.first = time.perf_counter()
+                self.first = self.last
             self.text += delta
         return self.text
 
     def typing(self):
         return nullcontext()
+
+
+class PromptRecorder:
+    """Wraps the bot's model so the bench can replay the exact prompt of a reply through the plain library."""
+
+    def __init__(self, bot: MemoryBot) -> None:
+        self.messages: list[ChatMessage] = []
+        self.params: GenerationParams | None = None
+        model = bot.model
+        original = model.stream
+
+        def stream(messages: list[ChatMessage], params: GenerationParams, **kwargs: object):
+            if not kwargs.get("background"):
+                self.messages, self.params = list(messages), params
+            return original(messages, params, **kwargs)
+
+        model.stream = stream  # type: ignore[method-assign]
 
 
 async def seed(bot: MemoryBot, user_key: str, count: int) -> float:
@@ -111,7 +131,7 @@ async def seed(bot: MemoryBot, user_key: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-async def turn(bot: MemoryBot, text: str, i: int) -> dict[str, float]:
+async def turn(bot: MemoryBot, recorder: PromptRecorder, text: str, i: int) -> dict[str, float]:
     msg = message(text, i)
     t0 = time.perf_counter()
     memories = await bot.memories.recall(msg, text, bot.settings.memory_top_k, bot.settings.memory_min_score)
@@ -123,40 +143,48 @@ async def turn(bot: MemoryBot, text: str, i: int) -> dict[str, float]:
     start = time.perf_counter()
     await bot.handle(msg, reply)
     end = time.perf_counter()
-    tokens = bot.model.count_tokens(reply.text)
-    first = (reply.first or end) - start
-    return {"recall_ms": (t1 - t0) * 1000, "prompt_build_ms": (t2 - t1) * 1000, "first_token_s": first,
-            "decode_tok_s": (tokens - 1) / max(1e-6, end - (reply.first or end)), "tokens": tokens,
-            "total_s": end - start}
+    return {"recall_ms": (t1 - t0) * 1000, "prompt_build_ms": (t2 - t1) * 1000,
+            "prompt_tokens": bot.model.prompt_tokens(recorder.messages),
+            **timings(bot, reply.text, start, reply.first, reply.last or end), "total_s": end - start}
 
 
-def plain_generate(bot: MemoryBot, text: str, max_new_tokens: int) -> dict[str, float]:
-    """The same prompt through the library's own call, without the bot around it."""
+def timings(bot: MemoryBot, text: str, start: float, first: float | None, last: float) -> dict[str, float]:
+    """First visible token, and decode speed from the first piece to the last (the same rule for bot and plain)."""
+    tokens = bot.model.count_tokens(text)
+    first = first or last
+    return {"first_token_s": first - start, "decode_tok_s": (tokens - 1) / max(1e-6, last - first),
+            "tokens": tokens}
+
+
+def plain_generate(bot: MemoryBot, messages: list[ChatMessage], params: GenerationParams) -> dict[str, float]:
+    """The bot's last prompt, with its generation settings, through the library's own call without the bot."""
     backend = bot.model.backend
-    messages = build_prompt(bot_name="memorybot", user_name="Alex", text=text, memories=[], history=[],
-                            now=datetime.now(UTC), budget=1800, count_prompt=backend.prompt_tokens)
-    prompt = backend.render(messages)
     if backend.name == "llama_cpp":
-        t0 = time.perf_counter()
-        first, tokens = None, 0
-        for _ in backend.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
-                                               repeat_penalty=1.15, stream=True):
-            first = first or time.perf_counter() - t0
-            tokens += 1
-        total = time.perf_counter() - t0
-        return {"first_token_s": first or total, "decode_tok_s": (tokens - 1) / max(1e-6, total - (first or 0)),
-                "tokens": tokens, "total_s": total}
+        backend.llm.reset()  # no reuse of the bot's cached prompt: the plain call processes all of it
+        start = time.perf_counter()
+        first, last, text = None, start, ""
+        for chunk in backend.llm.create_chat_completion(
+            messages=[{"role": m.role, "content": m.content} for m in messages], stream=True,
+            max_tokens=params.max_new_tokens, temperature=params.temperature, top_k=1,
+            repeat_penalty=params.repetition_penalty,
+        ):
+            piece = chunk["choices"][0]["delta"].get("content")
+            if piece:
+                last = time.perf_counter()
+                first = first or last
+                text += piece
+        return {**timings(bot, text, start, first, last), "total_s": time.perf_counter() - start}
     import torch
 
-    inputs = backend.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=1.15,
-                  pad_token_id=backend.tokenizer.eos_token_id)
+    inputs = backend.tokenizer(backend.render(messages), return_tensors="pt", add_special_tokens=False)
+    kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None,
+                  repetition_penalty=params.repetition_penalty, pad_token_id=backend.tokenizer.eos_token_id)
     with torch.inference_mode():
         t0 = time.perf_counter()
         backend.model.generate(**inputs, max_new_tokens=1, **kwargs)
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = backend.model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)
+        out = backend.model.generate(**inputs, max_new_tokens=params.max_new_tokens, **kwargs)
         total = time.perf_counter() - t0
     tokens = out.shape[1] - inputs["input_ids"].shape[1]
     return {"first_token_s": first, "decode_tok_s": (tokens - 1) / max(1e-6, total - first), "tokens": tokens,
@@ -191,14 +219,18 @@ async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
         print("recall", result["recall_ms"], flush=True)
 
         await bot.writeback.stop()
-        await turn(bot, "Hello!", 0)  # warm-up
-        quiet = [await turn(bot, QUESTIONS[i % len(QUESTIONS)], i + 1) for i in range(args.turns)]
+        recorder = PromptRecorder(bot)
+        await turn(bot, recorder, "Hello!", 0)  # warm-up
+        quiet = [await turn(bot, recorder, QUESTIONS[i % len(QUESTIONS)], i + 1) for i in range(args.turns)]
         result["bot"] = summary(quiet)
         result["bot_turns"] = quiet
         print("bot (write-back stopped)", result["bot"], flush=True)
 
-        plain = [plain_generate(bot, QUESTIONS[i % len(QUESTIONS)], int(result["bot"]["tokens"]) or 64)
-                 for i in range(max(2, args.turns // 2))]
+        plain = []
+        for i in range(args.turns):  # each bot reply, then its exact prompt through the plain library call
+            await turn(bot, recorder, QUESTIONS[i % len(QUESTIONS)], 200 + i)
+            assert recorder.params is not None
+            plain.append(plain_generate(bot, recorder.messages, recorder.params))
         result["plain"] = summary(plain)
         print("plain library call", result["plain"], flush=True)
 
@@ -207,9 +239,9 @@ async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
         await bot.writeback.drain()
         busy = []
         for i in range(args.turns):
-            await turn(bot, FACT_MESSAGES[i % len(FACT_MESSAGES)], 100 + 2 * i)
+            await turn(bot, recorder, FACT_MESSAGES[i % len(FACT_MESSAGES)], 100 + 2 * i)
             await asyncio.sleep(1.0)  # extraction of that fact is now running
-            busy.append(await turn(bot, QUESTIONS[i % len(QUESTIONS)], 101 + 2 * i))
+            busy.append(await turn(bot, recorder, QUESTIONS[i % len(QUESTIONS)], 101 + 2 * i))
         result["bot_with_writeback"] = summary(busy)
         print("bot (write-back running)", result["bot_with_writeback"], flush=True)
         await bot.writeback.drain()

@@ -1,7 +1,8 @@
 """LoCoMo memory benchmark: evidence recall@k and answer F1 through the bot's real memory path, against raw turns.
 
     .venv/bin/python bench/locomo.py [DATA] [--conversations conv-26 ...] [--limit-questions N] [--max-sessions N]
-        [--k 5 10 20] [--systems memory turns ...] [--answer memory turns] [--facts user|speaker] [--fresh]
+        [--k 5 10 20] [--systems memory turns ...] [--answer memory turns] [--facts user|speaker]
+        [--backend transformers|llama_cpp] [--fresh]
         [--out bench/results/locomo.json]
 
 DATA defaults to ../shared/data/locomo/locomo-dev.json (CC BY-NC 4.0: evaluation only, never copied into the
@@ -21,6 +22,8 @@ recall@k is the share of the gold `dia_id`s covered by the provenance of the top
   memory-turns   vector recall of facts, answered from the source turns of the best facts instead of the facts;
   turns          baseline: raw turns embedded with all-MiniLM-L6-v2 (sentence-transformers), top k by cosine;
   turns-hybrid   baseline: the same turns, cosine fused with FTS5 keyword ranking.
+  memory+turns   the bot's recall of facts fused (reciprocal rank, per source turn) with cosine over raw turns:
+                 what recall would give if the bot also kept each message it learned from.
 Systems listed in `--answer` also answer every question with the bundled model from their top `--answer-k`
 items (a bullet list, each dated), scored with LoCoMo's token F1. Aggregates go to `--out` and a PNG beside it;
 per-question details (they quote the data set) go under `bench/data/locomo/`, which git ignores.
@@ -67,7 +70,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
 BENCH_DATA = REPO / "bench" / "data" / "locomo"
 MODEL_CACHE = REPO / ".cache" / "test-data" / "models"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "turns", "turns-hybrid")
+SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "memory+turns", "turns", "turns-hybrid")
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 _STOPWORDS = (
     "a an the and or of to in on at for with by from about as is are was were be been being do does did what "
@@ -383,6 +386,30 @@ class MemoryRecall:
         return Hit(record.text, (record.source.message_id,), record.source.time)
 
 
+class FusedRecall:
+    """Facts and raw turns ranked together: reciprocal-rank fusion of both rankings, one item per source turn."""
+
+    def __init__(self, facts: MemoryRecall, turns: TurnBaseline, conv: Conversation) -> None:
+        self._facts, self._turns = facts, turns
+        self._by_id = {t.dia_id: t for t in conv.turns}
+
+    async def search(self, question: str, limit: int) -> list[Hit]:
+        facts = await self._facts.search(question, limit * 2)
+        turns = await self._turns.search(question, limit * 2)
+        ids = list(dict.fromkeys(h.dia_ids[0] for h in facts + turns))
+        index = {d: i for i, d in enumerate(ids)}
+        fused = rrf(list(dict.fromkeys(index[h.dia_ids[0]] for h in facts)),
+                    list(dict.fromkeys(index[h.dia_ids[0]] for h in turns)))
+        best_fact = {}
+        for h in facts:
+            best_fact.setdefault(h.dia_ids[0], h)
+        hits = []
+        for i in fused[:limit]:  # a turn with facts shows its best fact; a turn without shows itself
+            dia_id = ids[i]
+            hits.append(best_fact.get(dia_id) or TurnBaseline._hit(self._by_id[dia_id]))
+        return hits
+
+
 # --- answering
 
 
@@ -566,6 +593,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--answer-k", type=int, default=10, help="retrieved items shown to the answering model")
     parser.add_argument("--facts", choices=["user", "speaker"], default="user",
                         help='store facts as extracted ("The user ...") or with the speaker\'s name')
+    parser.add_argument("--backend", choices=["transformers", "llama_cpp"], default="transformers",
+                        help="the generation backend for extraction and answers (llama_cpp is ~2x faster here)")
     parser.add_argument("--fresh", action="store_true", help="rebuild the memory store even if it is up to date")
     parser.add_argument("--data-dir", type=Path, default=BENCH_DATA, help="cache and memory store")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "locomo.json")
@@ -578,17 +607,19 @@ def parse_args() -> argparse.Namespace:
 async def main() -> None:
     args = parse_args()
     conversations = load_conversations(args.data, args.conversations, args.limit_questions, args.max_sessions)
-    run_dir = args.data_dir / f"store-{args.facts}"
+    run_dir = args.data_dir / (f"store-{args.facts}" + ("" if args.backend == "transformers" else f"-{args.backend}"))
     prepare_data_dir(run_dir, args.fresh)
     marker = run_dir / "ingested.json"
     ingested: dict[str, Any] = json.loads(marker.read_text()) if marker.exists() else {}
-    settings = load_settings(env_file=None, data_dir=run_dir, rate_limit_messages=0)
+    settings = load_settings(env_file=None, data_dir=run_dir, rate_limit_messages=0, model_backend=args.backend)
+    # extraction results depend on the backend too (llama.cpp decodes under a JSON grammar)
+    model_id = settings.model if args.backend == "transformers" else f"{settings.model}@{args.backend}"
     cache = ExtractionCache(args.data_dir / "extraction-cache.sqlite3")
     result: dict[str, Any] = {
         "config": {"data": args.data.name, "conversations": [c.sample_id for c in conversations],
                    "limit_questions": args.limit_questions, "max_sessions": args.max_sessions,
                    "k": args.k, "answer_k": args.answer_k,
-                   "facts": args.facts, "model": settings.model, "memory_min_score": settings.memory_min_score,
+                   "facts": args.facts, "model": model_id, "memory_min_score": settings.memory_min_score,
                    "systems": args.systems, "answering": args.answer, "cpus": os.cpu_count()},
     }
     scores = {name: SystemScores() for name in args.systems}
@@ -603,14 +634,14 @@ async def main() -> None:
 
         embedder = SentenceTransformer(bundled_embedder_path(), device="cpu")
         for conv in conversations:
-            signature = ingest_signature(conv, args, settings.model)
+            signature = ingest_signature(conv, args, model_id)
             user_key = user_of(conv.sample_id).key
             if ingested.get(conv.sample_id, {}).get("signature") == signature:
                 stats_row = ingested[conv.sample_id] | {"reused_store": True}
             else:  # stale or missing: this conversation's memories are rebuilt from the extraction cache
                 await bot.store.delete_all(user_key)
                 started = time.perf_counter()
-                stats = await ingest(conv, bot.model, bot.memories, cache, settings.model, args.facts)
+                stats = await ingest(conv, bot.model, bot.memories, cache, model_id, args.facts)
                 stats_row = asdict(stats) | {"wall_s": round(time.perf_counter() - started, 1), "signature": signature}
                 ingested[conv.sample_id] = stats_row
                 marker.write_text(json.dumps(ingested, indent=1))
@@ -620,7 +651,10 @@ async def main() -> None:
             print(conv.sample_id, json.dumps(stats_row), flush=True)
             systems: dict[str, Any] = {}
             for name in args.systems:
-                if name.startswith("memory"):
+                if name == "memory+turns":
+                    systems[name] = FusedRecall(MemoryRecall(conv, bot.memories, settings, "memory", records),
+                                                TurnBaseline(conv, embedder, hybrid=False), conv)
+                elif name.startswith("memory"):
                     systems[name] = MemoryRecall(conv, bot.memories, settings, name, records)
                 else:
                     systems[name] = TurnBaseline(conv, embedder, hybrid=name == "turns-hybrid")
