@@ -38,6 +38,16 @@ CREATE TABLE IF NOT EXISTS paused_users (
 """
 
 
+async def connect(path: Path, schema: str) -> aiosqlite.Connection:
+    """Open (creating it if needed) a SQLite file in WAL mode with `schema` applied; adapters use it too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.executescript(schema)
+    await db.commit()
+    return db
+
+
 @dataclass(frozen=True)
 class PendingExchange:
     id: int
@@ -52,11 +62,7 @@ class BotDatabase:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
+        self._db = await connect(self._path, _SCHEMA)
 
     async def close(self) -> None:
         if self._db is not None:

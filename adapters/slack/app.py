@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.commands import MemoryCommands
 from adapters.slack.reply import SlackReply, api_error
 from bot.app import MemoryBot
+from bot.database import connect
 from bot.message import IncomingMessage
 
 _log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ FAILED = "Sorry, something went wrong on my side. Please try again."
 
 Payload = dict[str, Any]  # a Slack JSON object (request body, event)
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS bot_threads (
+    channel TEXT NOT NULL, thread_ts TEXT NOT NULL, PRIMARY KEY (channel, thread_ts));
+"""
+
 
 class SlackStore:
     """Durable Slack state under DATA_DIR: event ids already handled and threads the bot posted in."""
@@ -48,15 +55,7 @@ class SlackStore:
         self._threads: set[tuple[str, str]] = set()  # write-through cache of bot_threads
 
     async def __aenter__(self) -> Self:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path)
-        await self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, seen_at REAL NOT NULL);
-            CREATE TABLE IF NOT EXISTS bot_threads (
-                channel TEXT NOT NULL, thread_ts TEXT NOT NULL, PRIMARY KEY (channel, thread_ts));
-            """
-        )
+        self._db = await connect(self._path, _SCHEMA)
         await self._db.execute(
             "DELETE FROM seen_events WHERE seen_at < ?", (time.time() - SEEN_EVENTS_DAYS * 86400,)
         )
