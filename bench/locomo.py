@@ -22,6 +22,7 @@ recall@k is the share of the gold `dia_id`s covered by the provenance of the top
   memory-turns   vector recall of facts, answered from the source turns of the best facts instead of the facts;
   turns          baseline: raw turns embedded with all-MiniLM-L6-v2 (sentence-transformers), top k by cosine;
   turns-hybrid   baseline: the same turns, cosine fused with FTS5 keyword ranking.
+  memory-mmr     the bot's top 50 facts re-picked by maximal marginal relevance (less redundancy in the top k);
   memory+turns   the bot's recall of facts fused (reciprocal rank, per source turn) with cosine over raw turns:
                  what recall would give if the bot also kept each message it learned from.
 Systems listed in `--answer` also answer every question with the bundled model from their top `--answer-k`
@@ -70,7 +71,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
 BENCH_DATA = REPO / "bench" / "data" / "locomo"
 MODEL_CACHE = REPO / ".cache" / "test-data" / "models"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "memory+turns", "turns", "turns-hybrid")
+SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "memory-mmr", "memory+turns", "turns", "turns-hybrid")
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 _STOPWORDS = (
     "a an the and or of to in on at for with by from about as is are was were be been being do does did what "
@@ -386,6 +387,34 @@ class MemoryRecall:
         return Hit(record.text, (record.source.message_id,), record.source.time)
 
 
+class DiverseRecall:
+    """Experiment: the bot's top 50 facts re-picked by maximal marginal relevance (relevance minus similarity to
+    facts already picked), so near-copies of one fact do not fill the top k."""
+
+    def __init__(self, facts: MemoryRecall, embedder: Any, weight: float = 0.7) -> None:
+        self._facts, self._embedder, self._weight = facts, embedder, weight
+
+    async def search(self, question: str, limit: int) -> list[Hit]:
+        hits = await self._facts.search(question, 50)
+        if not hits:
+            return []
+        vectors = self._embedder.encode([h.text for h in hits], normalize_embeddings=True, convert_to_numpy=True)
+        query = self._embedder.encode([question], normalize_embeddings=True, convert_to_numpy=True)[0]
+        relevance = vectors @ query
+        picked: list[int] = []
+        while len(picked) < min(limit, len(hits)):
+            best, best_score = -1, float("-inf")
+            for i in range(len(hits)):
+                if i in picked:
+                    continue
+                redundancy = max((float(vectors[i] @ vectors[j]) for j in picked), default=0.0)
+                score = self._weight * float(relevance[i]) - (1 - self._weight) * redundancy
+                if score > best_score:
+                    best, best_score = i, score
+            picked.append(best)
+        return [hits[i] for i in picked]
+
+
 class FusedRecall:
     """Facts and raw turns ranked together: reciprocal-rank fusion of both rankings, one item per source turn."""
 
@@ -651,7 +680,10 @@ async def main() -> None:
             print(conv.sample_id, json.dumps(stats_row), flush=True)
             systems: dict[str, Any] = {}
             for name in args.systems:
-                if name == "memory+turns":
+                if name == "memory-mmr":
+                    systems[name] = DiverseRecall(MemoryRecall(conv, bot.memories, settings, "memory", records),
+                                                  embedder)
+                elif name == "memory+turns":
                     systems[name] = FusedRecall(MemoryRecall(conv, bot.memories, settings, "memory", records),
                                                 TurnBaseline(conv, embedder, hybrid=False), conv)
                 elif name.startswith("memory"):
