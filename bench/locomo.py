@@ -62,7 +62,7 @@ from bot.app import MemoryBot  # noqa: E402
 from bot.extraction import ExtractionError, FactExtractor, build_messages  # noqa: E402
 from bot.llm.base import ChatMessage, GenerationParams  # noqa: E402
 from bot.llm.runner import LocalModel  # noqa: E402
-from bot.memories import MemoryOps  # noqa: E402
+from bot.memories import MemoryOps, without_names  # noqa: E402
 from bot.message import IncomingMessage, UserRef  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
 from memory.records import MemoryRecord, Source  # noqa: E402
@@ -286,7 +286,7 @@ async def ingest(
         started = time.perf_counter()
         for fact in result["facts"]:
             text = as_speaker(fact, turn.speaker) if facts == "speaker" else fact
-            stats.facts_stored += await memories.learn(user_key, text, source) is not None
+            stats.facts_stored += await memories.learn(user_key, text, source, context=turn.text) is not None
         stats.store_s += time.perf_counter() - started
     return stats
 
@@ -493,15 +493,19 @@ async def evaluate(
     answer_k: int,
     scores: dict[str, SystemScores],
     details: list[dict[str, Any]],
+    keep_names: bool,
 ) -> None:
     params = GenerationParams(max_new_tokens=32, temperature=0.0, repetition_penalty=1.15, stop=("\n",))
     for q in tqdm(conv.questions, desc=f"questions {conv.sample_id}", unit="q"):
         row: dict[str, Any] = {"sample_id": q.sample_id, "question": q.question, "answer": q.answer,
                                "category": q.category, "evidence": q.evidence, "systems": {}}
+        # The conversation is one user's memory space, and the bot drops the user's own name from a query
+        # (MemoryOps.recall): here both speakers are that user. Every system gets the same query.
+        query = q.question if keep_names else without_names(q.question, conv.speakers)
         for name, system in systems.items():
             s = scores[name]
             started = time.perf_counter()
-            hits = await system.search(q.question, max(ks + [answer_k]))
+            hits = await system.search(query, max(ks + [answer_k]))
             s.latency_ms.append((time.perf_counter() - started) * 1000)
             out: dict[str, Any] = {"retrieved": [h.dia_ids[0] for h in hits[: max(ks)]]}
             if q.evidence:
@@ -624,6 +628,8 @@ def parse_args() -> argparse.Namespace:
                         help='store facts as extracted ("The user ...") or with the speaker\'s name')
     parser.add_argument("--backend", choices=["transformers", "llama_cpp"], default="transformers",
                         help="the generation backend for extraction and answers (llama_cpp is ~2x faster here)")
+    parser.add_argument("--keep-names", action="store_true",
+                        help="search with the question as asked, the speakers' names left in")
     parser.add_argument("--fresh", action="store_true", help="rebuild the memory store even if it is up to date")
     parser.add_argument("--data-dir", type=Path, default=BENCH_DATA, help="cache and memory store")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "locomo.json")
@@ -648,7 +654,8 @@ async def main() -> None:
         "config": {"data": args.data.name, "conversations": [c.sample_id for c in conversations],
                    "limit_questions": args.limit_questions, "max_sessions": args.max_sessions,
                    "k": args.k, "answer_k": args.answer_k,
-                   "facts": args.facts, "model": model_id, "memory_min_score": settings.memory_min_score,
+                   "facts": args.facts, "keep_names": args.keep_names, "model": model_id,
+                   "memory_min_score": settings.memory_min_score,
                    "systems": args.systems, "answering": args.answer, "cpus": os.cpu_count()},
     }
     scores = {name: SystemScores() for name in args.systems}
@@ -690,7 +697,8 @@ async def main() -> None:
                     systems[name] = MemoryRecall(conv, bot.memories, settings, name, records)
                 else:
                     systems[name] = TurnBaseline(conv, embedder, hybrid=name == "turns-hybrid")
-            await evaluate(conv, systems, set(args.answer), bot.model, args.k, args.answer_k, scores, details)
+            await evaluate(conv, systems, set(args.answer), bot.model, args.k, args.answer_k, scores, details,
+                           args.keep_names)
     cache.close()
     result["questions"] = len(details)
     result["ingestion"] = ingestion

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,9 +56,14 @@ class MemoryOps:
     # --- used by the bot
 
     async def recall(self, msg: IncomingMessage, query: str, limit: int, min_score: float) -> list[MemoryRecord]:
-        """The user's memories most relevant to `query`; DM-only facts are recalled in DMs only."""
+        """The user's memories most relevant to `query`; DM-only facts are recalled in DMs only.
+
+        The user's own name is left out of the query: every memory is about them, so their name matches
+        the facts that repeat it, not the ones the question is about.
+        """
         return await self._store.search(
-            msg.user.key, query, limit, include_private=msg.is_direct, min_score=min_score
+            msg.user.key, without_names(query, [msg.user_name]), limit, include_private=msg.is_direct,
+            min_score=min_score,
         )
 
     def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
@@ -68,12 +74,15 @@ class MemoryOps:
         """The memories the user's last reply used (empty if none, or no reply yet)."""
         return list(self._last_used.get(user.key, []))
 
-    async def learn(self, user_key: str, fact: str, source: Source) -> str | None:
+    async def learn(self, user_key: str, fact: str, source: Source, context: str | None = None) -> str | None:
         """Store a fact unless the user already has it; a fact it makes untrue is updated to it.
 
+        `context` is the message the fact was learned from (its words help recall; see `MemoryStore.add`).
         Returns the id of the new or updated memory, or None for a duplicate.
         """
         similar = await self._store.search(user_key, fact, 5, include_private=True)
+        scores = await self._store.similarity(fact, [record.text for record in similar])
+        similar = [replace(record, score=score) for record, score in zip(similar, scores, strict=True)]
         if any(_same_fact(record, fact) for record in similar):
             return None
         replaced = [similar[i] for i in supersede.replaced([r.text for r in similar], fact)]
@@ -84,12 +93,12 @@ class MemoryOps:
             metadata = source.to_metadata()
             if expires_on := self._expiry(_parse_time(source.time)):
                 metadata["expiration_date"] = expires_on
-            await self._store.update(user_key, first.id, text=fact, metadata=metadata)
+            await self._store.update(user_key, first.id, text=fact, metadata=metadata, context=context)
             for record in others:
                 await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: first.id})
             return first.id
         created_at = _parse_time(source.time)
-        return await self._store.add(user_key, fact, source, created_at=created_at,
+        return await self._store.add(user_key, fact, source, context=context, created_at=created_at,
                                      expires_on=self._expiry(created_at))
 
     def _expiry(self, created_at: datetime | None) -> str | None:
@@ -170,6 +179,17 @@ class MemoryOps:
 
     async def is_paused(self, user: UserRef) -> bool:
         return await self._db.is_paused(user.key)
+
+
+def without_names(text: str, names: Iterable[str]) -> str:
+    """`text` with these names (whole words, as written) replaced by "they" / "their"."""
+    for name in names:
+        name = name.strip()
+        if len(name) < 2:
+            continue
+        text = re.sub(rf"\b{re.escape(name)}'s\b", "their", text)
+        text = re.sub(rf"\b{re.escape(name)}\b", "they", text)
+    return text
 
 
 def _parse_time(value: str) -> datetime | None:

@@ -143,7 +143,7 @@ class WritebackWorker:
             for fact in facts:
                 # The embedder and the model share the CPU cores: storing waits while a reply is generated.
                 await self._model.wait_for_idle()
-                await self._memories.learn(exchange.user_key, fact, source)
+                await self._memories.learn(exchange.user_key, fact, source, context=payload["text"])
         except StoreError as exc:
             delay = self._backoff(exchange.attempts)
             _log.warning("memory store failed for exchange %s (%s); retrying in %.0f s", exchange.id, exc, delay)

@@ -2,7 +2,8 @@
 
 Embedded Qdrant allows one client per folder and is not thread-safe (concurrent calls lost writes), and
 the embedder and the store block, so all work runs on a single worker thread off the event loop. Facts
-are stored as given (`infer=False`): extraction is the caller's job, mem0's LLM is never called.
+are stored as given (`infer=False`): extraction is the caller's job, mem0's LLM is never called. A fact's
+vector is anchored to the message it was learned from (`_anchor`); the message itself is not stored.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
+import numpy as np
+
 from memory.config import StoreConfig
 from memory.records import MemoryRecord, Source
-from memory.vector_cache import VectorCache, expired
+from memory.vector_cache import VectorCache, expired, unit
 
 _log = logging.getLogger(__name__)
 
@@ -75,35 +78,56 @@ class MemoryStore:
         text: str,
         source: Source,
         *,
+        context: str | None = None,
         created_at: datetime | None = None,
         expires_on: str | None = None,
     ) -> str:
-        """Store one fact for `user_key`; return its id."""
+        """Store one fact for `user_key`; return its id. `context` is the message the fact was learned from:
+        it is not stored, only folded into the fact's vector (see `_anchor`)."""
         metadata = source.to_metadata()
         if created_at is not None:
             metadata["created_at"] = created_at.isoformat()
-        return await self._call(self._add, user_key, text, metadata, expires_on)
+        return await self._call(self._add, user_key, text, metadata, expires_on, context)
 
-    def _add(self, user_key: str, text: str, metadata: dict[str, Any], expires_on: str | None) -> str:
+    def _add(self, user_key: str, text: str, metadata: dict[str, Any], expires_on: str | None,
+             context: str | None) -> str:
         result = self._mem0.add([{"role": "user", "content": text}], user_id=user_key, metadata=metadata,
                                 infer=False, expiration_date=expires_on)
         memory_id = str(result["results"][0]["id"])
+        if context:
+            self._anchor(memory_id, text, context)
         if self._cache:
             self._cache.refresh(user_key, memory_id)
         return memory_id
 
     async def update(self, user_key: str, memory_id: str, *, text: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> bool:
-        """Change a fact's text or metadata; False if it does not exist or belongs to someone else."""
+                     metadata: dict[str, Any] | None = None, context: str | None = None) -> bool:
+        """Change a fact's text or metadata; False if it does not exist or belongs to someone else.
+        A new text's vector is anchored to `context`, the message it came from, as in `add`."""
         if await self.get(user_key, memory_id) is None:
             return False
-        await self._call(self._update, user_key, memory_id, text, metadata)
+        await self._call(self._update, user_key, memory_id, text, metadata, context)
         return True
 
-    def _update(self, user_key: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None) -> None:
+    def _update(self, user_key: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None,
+                context: str | None) -> None:
         self._mem0.update(memory_id, text=text, metadata=metadata)
+        if text is not None and context:
+            self._anchor(memory_id, text, context)
         if self._cache:
             self._cache.refresh(user_key, memory_id)
+
+    def _anchor(self, memory_id: str, text: str, context: str) -> None:
+        """Store the fact's vector halfway between the fact and the message it was learned from.
+
+        An extracted fact is short ("Caroline paints.") and drops words a later question uses ("the sunset
+        she painted at the lake"); the message keeps them. On LoCoMo's conversation 26 this raised evidence
+        recall@10 from 0.50 to 0.56 (0.53 to 0.63 with the speakers' names left out of the questions).
+        mem0 re-embeds the bare text when it changes a memory, so `update` anchors again.
+        """
+        embed = self._mem0.embedding_model.embed
+        vector = unit(unit(embed(text, "add")) + unit(embed(context, "add")))
+        self._mem0.vector_store.update(vector_id=memory_id, vector=vector.tolist())
 
     async def delete(self, user_key: str, memory_id: str) -> bool:
         """Delete one fact; False if it does not exist or belongs to someone else."""
@@ -143,6 +167,18 @@ class MemoryStore:
             self._cache.drop(user_key)
 
     # --- reads
+
+    async def similarity(self, text: str, others: list[str]) -> list[float]:
+        """Cosine similarity of `text` to each of `others`, fact to fact (stored vectors are anchored to
+        their messages, so search scores do not say how alike two facts are)."""
+        return await self._call(self._similarity, text, others)
+
+    def _similarity(self, text: str, others: list[str]) -> list[float]:
+        if not others:
+            return []
+        embed = self._mem0.embedding_model.embed
+        query = unit(embed(text, "search"))
+        return [float(np.dot(query, unit(embed(other, "search")))) for other in others]
 
     async def get(self, user_key: str, memory_id: str) -> MemoryRecord | None:
         """The fact with this id if it belongs to `user_key`, else None (also for malformed ids)."""

@@ -40,7 +40,8 @@ class _UserPoints:
         self.vectors = np.delete(self.vectors, i, axis=0)
 
 
-def _unit(vector: Any) -> np.ndarray:
+def unit(vector: Any) -> np.ndarray:
+    """`vector` as float32 scaled to length 1 (a zero vector stays zero)."""
     array = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(array))
     return array / norm if norm else array
@@ -71,7 +72,7 @@ class VectorCache:
             for point in batch:
                 ids.append(str(point.id))
                 payloads.append(dict(point.payload or {}))
-                vectors.append(_unit(_dense(point.vector)))
+                vectors.append(unit(_dense(point.vector)))
             if offset is None:
                 break
         matrix = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
@@ -86,7 +87,7 @@ class VectorCache:
         points = self._load(user_key)
         if not points.ids:
             return []
-        scores = points.vectors @ _unit(query_vector)
+        scores = points.vectors @ unit(query_vector)
         found = []
         for i in np.argsort(-scores):
             if keep(points.payloads[i]):
@@ -101,7 +102,7 @@ class VectorCache:
             return
         records = self._client.retrieve(self._collection, ids=[point_id], with_payload=True, with_vectors=True)
         for record in records:
-            self._users[user_key].put(str(record.id), dict(record.payload or {}), _unit(_dense(record.vector)))
+            self._users[user_key].put(str(record.id), dict(record.payload or {}), unit(_dense(record.vector)))
 
     def remove(self, user_key: str, point_id: str) -> None:
         if user_key in self._users:

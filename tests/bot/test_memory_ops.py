@@ -172,3 +172,22 @@ def test_admin_forget_user_command(make_settings, tmp_path, monkeypatch):
             return (await texts(bot, "dana"), await texts(bot, "sam"))
 
     assert asyncio.run(check()) == ([], ["I like coffee"])
+
+
+async def test_duplicates_are_found_whatever_message_they_came_from(bot):
+    user = message("x").user
+    source = (await bot.memories.remember(message("x"), "I am vegetarian")).source
+    stored = await bot.memories.learn(user.key, "The user is vegetarian.", source,
+                                      context="Honestly I have not eaten meat since school, I am vegetarian.")
+    again = await bot.memories.learn(user.key, "The user is a vegetarian.", source,
+                                     context="Dinner at Marco's was fine, I had the risotto being vegetarian.")
+    assert stored is not None and again is None
+    assert len(await texts(bot)) == 2  # the explicit "I am vegetarian" and one extracted fact
+
+
+def test_the_users_own_name_is_left_out_of_a_query():
+    from bot.memories import without_names
+
+    assert without_names("What is Dana's dog called, Dana?", ["Dana"]) == "What is their dog called, they?"
+    assert without_names("Danai and Al talk about Also", ["Dana", "Al"]) == "Danai and they talk about Also"
+    assert without_names("Is (A.) here?", ["(A.)", " ", "x"]) == "Is (A.) here?"

@@ -101,3 +101,28 @@ async def test_fast_recall_agrees_with_mem0_search_and_follows_writes(store):
     await store.delete("u", ids[1])
     found = {r.id: r.text for r in await store.search("u", "coffee bicycle", 5, include_private=True)}
     assert found[ids[0]] == "The user likes black coffee." and ids[1] not in found
+
+
+async def test_a_fact_is_found_by_the_words_of_its_message(store):
+    """The vector of a fact learned from a message is anchored to that message (see MemoryStore._anchor)."""
+    message = "We finally adopted a greyhound called Biscuit from the shelter in Leeds!"
+    anchored = await store.add("u", "The user adopted a dog.", source(), context=message)
+    await store.add("v", "The user adopted a dog.", source())  # the same fact, bare, for another user
+    query = "the greyhound from Leeds"
+    with_message = (await store.search("u", query, 1, include_private=True))[0]
+    bare = (await store.search("v", query, 1, include_private=True))[0]
+    assert with_message.id == anchored and with_message.score > bare.score + 0.1
+    assert with_message.text == "The user adopted a dog."  # the message itself is not stored
+    theirs = store._mem0.search(query, top_k=1, filters={"user_id": "u"}, threshold=0.0)["results"]
+    assert round(theirs[0]["score"], 4) == round(with_message.score, 4)  # servers search the same vector
+
+    await store.update("u", anchored, text="The user adopted two dogs.",
+                       context="Biscuit got a sister: we adopted a whippet named Crumpet too.")
+    found = await store.search("u", "a whippet named Crumpet", 1, include_private=True)
+    assert found[0].id == anchored and found[0].score > bare.score
+
+
+async def test_similarity_compares_facts_not_vectors(store):
+    scores = await store.similarity("The user is vegetarian.", ["The user is a vegetarian.", "The user plays golf."])
+    assert scores[0] > 0.95 > 0.6 > scores[1]
+    assert await store.similarity("anything", []) == []
