@@ -122,7 +122,7 @@ class MemoryStore:
 
         An extracted fact is short ("Caroline paints.") and drops words a later question uses ("the sunset
         she painted at the lake"); the message keeps them. On LoCoMo's conversation 26 this raised evidence
-        recall@10 from 0.50 to 0.56 (0.53 to 0.63 with the speakers' names left out of the questions).
+        recall@10 from 0.50 to 0.53 (0.60 with the speakers' names also left out of the questions).
         mem0 re-embeds the bare text when it changes a memory, so `update` anchors again.
         """
         embed = self._mem0.embedding_model.embed
