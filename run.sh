@@ -51,7 +51,7 @@ install() {
     # torch first and pinned: any other request for torch would pull a multi-GB CUDA build.
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
     build_llama_wheel
-    "$VENV/bin/python" -m pip install --quiet --find-links "$LLAMA_WHEELS" -e ".[dev,llama]"
+    "$VENV/bin/python" -m pip install --quiet --find-links "$LLAMA_WHEELS" -e ".[dev,llama,pgvector]"
     echo "$want" > "$stamp"
 }
 

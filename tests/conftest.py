@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.settings import Settings, load_settings
+from tests.servers.postgres import PostgresServer, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +29,22 @@ def model_data_dir() -> Path:
     root = Path(os.environ.get("MEMORYBOT_TEST_MODEL_CACHE", REPO / ".cache" / "test-data"))
     resolve_model(load_settings(env_file=None, data_dir=root))
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """One real PostgreSQL + pgvector server on 127.0.0.1 for the session; `new_database()` per test."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["embedded-qdrant", "pgvector"])
+def vector_store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings overrides for each vector store the bot supports; a test using it runs once per store."""
+    if request.param == "pgvector":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return {"vector_store": "pgvector", "pgvector_url": server.new_database()}
+    return {}
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The user-facing memory operations against the real store (no model needed)."""
+"""The user-facing memory operations against the real store, embedded Qdrant and pgvector (no model needed)."""
 
 import json
 from dataclasses import replace
@@ -14,8 +14,8 @@ from tests.fakes.model import ScriptedBackend
 
 
 @pytest.fixture
-async def bot(make_settings):
-    async with MemoryBot(make_settings(), backend=ScriptedBackend(reply="ok")) as bot:
+async def bot(make_settings, vector_store):
+    async with MemoryBot(make_settings(**vector_store), backend=ScriptedBackend(reply="ok")) as bot:
         yield bot
 
 
@@ -136,10 +136,10 @@ async def test_forget_all_clears_memories_queue_and_history(bot):
     assert await texts(bot) == [] and bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
 
 
-async def test_retention_hides_and_purges_expired_memories(make_settings):
+async def test_retention_hides_and_purges_expired_memories(make_settings, vector_store):
     from datetime import UTC, datetime
 
-    async with MemoryBot(make_settings(memory_ttl_days=30), backend=ScriptedBackend()) as bot:
+    async with MemoryBot(make_settings(memory_ttl_days=30, **vector_store), backend=ScriptedBackend()) as bot:
         old = replace(message("x", message_id="old"), sent_at=datetime(2020, 1, 1, tzinfo=UTC))
         await bot.memories.remember(old, "I live in Lisbon")
         await bot.memories.remember(message("x"), "I like tea")

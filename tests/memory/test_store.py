@@ -1,4 +1,5 @@
-"""The mem0-backed store, for real: embedded Qdrant and the bundled MiniLM embedder in a temp folder."""
+"""The mem0-backed store, for real: the bundled MiniLM embedder with embedded Qdrant in a temp folder, and with
+a PostgreSQL + pgvector server on 127.0.0.1."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -16,8 +17,13 @@ def source(private=False, origin="extracted"):
 
 
 @pytest.fixture
-async def store(tmp_path):
-    async with MemoryStore(StoreConfig(directory=tmp_path / "memory")) as s:
+async def store(tmp_path, vector_store):
+    """The same tests against embedded Qdrant and a real PostgreSQL + pgvector server."""
+    config = StoreConfig(directory=tmp_path / "memory")
+    if vector_store:
+        config = StoreConfig(directory=tmp_path / "memory", provider="pgvector",
+                             pgvector_url=vector_store["pgvector_url"])
+    async with MemoryStore(config) as s:
         yield s
 
 
