@@ -55,3 +55,38 @@ async def test_bot_on_llama_cpp_trims_an_oversized_prompt(real_settings):
         reply = RecordingReply()
         await bot.handle(message("Please summarise this: " + "the quick brown fox jumps " * 400), reply)
         assert reply.streamed and reply.streamed[0].strip() and not reply.sent
+
+
+def test_a_conversation_resumes_from_its_snapshot_after_another_prompt(backend):
+    params = GenerationParams(max_new_tokens=12)
+    facts = " ".join(f"Fact {i}: the user likes item {i}." for i in range(20))
+    chat = [ChatMessage("system", f"You are a helpful assistant. {facts}"),
+            ChatMessage("user", "Which item do I like most? One sentence.")]
+    first = "".join(backend.stream(chat, params, lambda: False))
+    other = [ChatMessage("system", "Extract facts as JSON."), ChatMessage("user", "I live in Porto.")]
+    "".join(backend.stream(other, params, lambda: False))  # e.g. an extraction replaces the loaded cache
+
+    follow_up = chat + [ChatMessage("assistant", first), ChatMessage("user", "And which one second most?")]
+    resumed = "".join(backend.stream(follow_up, params, lambda: False))
+    assert backend.prompt_cache.reused_tokens >= backend.prompt_tokens(chat)
+
+    backend.prompt_cache.clear()
+    backend.llm.reset()
+    fresh = "".join(backend.stream(follow_up, params, lambda: False))
+    assert backend.prompt_cache.reused_tokens == 0
+    assert resumed == fresh  # a restored cache gives the same greedy reply as processing it all
+
+
+def test_snapshots_stay_within_their_budget(backend):
+    from bot.llm.llama_prompt_cache import PromptCache
+
+    params = GenerationParams(max_new_tokens=4)
+    cache = PromptCache(backend.llm, max_bytes=0)
+    "".join(backend.stream([ChatMessage("user", "Say hi.")], params, lambda: False))
+    cache.save()
+    assert cache.size_bytes == 0  # larger than the budget: not kept
+    cache = PromptCache(backend.llm, max_bytes=10 * 1024 * 1024)
+    for text in ["Say hi.", "Say hello in French.", "Name a colour."]:
+        "".join(backend.stream([ChatMessage("user", text)], params, lambda: False))
+        cache.save()
+    assert 0 < cache.size_bytes <= 10 * 1024 * 1024
