@@ -23,6 +23,7 @@ from memory.store import SUPERSEDED_BY, MemoryStore
 
 MAX_REMEMBER_CHARS = 500
 DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a stored one
+RECALL_CANDIDATES = 3  # recall ranks this many times the facts it returns, to spread them over messages
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,14 @@ class MemoryOps:
         """The user's memories most relevant to `query`; DM-only facts are recalled in DMs only.
 
         The user's own name is left out of the query: every memory is about them, so their name matches
-        the facts that repeat it, not the ones the question is about.
+        the facts that repeat it, not the ones the question is about. The best fact of each source message
+        comes before a second fact from the same message (see `one_per_source`).
         """
-        return await self._store.search(
-            msg.user.key, without_names(query, [msg.user_name]), limit, include_private=msg.is_direct,
-            min_score=min_score,
+        found = await self._store.search(
+            msg.user.key, without_names(query, [msg.user_name]), limit * RECALL_CANDIDATES,
+            include_private=msg.is_direct, min_score=min_score,
         )
+        return one_per_source(found)[:limit]
 
     def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
         """Remember which memories went into the user's latest reply, for `why`."""
@@ -179,6 +182,22 @@ class MemoryOps:
 
     async def is_paused(self, user: UserRef) -> bool:
         return await self._db.is_paused(user.key)
+
+
+def one_per_source(records: list[MemoryRecord]) -> list[MemoryRecord]:
+    """`records` (best first) with the best fact of each source message first, then the others in order.
+
+    One message often yields several facts that sit close together in vector space; without this they fill
+    the prompt with one message's worth of knowledge.
+    """
+    seen: set[tuple[str, str, str, str]] = set()
+    first, rest = [], []
+    for record in records:
+        s = record.source
+        key = (s.platform, s.workspace, s.channel, s.message_id)
+        (rest if key in seen else first).append(record)
+        seen.add(key)
+    return first + rest
 
 
 def without_names(text: str, names: Iterable[str]) -> str:
