@@ -1,6 +1,7 @@
 """Peak resident memory of the whole bot with one backend: start, answer, learn, stop, in a fresh process.
 
     .venv/bin/python bench/footprint.py [--backend transformers|llama_cpp] [--model qwen2.5-coder-0.5b]
+                                        [--embedder sentence_transformers|llama_cpp]
 
 A fresh data folder (the prepared model is linked from the test cache, so nothing is converted here), one
 message with a fact, its reply and its write-back (extraction + store), then the process's peak RSS. Run each
@@ -55,6 +56,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="transformers", choices=["transformers", "llama_cpp"])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--embedder", default="", help="EMBEDDER_BACKEND; empty follows the backend")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "footprint.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +64,7 @@ async def main() -> None:
         if MODEL_CACHE.is_dir():
             (data / "models").symlink_to(MODEL_CACHE, target_is_directory=True)
         settings = load_settings(env_file=None, data_dir=data, model=args.model, model_backend=args.backend,
-                                 writeback_quiet_seconds=0)
+                                 embedder_backend=args.embedder, writeback_quiet_seconds=0)
         started = time.perf_counter()
         async with MemoryBot(settings) as bot:
             loaded_s = time.perf_counter() - started
@@ -74,12 +76,14 @@ async def main() -> None:
             await bot.handle(msg, reply)
             await bot.writeback.drain()
             learned = await bot.store.list(msg.user.key)
-    row = {"backend": args.backend, "model": args.model, "load_s": round(loaded_s, 1),
+    row = {"backend": args.backend, "model": args.model, "embedder": settings.embedder,
+           "torch_imported": "torch" in sys.modules, "load_s": round(loaded_s, 1),
            "rss_after_load_mb": round(after_load), "peak_rss_mb": round(rss_mb()),
            "reply_chars": len(reply.text), "memories_learned": len(learned)}
     print(json.dumps(row))
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
-    rows = [r for r in rows if (r["backend"], r["model"]) != (args.backend, args.model)] + [row]
+    key = ("backend", "model", "embedder")
+    rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row[k] for k in key)] + [row]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 

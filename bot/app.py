@@ -39,7 +39,10 @@ def store_config(settings: Settings) -> StoreConfig:
     return StoreConfig(
         directory=settings.memory_dir,
         provider=settings.vector_store,
+        embedder=settings.embedder,
         embedder_model=settings.embedder_model,
+        embedder_threads=settings.model_threads,
+        embedder_cache=settings.model_dir,
         qdrant_url=settings.qdrant_url,
         qdrant_api_key=settings.qdrant_api_key.reveal(),
         pgvector_url=settings.pgvector_url.reveal(),

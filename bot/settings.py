@@ -69,6 +69,11 @@ class Settings:
     memory_min_score: float = _setting(0.1, "Recalled memories need at least this similarity (0..1).")
     memory_ttl_days: int = _setting(0, "Memories older than this are not recalled and are purged; 0 keeps them.")
     embedder_model: str = _setting("", "Sentence-embedding model path; empty uses the bundled all-MiniLM-L6-v2.")
+    embedder_backend: str = _setting(
+        "",
+        "Embedder runtime: sentence_transformers or llama_cpp (llama extra; no torch in the process). "
+        "Empty follows MODEL_BACKEND: llama_cpp with llama_cpp, otherwise sentence_transformers.",
+    )
     vector_store: str = _setting("qdrant", "Vector store provider: qdrant or pgvector.")
     qdrant_url: str = _setting("", "Qdrant server URL; empty uses embedded Qdrant under DATA_DIR.")
     qdrant_api_key: Secret = _setting(Secret(""), "API key for the Qdrant server, if it needs one.")
@@ -106,6 +111,13 @@ class Settings:
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def embedder(self) -> str:
+        """The embedder runtime in use: EMBEDDER_BACKEND, or the one that matches MODEL_BACKEND."""
+        if self.embedder_backend:
+            return self.embedder_backend
+        return "llama_cpp" if self.model_backend == "llama_cpp" else "sentence_transformers"
 
     @property
     def memory_dir(self) -> Path:
@@ -189,6 +201,10 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"MODEL_BACKEND must be transformers, llama_cpp or openai, not {s.model_backend!r}")
     if s.model_backend == "openai" and not s.openai_base_url:
         raise SettingsError("OPENAI_BASE_URL is required when MODEL_BACKEND=openai")
+    if s.embedder_backend not in {"", "sentence_transformers", "llama_cpp"}:
+        raise SettingsError(
+            f"EMBEDDER_BACKEND must be sentence_transformers, llama_cpp or empty, not {s.embedder_backend!r}"
+        )
     if s.vector_store not in {"qdrant", "pgvector"}:
         raise SettingsError(f"VECTOR_STORE must be qdrant or pgvector, not {s.vector_store!r}")
     if s.vector_store == "pgvector" and not s.pgvector_url:

@@ -1,7 +1,8 @@
 """How to build the mem0 instance: embedder, vector store provider and where files live.
 
-Providers are chosen by name here and only here. mem0 reads `MEM0_TELEMETRY` and `MEM0_DIR` when it is
-first imported, so `create_mem0` sets both before the import.
+Providers are chosen by name here and only here. The embedder runs either in sentence-transformers (torch)
+or in llama.cpp (`memory/gguf_embedder.py`, for bots that generate with llama.cpp and need no torch).
+mem0 reads `MEM0_TELEMETRY` and `MEM0_DIR` when it is first imported, so `create_mem0` sets both before the import.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any
 
 EMBEDDING_DIMS = 384
 COLLECTION = "memorybot"
+EMBEDDERS = ("sentence_transformers", "llama_cpp")
+# mem0 must build some client for its LLM (and, with the llama.cpp embedder, its embedder) even though
+# memorybot never lets it call one: they point at a closed local port so no text could leave the host.
+_CLOSED_PORT = "http://127.0.0.1:9/v1"
 
 
 def bundled_embedder_path() -> str:
@@ -24,11 +29,18 @@ def bundled_embedder_path() -> str:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Everything `MemoryStore` needs. `qdrant_url` empty means embedded Qdrant under `directory`."""
+    """Everything `MemoryStore` needs. `qdrant_url` empty means embedded Qdrant under `directory`.
+
+    `embedder_model` is a sentence-transformers folder (or, for llama_cpp, a .gguf); empty is the bundled
+    MiniLM. The llama.cpp embedder keeps its GGUF copy of a folder in `embedder_cache` (default: `directory`).
+    """
 
     directory: Path
     provider: str = "qdrant"
+    embedder: str = "sentence_transformers"
     embedder_model: str = ""
+    embedder_threads: int = 2
+    embedder_cache: Path | None = None
     qdrant_url: str = ""
     qdrant_api_key: str = ""
     pgvector_url: str = ""
@@ -48,17 +60,21 @@ class StoreConfig:
         raise ValueError(f"unknown vector store provider {self.provider!r}")
 
     def mem0_config(self) -> dict[str, Any]:
+        if self.embedder == "sentence_transformers":
+            embedder = {"provider": "huggingface",
+                        "config": {"model": self.embedder_model or bundled_embedder_path(),
+                                   "embedding_dims": EMBEDDING_DIMS}}
+        elif self.embedder == "llama_cpp":
+            # mem0 2.2.1 accepts only its own providers; `create_mem0` swaps in the llama.cpp embedder.
+            embedder = {"provider": "openai", "config": {"api_key": "unused", "openai_base_url": _CLOSED_PORT,
+                                                         "embedding_dims": EMBEDDING_DIMS}}
+        else:
+            raise ValueError(f"unknown embedder {self.embedder!r}; expected one of {', '.join(EMBEDDERS)}")
         return {
             "vector_store": self.vector_store(),
-            "embedder": {
-                "provider": "huggingface",
-                "config": {"model": self.embedder_model or bundled_embedder_path(),
-                           "embedding_dims": EMBEDDING_DIMS},
-            },
-            # mem0 insists on an LLM client. memorybot stores facts with infer=False, so it is never
-            # called; it points at a closed local port so that no text could leave the host anyway.
-            "llm": {"provider": "openai",
-                    "config": {"api_key": "unused", "openai_base_url": "http://127.0.0.1:9/v1"}},
+            "embedder": embedder,
+            # memorybot stores facts with infer=False, so mem0's LLM is never called.
+            "llm": {"provider": "openai", "config": {"api_key": "unused", "openai_base_url": _CLOSED_PORT}},
             "history_db_path": str(self.directory / "history.sqlite3"),
         }
 
@@ -70,4 +86,11 @@ class StoreConfig:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from mem0 import Memory
 
-        return Memory.from_config(self.mem0_config())
+        mem0 = Memory.from_config(self.mem0_config())
+        if self.embedder == "llama_cpp":
+            from memory.gguf_embedder import LlamaCppEmbedding
+
+            mem0.embedding_model = LlamaCppEmbedding(Path(self.embedder_model or bundled_embedder_path()),
+                                                     self.embedder_cache or self.directory,
+                                                     threads=self.embedder_threads)
+        return mem0

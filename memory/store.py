@@ -247,6 +247,8 @@ class MemoryStore:
 def _close_mem0(mem0: Any) -> None:
     """mem0's close() leaves the vector store open; embedded Qdrant holds a folder lock until it is closed."""
     mem0.close()
+    if hasattr(mem0.embedding_model, "close"):  # the llama.cpp embedder frees its model
+        mem0.embedding_model.close()
     client = getattr(mem0.vector_store, "client", None)
     if client is not None and hasattr(client, "close"):
         client.close()

@@ -29,12 +29,20 @@ def test_environment_beats_env_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("env", "value", "names"),
     [("MODEL_THREADS", "two", "MODEL_THREADS"), ("ALLOW_DMS", "maybe", "ALLOW_DMS"),
-     ("MAX_NEW_TOKENS", "0", "MAX_NEW_TOKENS"), ("VECTOR_STORE", "chroma", "VECTOR_STORE")],
+     ("MAX_NEW_TOKENS", "0", "MAX_NEW_TOKENS"), ("VECTOR_STORE", "chroma", "VECTOR_STORE"),
+     ("EMBEDDER_BACKEND", "onnx", "EMBEDDER_BACKEND")],
 )
 def test_bad_values_name_the_variable(monkeypatch, env, value, names):
     monkeypatch.setenv(env, value)
     with pytest.raises(SettingsError, match=names):
         load_settings(env_file=None)
+
+
+def test_embedder_follows_the_model_backend_unless_set():
+    assert load_settings(env_file=None).embedder == "sentence_transformers"
+    assert load_settings(env_file=None, model_backend="llama_cpp").embedder == "llama_cpp"
+    assert load_settings(env_file=None, model_backend="llama_cpp",
+                         embedder_backend="sentence_transformers").embedder == "sentence_transformers"
 
 
 def test_secrets_never_show():

@@ -1,0 +1,109 @@
+"""The llama.cpp embedder, for real: the bundled MiniLM converted to GGUF gives sentence-transformers' vectors,
+and a store built on it never loads torch."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory.config import StoreConfig, bundled_embedder_path
+from memory.records import Source
+from memory.store import MemoryStore
+
+pytest.importorskip("llama_cpp")
+
+REPO = Path(__file__).resolve().parents[2]
+TEXTS = [
+    "The user is vegetarian.",
+    "I just adopted a beagle called Max. Any tips?",
+    "What's the café's naïve résumé? ÉCOLE 東京 🎉",
+    "Caroline went to the LGBTQ support group on 7 May 2023 and said it was powerful.",
+    "",
+    "word " * 400,  # longer than MiniLM's 256 tokens: cut the way sentence-transformers cuts it
+]
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory):
+    from memory.gguf_embedder import LlamaCppEmbedding
+
+    embedder = LlamaCppEmbedding(Path(bundled_embedder_path()), tmp_path_factory.mktemp("cache"), threads=2)
+    yield embedder
+    embedder.close()
+
+
+def test_vectors_match_sentence_transformers(embedder):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(bundled_embedder_path(), device="cpu")
+    for text in TEXTS:
+        ours = np.array(embedder.embed(text, "add"))
+        theirs = reference.encode(text, normalize_embeddings=True)
+        assert ours.shape == (384,)
+        assert abs(float(np.linalg.norm(ours)) - 1.0) < 1e-5
+        assert float(np.dot(ours, theirs)) > 0.9999, text[:40]
+
+
+def test_tokens_match_the_wordpiece_tokenizer(embedder):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_embedder_path())
+    for text in TEXTS[:4]:
+        assert embedder._llama.tokenize(text.encode(), add_bos=True, special=False) == tokenizer(text)["input_ids"]
+
+
+def test_conversion_happens_once(tmp_path):
+    from memory.gguf_embedder import ensure_gguf
+
+    model_dir = Path(bundled_embedder_path())
+    first = ensure_gguf(model_dir, tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert ensure_gguf(model_dir, tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind
+
+
+def test_rejects_a_model_it_cannot_convert(tmp_path):
+    from memory.gguf_embedder import convert_bert
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    with pytest.raises(ValueError, match="BERT models only"):
+        convert_bert(tmp_path, tmp_path / "out.gguf")
+
+
+async def test_store_on_the_llama_embedder(tmp_path):
+    source = Source(platform="console", workspace="local", channel="terminal", message_id="m1",
+                    link=None, time="2026-11-26T10:00:00+00:00")
+    config = StoreConfig(directory=tmp_path / "memory", embedder="llama_cpp", embedder_cache=tmp_path / "models")
+    async with MemoryStore(config) as store:
+        await store.add("console:local:dana", "The user is vegetarian.", source)
+        await store.add("console:local:dana", "The user's dog is called Max.", source)
+        found = await store.search("console:local:dana", "what should I cook for dinner", 1, include_private=True)
+        assert [r.text for r in found] == ["The user is vegetarian."]
+    async with MemoryStore(config) as store:  # reopened: the converted copy is reused
+        assert len(await store.list("console:local:dana")) == 2
+    assert len(list((tmp_path / "models").glob("*.gguf"))) == 1
+
+
+def test_a_store_on_the_llama_embedder_never_imports_torch(tmp_path):
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from memory.config import StoreConfig
+from memory.records import Source
+from memory.store import MemoryStore
+
+async def main():
+    source = Source(platform="console", workspace="local", channel="c", message_id="m1", link=None,
+                    time="2026-11-26T10:00:00+00:00")
+    async with MemoryStore(StoreConfig(directory=Path({str(tmp_path)!r}), embedder="llama_cpp")) as store:
+        await store.add("u", "The user is vegetarian.", source, context="I'm vegetarian, by the way.")
+        assert await store.search("u", "food", 1, include_private=True)
+    print(sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules))
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
