@@ -14,6 +14,7 @@ from bot.llm.base import ModelError
 from bot.memories import MemoryOps
 from bot.message import UserRef
 from bot.settings import Settings, SettingsError, load_settings
+from memory.store import StoreError
 
 _log = logging.getLogger("memorybot")
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             from adapters.slack import run as run_slack
 
             run_slack(settings)
-    except (ModelError, SettingsError) as exc:
+    except (ModelError, SettingsError, StoreError) as exc:
         print(f"memorybot: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -44,26 +44,32 @@ _LAYER_TENSORS = {
 }
 
 
-def gguf_copy_path(model_dir: Path, cache_dir: Path) -> Path:
-    """Where the GGUF copy of `model_dir` lives: named after the folder and what identifies its weights."""
+def converted_gguf(model_dir: Path, cache_dir: Path) -> Path:
+    """The GGUF copy of the BERT model in `model_dir`, converted on first use (about a second).
+
+    The copy is named after the folder and its weights' size and time, so a reinstalled model is converted
+    again and the stale copy removed.
+    """
     weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise RuntimeError(f"embedder model {model_dir}: no model.safetensors there; the llama_cpp embedder "
+                           "needs a local sentence-transformers BERT folder or a .gguf file")
     stat = weights.stat()
-    tag = f"{model_dir.name}-{stat.st_size}-{int(stat.st_mtime)}-v{CONVERTER_VERSION}"
-    return cache_dir / f"embedder-{tag}.gguf"
-
-
-def ensure_gguf(model_dir: Path, cache_dir: Path) -> Path:
-    """The GGUF copy of the BERT model in `model_dir`, converted on first use (about a second)."""
-    target = gguf_copy_path(model_dir, cache_dir)
-    if not target.exists():
-        _log.info("converting the embedder %s to GGUF for llama.cpp (once): %s", model_dir, target)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".partial-{os.getpid()}")
-        try:
-            convert_bert(model_dir, partial)
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
+    prefix = f"embedder-{model_dir.name}-"
+    target = cache_dir / f"{prefix}{stat.st_size}-{int(stat.st_mtime)}-v{CONVERTER_VERSION}.gguf"
+    if target.exists():
+        return target
+    _log.info("converting the embedder %s to GGUF for llama.cpp (once): %s", model_dir, target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".partial-{os.getpid()}")
+    try:
+        convert_bert(model_dir, partial)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    for stale in cache_dir.glob(f"{prefix}*.gguf"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
     return target
 
 
@@ -74,11 +80,11 @@ def convert_bert(model_dir: Path, target: Path) -> None:
 
     config = json.loads((model_dir / "config.json").read_text())
     if config.get("model_type") != "bert":
-        raise ValueError(f"{model_dir}: the llama.cpp embedder converts BERT models only, "
-                         f"not {config.get('model_type')!r}")
+        raise RuntimeError(f"{model_dir}: the llama.cpp embedder converts BERT models only, "
+                           f"not {config.get('model_type')!r}")
     pooling = _read_json(model_dir / "1_Pooling" / "config.json")
     if pooling and not pooling.get("pooling_mode_mean_tokens"):
-        raise ValueError(f"{model_dir}: the llama.cpp embedder needs a mean-pooled model")
+        raise RuntimeError(f"{model_dir}: the llama.cpp embedder needs a mean-pooled model")
     tokens = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
     tokenizer = _read_json(model_dir / "tokenizer_config.json")
     ids = {token: i for i, token in enumerate(tokens)}
@@ -148,7 +154,9 @@ class LlamaCppEmbedding:
         except ImportError as exc:  # depends on the installed extras
             raise RuntimeError("the llama_cpp embedder needs llama-cpp-python: pip install -e '.[llama]'") from exc
 
-        gguf_path = model_dir if model_dir.suffix == ".gguf" else ensure_gguf(model_dir, cache_dir)
+        if model_dir.suffix == ".gguf" and not model_dir.is_file():
+            raise RuntimeError(f"embedder model {model_dir}: no such file")
+        gguf_path = model_dir if model_dir.suffix == ".gguf" else converted_gguf(model_dir, cache_dir)
         st_config = _read_json(model_dir / "sentence_bert_config.json") if model_dir.is_dir() else {}
         self.max_tokens = int(st_config.get("max_seq_length", 512))
         self._llama = llama_cpp.Llama(

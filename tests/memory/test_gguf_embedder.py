@@ -2,6 +2,7 @@
 and a store built on it never loads torch."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from memory.config import StoreConfig, bundled_embedder_path
 from memory.records import Source
-from memory.store import MemoryStore
+from memory.store import MemoryStore, StoreError
 
 pytest.importorskip("llama_cpp")
 
@@ -56,12 +57,12 @@ def test_tokens_match_the_wordpiece_tokenizer(embedder):
 
 
 def test_conversion_happens_once(tmp_path):
-    from memory.gguf_embedder import ensure_gguf
+    from memory.gguf_embedder import converted_gguf
 
     model_dir = Path(bundled_embedder_path())
-    first = ensure_gguf(model_dir, tmp_path)
+    first = converted_gguf(model_dir, tmp_path)
     stamp = first.stat().st_mtime_ns
-    assert ensure_gguf(model_dir, tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert converted_gguf(model_dir, tmp_path) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind
 
 
@@ -69,8 +70,15 @@ def test_rejects_a_model_it_cannot_convert(tmp_path):
     from memory.gguf_embedder import convert_bert
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-    with pytest.raises(ValueError, match="BERT models only"):
+    with pytest.raises(RuntimeError, match="BERT models only"):
         convert_bert(tmp_path, tmp_path / "out.gguf")
+
+
+async def test_a_missing_embedder_model_is_a_clear_store_error(tmp_path):
+    config = StoreConfig(directory=tmp_path / "memory", embedder="llama_cpp", embedder_model=str(tmp_path / "nope"))
+    with pytest.raises(StoreError, match="no model.safetensors there"):
+        async with MemoryStore(config):
+            pass
 
 
 async def test_store_on_the_llama_embedder(tmp_path):
@@ -93,7 +101,7 @@ import asyncio, sys
 from pathlib import Path
 from memory.config import StoreConfig
 from memory.records import Source
-from memory.store import MemoryStore
+from memory.store import MemoryStore, StoreError
 
 async def main():
     source = Source(platform="console", workspace="local", channel="c", message_id="m1", link=None,
@@ -107,3 +115,13 @@ asyncio.run(main())
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_command_line_reports_a_missing_embedder_model_without_a_traceback(tmp_path):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "EMBEDDER_BACKEND": "llama_cpp",
+           "EMBEDDER_MODEL": str(tmp_path / "nope")}
+    out = subprocess.run([sys.executable, "-m", "adapters.cli", "--env-file", "/dev/null", "memories",
+                          "--platform", "console", "--user", "dana"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "no model.safetensors there" in out.stderr and "Traceback" not in out.stderr
