@@ -3,7 +3,8 @@
     .venv/bin/python bench/footprint.py [--backend transformers|llama_cpp] [--model qwen2.5-coder-0.5b]
                                         [--embedder sentence_transformers|llama_cpp]
 
-A fresh data folder (the prepared model is linked from the test cache, so nothing is converted here), one
+A fresh data folder (the prepared models, the GGUF embedder's copy too, are linked from the test cache, so
+nothing is converted in the measured run after the first), one
 message with a fact, its reply and its write-back (extraction + store), then the process's peak RSS. Run each
 backend in its own process: peak RSS never goes down. Prints and appends to bench/results/footprint.json.
 """

@@ -68,7 +68,11 @@ class Settings:
     memory_token_budget: int = _setting(400, "Token budget for recalled memories in the prompt.")
     memory_min_score: float = _setting(0.1, "Recalled memories need at least this similarity (0..1).")
     memory_ttl_days: int = _setting(0, "Memories older than this are not recalled and are purged; 0 keeps them.")
-    embedder_model: str = _setting("", "Sentence-embedding model path; empty uses the bundled all-MiniLM-L6-v2.")
+    embedder_model: str = _setting(
+        "",
+        "Sentence-embedding model (384-d): a sentence-transformers folder; for the llama_cpp embedder a BERT "
+        "folder with model.safetensors, or a .gguf. Empty uses the bundled all-MiniLM-L6-v2.",
+    )
     embedder_backend: str = _setting(
         "",
         "Embedder runtime: sentence_transformers or llama_cpp (llama extra; no torch in the process). "

@@ -86,11 +86,19 @@ class StoreConfig:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from mem0 import Memory
 
-        mem0 = Memory.from_config(self.mem0_config())
-        if self.embedder == "llama_cpp":
+        embedder = None
+        if self.embedder == "llama_cpp":  # loaded first: a bad model fails before any file is opened
             from memory.gguf_embedder import LlamaCppEmbedding
 
-            mem0.embedding_model = LlamaCppEmbedding(Path(self.embedder_model or bundled_embedder_path()),
-                                                     self.embedder_cache or self.directory,
-                                                     threads=self.embedder_threads)
+            embedder = LlamaCppEmbedding(Path(self.embedder_model or bundled_embedder_path()),
+                                         self.embedder_cache or self.directory, threads=self.embedder_threads,
+                                         dims=EMBEDDING_DIMS)
+        try:
+            mem0 = Memory.from_config(self.mem0_config())
+        except BaseException:
+            if embedder is not None:
+                embedder.close()
+            raise
+        if embedder is not None:
+            mem0.embedding_model = embedder
         return mem0

@@ -10,6 +10,7 @@ llama.cpp's own `convert_hf_to_gguf.py` writes for it, reading the weights with 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,30 +48,44 @@ _LAYER_TENSORS = {
 def converted_gguf(model_dir: Path, cache_dir: Path) -> Path:
     """The GGUF copy of the BERT model in `model_dir`, converted on first use (about a second).
 
-    The copy is named after the folder and its weights' size and time, so a reinstalled model is converted
-    again and the stale copy removed.
+    The copy's name holds a hash of the folder's path and one of its files' sizes and times, so a changed or
+    reinstalled model is converted again and its stale copy (and any conversion left half-done) removed.
     """
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        raise RuntimeError(f"embedder model {model_dir}: no model.safetensors there; the llama_cpp embedder "
-                           "needs a local sentence-transformers BERT folder or a .gguf file")
-    stat = weights.stat()
-    prefix = f"embedder-{model_dir.name}-"
-    target = cache_dir / f"{prefix}{stat.st_size}-{int(stat.st_mtime)}-v{CONVERTER_VERSION}.gguf"
+    if not (model_dir / "model.safetensors").is_file():
+        raise RuntimeError(f"embedder model {model_dir}: no model.safetensors there; the llama.cpp embedder needs "
+                           "a local sentence-transformers BERT folder or a .gguf file (or use the "
+                           "sentence-transformers embedder)")
+    folder = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:12]
+    content = hashlib.sha256(repr([CONVERTER_VERSION] + [
+        (name, stat.st_size, stat.st_mtime_ns)
+        for name in _SOURCE_FILES if (stat := _stat(model_dir / name)) is not None
+    ]).encode()).hexdigest()[:12]
+    target = cache_dir / f"embedder-{folder}-{content}.gguf"
     if target.exists():
         return target
     _log.info("converting the embedder %s to GGUF for llama.cpp (once): %s", model_dir, target)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".partial-{os.getpid()}")
+    partial = cache_dir / f"{target.name}.partial-{os.getpid()}"
     try:
         convert_bert(model_dir, partial)
         partial.replace(target)
+    except (KeyError, ValueError, OSError) as exc:
+        raise RuntimeError(f"embedder model {model_dir}: cannot convert it for llama.cpp "
+                           f"({type(exc).__name__}: {exc})") from exc
     finally:
         partial.unlink(missing_ok=True)
-    for stale in cache_dir.glob(f"{prefix}*.gguf"):
-        if stale != target:
-            stale.unlink(missing_ok=True)
+    for other in cache_dir.glob(f"embedder-{folder}-*"):
+        if other != target:
+            other.unlink(missing_ok=True)
     return target
+
+
+_SOURCE_FILES = ("model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json",
+                 "sentence_bert_config.json", "modules.json", "1_Pooling/config.json")
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    return path.stat() if path.exists() else None
 
 
 def convert_bert(model_dir: Path, target: Path) -> None:
@@ -85,6 +100,10 @@ def convert_bert(model_dir: Path, target: Path) -> None:
     pooling = _read_json(model_dir / "1_Pooling" / "config.json")
     if pooling and not pooling.get("pooling_mode_mean_tokens"):
         raise RuntimeError(f"{model_dir}: the llama.cpp embedder needs a mean-pooled model")
+    stages = {m.get("type", "").rsplit(".", 1)[-1] for m in _read_json(model_dir / "modules.json") or []}
+    if stages - {"Transformer", "Pooling", "Normalize"}:
+        raise RuntimeError(f"{model_dir}: the llama.cpp embedder cannot run the stages "
+                           f"{sorted(stages - {'Transformer', 'Pooling', 'Normalize'})} after pooling")
     tokens = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
     tokenizer = _read_json(model_dir / "tokenizer_config.json")
     ids = {token: i for i, token in enumerate(tokens)}
@@ -138,7 +157,7 @@ def _gguf_tensors(weights: dict[str, np.ndarray], layers: int) -> list[tuple[str
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -148,23 +167,30 @@ class LlamaCppEmbedding:
     One text at a time under a lock: the store calls it from its one worker thread anyway.
     """
 
-    def __init__(self, model_dir: Path, cache_dir: Path, *, threads: int) -> None:
+    def __init__(self, model_dir: Path, cache_dir: Path, *, threads: int, dims: int) -> None:
         try:
             import llama_cpp
         except ImportError as exc:  # depends on the installed extras
-            raise RuntimeError("the llama_cpp embedder needs llama-cpp-python: pip install -e '.[llama]'") from exc
+            raise RuntimeError("the llama.cpp embedder needs llama-cpp-python: pip install -e '.[llama]' "
+                               "(or use the sentence-transformers embedder)") from exc
 
         if model_dir.suffix == ".gguf" and not model_dir.is_file():
             raise RuntimeError(f"embedder model {model_dir}: no such file")
         gguf_path = model_dir if model_dir.suffix == ".gguf" else converted_gguf(model_dir, cache_dir)
         st_config = _read_json(model_dir / "sentence_bert_config.json") if model_dir.is_dir() else {}
-        self.max_tokens = int(st_config.get("max_seq_length", 512))
-        self._llama = llama_cpp.Llama(
-            str(gguf_path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-            n_ctx=self.max_tokens, n_batch=self.max_tokens, n_ubatch=self.max_tokens,
-            n_threads=threads, n_threads_batch=threads, verbose=False,
-        )
-        self._sep = self._llama.token_eos()
+        context = int(st_config.get("max_seq_length", 512))
+        try:
+            self._llama = llama_cpp.Llama(
+                str(gguf_path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                n_ctx=context, n_batch=context, n_ubatch=context, n_threads=threads, n_threads_batch=threads,
+                verbose=False,
+            )
+        except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+            raise RuntimeError(f"embedder model {gguf_path}: llama.cpp cannot load it ({exc})") from exc
+        if (found := self._llama.n_embd()) != dims:
+            self._llama.close()
+            raise RuntimeError(f"embedder model {gguf_path}: gives {found}-d vectors, the store holds {dims}-d ones")
+        self.max_tokens = min(context, self._llama._model.n_ctx_train())
         self._lock = threading.Lock()
 
     def embed(self, text: str, memory_action: str | None = None) -> list[float]:
@@ -172,7 +198,7 @@ class LlamaCppEmbedding:
 
         tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
         if len(tokens) > self.max_tokens:  # as sentence-transformers truncates: keep [CLS] ... [SEP]
-            tokens = tokens[: self.max_tokens - 1] + [self._sep]
+            tokens = tokens[: self.max_tokens - 1] + tokens[-1:]
         with self._lock:
             # The same calls llama-cpp-python's Llama.embed makes, for a token list it cannot take.
             llama = self._llama

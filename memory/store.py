@@ -47,7 +47,11 @@ class MemoryStore:
         self._embed = lru_cache(maxsize=256)(self._embed_text)
 
     async def __aenter__(self) -> MemoryStore:
-        await self.open()
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -31,7 +31,7 @@ TEXTS = [
 def embedder(tmp_path_factory):
     from memory.gguf_embedder import LlamaCppEmbedding
 
-    embedder = LlamaCppEmbedding(Path(bundled_embedder_path()), tmp_path_factory.mktemp("cache"), threads=2)
+    embedder = LlamaCppEmbedding(Path(bundled_embedder_path()), tmp_path_factory.mktemp("cache"), threads=2, dims=384)
     yield embedder
     embedder.close()
 
@@ -56,14 +56,26 @@ def test_tokens_match_the_wordpiece_tokenizer(embedder):
         assert embedder._llama.tokenize(text.encode(), add_bos=True, special=False) == tokenizer(text)["input_ids"]
 
 
-def test_conversion_happens_once(tmp_path):
+def test_conversion_happens_once_per_model_version(tmp_path):
+    import shutil
+
     from memory.gguf_embedder import converted_gguf
 
+    cache = tmp_path / "cache"
     model_dir = Path(bundled_embedder_path())
-    first = converted_gguf(model_dir, tmp_path)
+    first = converted_gguf(model_dir, cache)
     stamp = first.stat().st_mtime_ns
-    assert converted_gguf(model_dir, tmp_path) == first and first.stat().st_mtime_ns == stamp
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind
+    assert converted_gguf(model_dir, cache) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in cache.iterdir()] == [first.name]  # no partial file left behind
+
+    copy = tmp_path / "model"  # another folder of the same name keeps its own copy
+    shutil.copytree(model_dir, copy)
+    other = converted_gguf(copy, cache)
+    assert other != first and sorted(cache.iterdir()) == sorted([first, other])
+    config = json.loads((copy / "sentence_bert_config.json").read_text())
+    (copy / "sentence_bert_config.json").write_text(json.dumps({**config, "max_seq_length": 128}))
+    changed = converted_gguf(copy, cache)  # a changed model is converted again; its stale copy goes
+    assert changed not in (first, other) and sorted(cache.iterdir()) == sorted([first, changed])
 
 
 def test_rejects_a_model_it_cannot_convert(tmp_path):
@@ -72,6 +84,14 @@ def test_rejects_a_model_it_cannot_convert(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     with pytest.raises(RuntimeError, match="BERT models only"):
         convert_bert(tmp_path, tmp_path / "out.gguf")
+
+
+def test_refuses_a_model_of_another_width(model_data_dir, tmp_path):
+    from memory.gguf_embedder import LlamaCppEmbedding
+
+    chat_model = next((model_data_dir / "models").glob("qwen2.5-coder-0.5b*.gguf"))
+    with pytest.raises(RuntimeError, match="896-d vectors, the store holds 384-d ones"):
+        LlamaCppEmbedding(chat_model, tmp_path, threads=2, dims=384)
 
 
 async def test_a_missing_embedder_model_is_a_clear_store_error(tmp_path):
