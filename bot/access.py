@@ -1,7 +1,8 @@
 """Who the bot answers: allow/block lists for users, channels and roles, DMs on or off, a rate limit.
 
-The core checks every message it is handed (`MessageHandler.handle`) and sends `Decision.reply`, if any;
-otherwise ignored messages get no answer at all.
+The core checks every message it is handed (`MessageHandler.handle`) and every command that stores or
+searches (`MemoryOps.remember`, `MemoryOps.search`), and sends `Decision.reply`, if any; otherwise ignored
+messages get no answer at all. Seeing, exporting and deleting one's own memories is never refused.
 """
 
 from __future__ import annotations
@@ -33,19 +34,26 @@ class RateLimiter:
         self._window = window_seconds
         self._clock = clock
         self._seen: dict[str, deque[float]] = {}
+        self._told_until: dict[str, float] = {}
 
-    def hit(self, key: str) -> float:
-        """Record one message; return 0 if allowed, else the seconds until the user may write again."""
+    def hit(self, key: str) -> tuple[float, bool]:
+        """Record one message. Return (0, False) if allowed, else the seconds until the user may write again
+        and whether this is the first refusal of that wait (only that one is worth telling the user)."""
         if self._limit <= 0:
-            return 0.0
+            return 0.0, False
         now = self._clock()
         times = self._seen.setdefault(key, deque())
         while times and now - times[0] >= self._window:
             times.popleft()
         if len(times) >= self._limit:
-            return self._window - (now - times[0])
+            wait = self._window - (now - times[0])
+            first = now >= self._told_until.get(key, 0.0)
+            self._told_until[key] = now + wait
+            return wait, first
+        if not times:  # a quiet user: forget them, so the tables hold only recent writers
+            self._told_until.pop(key, None)
         times.append(now)
-        return 0.0
+        return 0.0, False
 
 
 class AccessPolicy:
@@ -73,12 +81,12 @@ class AccessPolicy:
                 return Decision(False, "blocked channel")
             if s.allowed_channels and msg.channel_id not in s.allowed_channels:
                 return Decision(False, "channel not allowed")
-            if s.blocked_roles.intersection(msg.roles):
+            if msg.roles is not None and s.blocked_roles.intersection(msg.roles):
                 return Decision(False, "blocked role")
-            if s.allowed_roles and not s.allowed_roles.intersection(msg.roles):
+            if msg.roles is not None and s.allowed_roles and not s.allowed_roles.intersection(msg.roles):
                 return Decision(False, "role not allowed")
-        wait = self._limiter.hit(msg.user.key)
-        if wait > 0:
-            return Decision(False, "rate limited",
-                            f"You're sending messages a bit fast. Please wait {wait:.0f} s and try again.")
+        wait, first = self._limiter.hit(msg.user.key)
+        if wait > 0:  # told once per wait, so a flood does not become a flood of notices
+            notice = f"You're sending messages a bit fast. Please wait {wait:.0f} s and try again."
+            return Decision(False, "rate limited", notice if first else None)
         return ALLOW

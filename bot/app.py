@@ -79,7 +79,7 @@ class MemoryBot:
         backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
         self.model = LocalModel(backend, self.settings.generation_queue_size)
         self.memories = MemoryOps(
-            self.store, self.db,
+            self.store, self.db, access=self.access,
             ttl_days=self.settings.memory_ttl_days, history_turns=self.settings.history_turns,
         )
         extractor = FactExtractor(self.model)

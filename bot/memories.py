@@ -6,6 +6,7 @@ Every operation is scoped to one user: another user's memory id behaves exactly 
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -14,12 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot import supersede
+from bot.access import AccessPolicy
 from bot.database import BotDatabase
 from bot.errors import UserError
 from bot.history import ConversationHistory
 from bot.message import IncomingMessage, UserRef
 from memory.records import MemoryRecord, Source
 from memory.store import SUPERSEDED_BY, MemoryStore
+
+_log = logging.getLogger(__name__)
 
 MAX_REMEMBER_CHARS = 500
 DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a stored one
@@ -46,10 +50,18 @@ def _same_fact(record: MemoryRecord, fact: str) -> bool:
     return same_numbers and (record.score or 0) >= DUPLICATE_SCORE
 
 
+NOT_FOR_YOU_HERE = "Sorry, I can't do that for you here."
+
+
 class MemoryOps:
-    def __init__(self, store: MemoryStore, db: BotDatabase, *, ttl_days: int = 0, history_turns: int = 6) -> None:
+    """`access` (the bot's policy; None for the admin command line) gates the commands that store or search,
+    as it gates messages. Listing, exporting, forgetting and pausing are always open to the user."""
+
+    def __init__(self, store: MemoryStore, db: BotDatabase, *, access: AccessPolicy | None = None,
+                 ttl_days: int = 0, history_turns: int = 6) -> None:
         self._store = store
         self._db = db
+        self._access = access
         self._ttl_days = ttl_days
         self.history = ConversationHistory(history_turns)  # short-term: recent turns per conversation
         self._last_used: dict[str, list[MemoryRecord]] = {}
@@ -120,7 +132,15 @@ class MemoryOps:
         start = (page - 1) * page_size
         return MemoryPage(records[start : start + page_size], page, pages, len(records))
 
+    def _admit(self, msg: IncomingMessage) -> None:
+        decision = self._access.check(msg) if self._access else None
+        if decision and not decision.allowed:
+            _log.info("refusing a %s command from %s: %s", msg.platform, msg.user.key, decision.reason)
+            raise UserError(decision.reply or NOT_FOR_YOU_HERE)
+
     async def remember(self, msg: IncomingMessage, text: str) -> MemoryRecord:
+        """Store `text` as the user asked (the command is `msg`, checked like a message)."""
+        self._admit(msg)
         text = " ".join(text.split())
         if not text:
             raise UserError("Tell me what to remember, e.g. `remember I prefer short answers`.")
@@ -139,11 +159,13 @@ class MemoryOps:
             raise UserError("That memory was deleted while I was saving it; please try again.")
         return record
 
-    async def search(self, user: UserRef, query: str, *, direct: bool, limit: int = 10) -> list[MemoryRecord]:
+    async def search(self, msg: IncomingMessage, query: str, *, limit: int = 10) -> list[MemoryRecord]:
+        """The user's memories matching `query` (the command is `msg`); DM-only facts in DMs only."""
+        self._admit(msg)
         query = query.strip()
         if not query:
             raise UserError("Tell me what to search for, e.g. `search food`.")
-        return await self._store.search(user.key, query, limit, include_private=direct)
+        return await self._store.search(msg.user.key, query, limit, include_private=msg.is_direct)
 
     async def forget(self, user: UserRef, memory_id: str) -> bool:
         memory_id = memory_id.strip()

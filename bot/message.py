@@ -33,7 +33,8 @@ class IncomingMessage:
 
     `workspace` is the Discord guild id (or "dm"), the Slack team id, or "local" for the terminal.
     `is_direct` is true for a one-to-one conversation with the bot; `addressed` is true when the
-    platform says the message is meant for the bot (mention, reply to the bot, DM).
+    platform says the message is meant for the bot (mention, reply to the bot, DM). `roles` is None on
+    platforms without roles (Slack, the terminal): role rules do not apply there.
     """
 
     platform: str
@@ -48,7 +49,7 @@ class IncomingMessage:
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     is_direct: bool = False
     addressed: bool = True
-    roles: tuple[str, ...] = ()
+    roles: tuple[str, ...] | None = None
 
     @property
     def user(self) -> UserRef:

@@ -114,7 +114,7 @@ class ConsoleSession:
             record = await memories.remember(msg, arg)
             self.say(f"I'll remember that. [{record.id}]")
         elif command == "/search":
-            found = await memories.search(user, arg, direct=True)
+            found = await memories.search(msg, arg)
             self.say("\n".join("  " + format_record(r) for r in found) or "Nothing matches that.")
         elif command == "/forget":
             ok = await memories.forget(user, arg)

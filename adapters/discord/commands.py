@@ -50,7 +50,7 @@ def install(tree: app_commands.CommandTree, memories: MemoryOps) -> None:
     @app_commands.describe(query="What to look for")
     async def search(interaction: discord.Interaction, query: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        found = await memories.search(interaction_user(interaction), query, direct=interaction.guild_id is None)
+        found = await memories.search(interaction_message(interaction, query), query)
         lines = [format_record(i, record) for i, record in enumerate(found, start=1)]
         await answer(interaction, "\n".join(lines) or "Nothing I remember about you matches that.")
 

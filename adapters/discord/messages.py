@@ -90,10 +90,13 @@ def interaction_user(interaction: discord.Interaction) -> UserRef:
 
 
 def interaction_message(interaction: discord.Interaction, text: str) -> IncomingMessage:
-    """A slash command as a message (for `/remember`); it has no message of its own, so the link
-    points at the channel."""
+    """A slash command as a message (for access checks and `/remember`); it has no message of its own, so
+    the link points at the channel. In a thread, as for messages, the channel is the thread's parent."""
     user = interaction_user(interaction)
-    channel_id = interaction.channel_id or 0
+    channel = interaction.channel
+    in_thread = isinstance(channel, discord.Thread)
+    channel_id = (channel.parent_id if in_thread else interaction.channel_id) or 0  # type: ignore[union-attr]
+    roles = getattr(interaction.user, "roles", [])
     return IncomingMessage(
         platform=PLATFORM,
         workspace=user.workspace,
@@ -102,7 +105,9 @@ def interaction_message(interaction: discord.Interaction, text: str) -> Incoming
         user_name=interaction.user.display_name,
         text=text,
         message_id=str(interaction.id),
-        link=f"https://discord.com/channels/{interaction.guild_id or '@me'}/{channel_id}",
+        thread_id=str(interaction.channel_id) if in_thread else None,
+        link=f"https://discord.com/channels/{interaction.guild_id or '@me'}/{interaction.channel_id or 0}",
         sent_at=interaction.created_at,
         is_direct=interaction.guild_id is None,
+        roles=tuple(str(role.id) for role in roles if not role.is_default()),
     )

@@ -115,7 +115,7 @@ class MemoryCommands:
             record = await memories.remember(self._command_message(command, user, rest), rest)
             return f"I'll remember that: {escape(record.text)} (id `{record.id}`)"
         if verb == "search":
-            found = await memories.search(user, rest, direct=command.get("channel_name") == "directmessage")
+            found = await memories.search(self._command_message(command, user, rest), rest)
             return "\n".join(f"• {_line(r)}" for r in found) or "Nothing I remember about you matches that."
         if verb == "why":
             used = memories.why(user)
@@ -151,7 +151,7 @@ class MemoryCommands:
         return "\n".join(lines)
 
     def _command_message(self, command: dict[str, Any], user: UserRef, text: str) -> IncomingMessage:
-        """A slash command as a message, for `remember` (it has no ts and no permalink)."""
+        """A slash command as a message, for access checks and `remember` (it has no ts and no permalink)."""
         channel = str(command.get("channel_id", ""))
         return IncomingMessage(
             platform="slack", workspace=user.workspace, channel_id=channel, user_id=user.user_id,

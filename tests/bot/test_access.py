@@ -32,3 +32,21 @@ def test_rate_limit_is_per_user_and_polite(make_settings):
     assert policy.check(msg(user="u2")).allowed
     now[0] = 61
     assert policy.check(msg()).allowed
+
+
+def test_role_rules_skip_platforms_without_roles(make_settings):
+    policy = AccessPolicy(make_settings(allowed_roles=frozenset({"r1"}), blocked_roles=frozenset({"muted"})))
+    assert policy.check(msg(roles=None)).allowed  # e.g. Slack: no roles, so no role rule can apply
+    assert not policy.check(msg(roles=())).allowed
+    assert policy.check(msg(roles=("r1",))).allowed
+
+
+def test_a_flood_gets_one_notice_per_wait(make_settings):
+    now = [0.0]
+    policy = AccessPolicy(make_settings(rate_limit_messages=1, rate_limit_window_seconds=60), clock=lambda: now[0])
+    assert policy.check(msg()).allowed
+    first, second = policy.check(msg()), policy.check(msg())
+    assert not first.allowed and first.reply and not second.allowed and second.reply is None
+    now[0] = 61
+    assert policy.check(msg()).allowed
+    assert policy.check(msg()).reply  # a new wait is told again

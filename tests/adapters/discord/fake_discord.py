@@ -174,14 +174,16 @@ class FakeDiscord:
         return f"<@{self.bot_user['id']}>"
 
     def command(
-        self, user: dict[str, Any], name: str, options: dict[str, Any] | None = None, *, dm: bool = False
+        self, user: dict[str, Any], name: str, options: dict[str, Any] | None = None, *, dm: bool = False,
+        roles: list[str] | None = None,
     ) -> dict[str, Any]:
-        """An INTERACTION_CREATE payload for the slash command `name` with string/int `options`."""
+        """An INTERACTION_CREATE payload for the slash command `name` with string/int `options`, run by a
+        member holding `roles`."""
         kinds = {str: 3, int: 4, bool: 5}
         opts = [{"name": k, "type": kinds[type(v)], "value": v} for k, v in (options or {}).items()]
         spec = next((c for c in self.commands if c["name"] == name), {"id": self.new_id()})
         data = {"id": spec["id"], "name": name, "type": 1, "options": opts}
-        return self._interaction(2, user, data, dm=dm)
+        return self._interaction(2, user, data, dm=dm, roles=roles)
 
     def button_click(
         self, user: dict[str, Any], custom_id: str, message_id: str, *, dm: bool = False
@@ -197,7 +199,7 @@ class FakeDiscord:
         return payload
 
     def _interaction(
-        self, kind: int, user: dict[str, Any], data: dict[str, Any], *, dm: bool
+        self, kind: int, user: dict[str, Any], data: dict[str, Any], *, dm: bool, roles: list[str] | None = None
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "id": self.new_id(), "application_id": self.app_id, "type": kind, "token": f"tok-{self.new_id()}",
@@ -213,7 +215,7 @@ class FakeDiscord:
             payload["guild_id"] = self.guild_id
             payload["channel"] = {"id": self.channel_id, "type": GUILD_TEXT, "guild_id": self.guild_id}
             payload["channel_id"] = self.channel_id
-            payload["member"] = dict(_member(user), permissions="2147483647")
+            payload["member"] = dict(_member(user, roles), permissions="2147483647")
             payload["context"] = 0
         return payload
 

@@ -161,3 +161,18 @@ def _buttons(prompt: Recorded) -> dict[str, str]:
 
 def _ref(fake: FakeDiscord, user: dict[str, Any]) -> UserRef:
     return UserRef("discord", fake.guild_id, user["id"])
+
+
+async def test_access_rules_apply_to_commands_that_store_or_search(start_bot: StartBot, fake: FakeDiscord) -> None:
+    running = await start_bot(blocked_roles=frozenset({fake.role_id}))
+    muted = fake.user("muted")
+
+    async def as_muted(name: str, **options: Any) -> str:
+        payload = fake.command(muted, name, options, roles=[fake.role_id])
+        return assert_ephemeral_answer(await running.run_command(payload, count=2))
+
+    assert "can't do that" in await as_muted("remember", text="I like tea")
+    assert "can't do that" in await as_muted("search", query="tea")
+    assert "anything" in await as_muted("memories")  # seeing and deleting one's data stays open
+    assert (await running.bot.memories.list(_ref(fake, muted))).total == 0
+    assert "tea" in assert_ephemeral_answer(await command(running, fake.user("alice"), "remember", text="I like tea"))

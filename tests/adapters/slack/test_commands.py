@@ -115,3 +115,14 @@ async def test_app_home_lists_memories_with_forget_buttons(start_app: StartApp, 
     after = json.loads(after) if isinstance(after, str) else after
     assert not [b for b in after["blocks"] if b["type"] == "section"]
     assert "Nothing yet" in json.dumps(after)
+
+
+async def test_access_rules_apply_to_commands_that_store_or_search(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app(blocked_users=frozenset({"U9"}), blocked_channels=frozenset({"C7"}),
+                         allowed_roles=frozenset({"R1"})) as h:  # Slack has no roles: that rule is Discord's
+        assert "can't do that" in await h.ask("remember I am vegetarian", user="U9")
+        assert "can't do that" in await h.ask("search food", user="U9")
+        assert "can't do that" in await h.ask("remember I am vegetarian", channel="C7")
+        assert "I am vegetarian" in await h.ask("remember I am vegetarian")
+        assert "anything" in await h.ask("list", user="U9")  # seeing and deleting one's data stays open
+    assert all(r["response_type"] == "ephemeral" for r in fake.responses)
