@@ -103,6 +103,18 @@ class BotDatabase:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def is_pending(self, exchange_id: int) -> bool:
+        """Whether the exchange is still queued (forget-all removes a user's rows while they are worked on)."""
+        async with self.db.execute("SELECT 1 FROM pending_exchanges WHERE id = ?", (exchange_id,)) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def save_progress(self, exchange_id: int, payload: dict[str, Any]) -> None:
+        """Keep what the worker has done so far (extracted facts, how many are stored) for a retry."""
+        await self.db.execute(
+            "UPDATE pending_exchanges SET payload = ? WHERE id = ?", (json.dumps(payload), exchange_id)
+        )
+        await self.db.commit()
+
     async def done(self, exchange_id: int) -> None:
         await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange_id,))
         await self.db.commit()

@@ -62,6 +62,7 @@ really just so name named called likes like loves love enjoys enjoy prefers pref
 work working job has having own owns is's s will would can could should one some any more most about into
 """.split())
 
+MIN_MESSAGE_CHARS = 200  # a message is never cut shorter than this to fit the extraction prompt
 RETRY_NOTE = 'Your last answer was not valid. Answer with one JSON object like {"facts": []} and nothing else.'
 
 
@@ -176,13 +177,22 @@ class FactExtractor:
         """
         facts = await self._answer(user_text, said_at)
         kept = [fact for fact in facts if grounded(fact, user_text, user_name)]
-        if len(kept) < len(facts):
-            _log.info("dropped %d fact(s) not found in the message: %r", len(facts) - len(kept),
-                      [f for f in facts if f not in kept])
+        if len(kept) < len(facts):  # the facts' text only at DEBUG: logs should not hold what users said
+            _log.info("dropped %d fact(s) not found in the message", len(facts) - len(kept))
+            _log.debug("dropped facts: %r", [f for f in facts if f not in kept])
         return [resolve_dates(fact, said_at) for fact in kept]
 
+    def _fitted(self, user_text: str, said_at: datetime) -> list[ChatMessage]:
+        """The extraction prompt, the message cut until it leaves room for an answer and one retry."""
+        room = self._model.context_tokens - 2 * self._params.max_new_tokens - self._model.count_tokens(RETRY_NOTE)
+        while True:
+            messages = build_messages(user_text, said_at)
+            if self._model.prompt_tokens(messages) <= room or len(user_text) <= MIN_MESSAGE_CHARS:
+                return messages
+            user_text = user_text[: max(MIN_MESSAGE_CHARS, int(len(user_text) * 0.8))]
+
     async def _answer(self, user_text: str, said_at: datetime) -> list[str]:
-        messages = build_messages(user_text, said_at)
+        messages = self._fitted(user_text, said_at)
         raw = await self._model.generate(messages, self._params, background=True)
         try:
             return parse_facts(raw)

@@ -66,11 +66,16 @@ class MessageHandler:
             await reply.send(EMPTY_MESSAGE)
             return
         text, was_cut = truncate(text, self._s.max_input_chars)
+        erasures = self._memories.erasures(msg.user)
         reply_text = ""
         try:
             reply_text = await self._reply(msg, text, was_cut, reply)
         finally:
-            await self._queue_writeback(msg, text, reply_text, reply)
+            if self._memories.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
+                _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
+                self._memories.history.forget_user(msg.user.key)
+            else:
+                await self._queue_writeback(msg, text, reply_text, reply)
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
         memories = await self._recall(msg, text)

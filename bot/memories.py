@@ -6,9 +6,11 @@ Every operation is scoped to one user: another user's memory id behaves exactly 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -62,6 +64,10 @@ class MemoryOps:
         self._store = store
         self._db = db
         self._access = access
+        # One lock per user, held while a fact is stored and while the user forgets or pauses, so a write-back
+        # in progress can never add back what the user just deleted. Unused locks go away by themselves.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._erasures: dict[str, int] = {}  # forget-alls per user since start, for replies in flight
         self._ttl_days = ttl_days
         self.history = ConversationHistory(history_turns)  # short-term: recent turns per conversation
         self._last_used: dict[str, list[MemoryRecord]] = {}
@@ -151,7 +157,8 @@ class MemoryOps:
             message_id=msg.message_id, link=msg.link, time=msg.sent_at.isoformat(),
             origin="explicit", private=msg.is_direct,
         )
-        memory_id = await self.learn(msg.user.key, text, source)
+        async with self.user_lock(msg.user.key):
+            memory_id = await self.learn(msg.user.key, text, source)
         if memory_id is None:
             raise UserError("I already remember that.")
         record = await self._store.get(msg.user.key, memory_id)
@@ -167,17 +174,31 @@ class MemoryOps:
             raise UserError("Tell me what to search for, e.g. `search food`.")
         return await self._store.search(msg.user.key, query, limit, include_private=msg.is_direct)
 
+    def user_lock(self, user_key: str) -> asyncio.Lock:
+        """The lock write-back holds while it stores one of this user's facts."""
+        lock = self._locks.get(user_key)
+        if lock is None:
+            lock = self._locks[user_key] = asyncio.Lock()
+        return lock
+
+    def erasures(self, user: UserRef) -> int:
+        """How often the user has forgotten everything; a reply that saw this number change drops its turn."""
+        return self._erasures.get(user.key, 0)
+
     async def forget(self, user: UserRef, memory_id: str) -> bool:
         memory_id = memory_id.strip()
         if not memory_id:
             raise UserError("Tell me which memory to forget: give its id from the list.")
-        return await self._store.delete(user.key, memory_id)
+        async with self.user_lock(user.key):
+            return await self._store.delete(user.key, memory_id)
 
     async def forget_all(self, user: UserRef) -> int:
-        await self._db.forget_user(user.key)
-        self._last_used.pop(user.key, None)
-        self.history.forget_user(user.key)
-        return await self._store.delete_all(user.key)
+        async with self.user_lock(user.key):
+            self._erasures[user.key] = self._erasures.get(user.key, 0) + 1
+            await self._db.forget_user(user.key)
+            self._last_used.pop(user.key, None)
+            self.history.forget_user(user.key)
+            return await self._store.delete_all(user.key)
 
     async def export(self, user: UserRef) -> dict[str, Any]:
         records = await self._store.list(user.key, include_superseded=True, include_expired=True)
@@ -197,7 +218,8 @@ class MemoryOps:
         return await self._store.purge_expired() if self._ttl_days > 0 else 0
 
     async def pause(self, user: UserRef) -> None:
-        await self._db.set_paused(user.key, True)
+        async with self.user_lock(user.key):  # after this returns, nothing more is learned
+            await self._db.set_paused(user.key, True)
 
     async def resume(self, user: UserRef) -> None:
         await self._db.set_paused(user.key, False)

@@ -1,8 +1,11 @@
 """Memory write-back in the background: queued exchanges become stored facts, durably.
 
 The reply path only inserts a row (`submit`); a worker task extracts facts with the local model when no
-reply needs it, stores them with their provenance, and deletes the row. A failing store is retried with
-exponential backoff; an answer the model cannot produce validly is set aside (kept, logged).
+reply needs it, stores them with their provenance, and deletes the row. The extracted facts and how many are
+stored are kept in the row, so a retry neither extracts again nor stores a fact twice. A failing store is
+retried with exponential backoff; an answer the model cannot produce validly, or an exchange that failed
+MAX_ATTEMPTS times, is set aside (kept, logged). Each fact is stored under the user's lock after checking
+that the user has not forgotten everything or paused learning meanwhile.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from memory.store import StoreError
 _log = logging.getLogger(__name__)
 
 MAX_DEFER_SECONDS = 60.0
+MAX_ATTEMPTS = 10  # failures before an exchange is set aside (with backoff capped at 5 min: about half an hour)
+ERROR_PAUSE_SECONDS = 5.0  # how long the worker rests after an error of its own (e.g. the queue database)
 
 
 def exchange_payload(msg: IncomingMessage, text: str, reply_text: str) -> dict[str, Any]:
@@ -76,6 +81,8 @@ class WritebackWorker:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # never stop the bot's shutdown half-way
+                _log.exception("write-back worker ended with an error")
             self._task = None
 
     async def drain(self, timeout: float = 600.0) -> None:
@@ -99,56 +106,82 @@ class WritebackWorker:
 
     async def _run(self) -> None:
         while True:
-            await self._wait_for_quiet()
-            exchange, due_at = await self._db.next_due()
-            if exchange is None:
-                delay = None if due_at is None else max(0.0, due_at - time.time())
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                continue
-            self._busy = True
             try:
-                await self._process(exchange)
-            except Exception:  # the worker must survive anything one exchange does
-                _log.exception("write-back of exchange %s failed unexpectedly", exchange.id)
-                await self._db.retry_later(exchange.id, self._backoff(exchange.attempts))
-            finally:
+                await self._step()
+            except Exception:  # the worker must survive anything, its own queue database included
+                _log.exception("write-back worker failed; going on in %.0f s", ERROR_PAUSE_SECONDS)
                 self._busy = False
+                await asyncio.sleep(ERROR_PAUSE_SECONDS)
+
+    async def _step(self) -> None:
+        await self._wait_for_quiet()
+        exchange, due_at = await self._db.next_due()
+        if exchange is None:
+            delay = None if due_at is None else max(0.0, due_at - time.time())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            return
+        self._busy = True
+        try:
+            await self._process(exchange)
+        except Exception as exc:  # anything one exchange does
+            _log.exception("write-back of exchange %s failed unexpectedly", exchange.id)
+            await self._fail(exchange, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._busy = False
+
+    async def _fail(self, exchange: PendingExchange, error: str) -> None:
+        """Retry later with backoff, or set the exchange aside once it has failed MAX_ATTEMPTS times."""
+        if exchange.attempts + 1 >= MAX_ATTEMPTS:
+            _log.warning("exchange %s set aside after %d failed attempts: %s", exchange.id, MAX_ATTEMPTS, error)
+            await self._db.set_aside(exchange, error)
+            return
+        delay = self._backoff(exchange.attempts)
+        _log.warning("write-back of exchange %s failed (%s); retrying in %.0f s", exchange.id, error, delay)
+        await self._db.retry_later(exchange.id, delay)
 
     async def _process(self, exchange: PendingExchange) -> None:
-        if await self._db.is_paused(exchange.user_key):  # paused after this exchange was queued
+        user_key, payload = exchange.user_key, exchange.payload
+        if await self._db.is_paused(user_key):  # paused after this exchange was queued
             _log.info("exchange %s dropped: learning is paused for that user", exchange.id)
             await self._db.done(exchange.id)
             return
-        payload = exchange.payload
         source = Source(**payload["source"])
-        said_at = datetime.fromisoformat(source.time)
-        try:
-            facts = await self._extractor.extract(payload["text"], said_at, payload.get("user_name"))
-        except Preempted:
-            await self._db.retry_later(exchange.id, 0.0, count_attempt=False)
-            return
-        except ExtractionError as exc:
-            _log.warning("exchange %s set aside: %s; model said %r", exchange.id, exc, exc.raw[:500])
-            await self._db.set_aside(exchange, str(exc))
-            return
-        except ModelError as exc:
-            _log.warning("extraction for exchange %s failed (%s); retrying later", exchange.id, exc)
-            await self._db.retry_later(exchange.id, self._backoff(exchange.attempts))
-            return
-        try:
-            for fact in facts:
-                # The embedder and the model share the CPU cores: storing waits while a reply is generated.
-                await self._model.wait_for_idle()
-                await self._memories.learn(exchange.user_key, fact, source, context=payload["text"])
-        except StoreError as exc:
-            delay = self._backoff(exchange.attempts)
-            _log.warning("memory store failed for exchange %s (%s); retrying in %.0f s", exchange.id, exc, delay)
-            await self._db.retry_later(exchange.id, delay)
-            return
+        if "facts" not in payload:
+            try:
+                facts = await self._extractor.extract(payload["text"], datetime.fromisoformat(source.time),
+                                                      payload.get("user_name"))
+            except Preempted:
+                await self._db.retry_later(exchange.id, 0.0, count_attempt=False)
+                return
+            except ExtractionError as exc:
+                _log.warning("exchange %s set aside: %s", exchange.id, exc)
+                await self._db.set_aside(exchange, f"{exc}; model said {exc.raw[:2000]!r}")
+                return
+            except ModelError as exc:
+                await self._fail(exchange, f"extraction: {exc}")
+                return
+            payload = {**payload, "facts": facts, "stored": 0}
+            await self._db.save_progress(exchange.id, payload)
+        facts = payload["facts"]
+        for index in range(payload["stored"], len(facts)):
+            # The embedder and the model share the CPU cores: storing waits while a reply is generated.
+            await self._model.wait_for_idle()
+            async with self._memories.user_lock(user_key):
+                if not await self._db.is_pending(exchange.id) or await self._db.is_paused(user_key):
+                    _log.info("exchange %s dropped: the user forgot everything or paused learning", exchange.id)
+                    await self._db.done(exchange.id)
+                    return
+                try:
+                    await self._memories.learn(user_key, facts[index], source, context=payload["text"])
+                except StoreError as exc:
+                    await self._fail(exchange, f"memory store: {exc}")
+                    return
+                payload = {**payload, "stored": index + 1}
+                await self._db.save_progress(exchange.id, payload)
         _log.info("exchange %s: stored %d fact(s)", exchange.id, len(facts))
         await self._db.done(exchange.id)
 

@@ -50,6 +50,11 @@ class LocalModel:
         """Seconds since the last reply finished (0 while one is running)."""
         return 0.0 if self._foreground else time.monotonic() - self._last_reply_end
 
+    @property
+    def context_tokens(self) -> int:
+        """The model's context window: prompt and new tokens together."""
+        return self.backend.context_tokens
+
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.extraction import ExtractionError, FactExtractor, grounded, parse_facts, resolve_dates
+from bot.extraction import RETRY_NOTE, ExtractionError, FactExtractor, grounded, parse_facts, resolve_dates
 from bot.llm.base import ChatMessage, GenerationParams
 from bot.llm.runner import LocalModel
 
@@ -108,3 +108,14 @@ def test_facts_may_name_the_user_instead():
     message = "Melanie: Yeah, I painted that lake sunrise last year!"
     assert grounded("Melanie painted the lake sunrise in 2022.", message, user_name="Melanie")
     assert not grounded("Melanie painted the lake sunrise in 2022.", message)
+
+
+async def test_a_message_too_long_for_the_context_is_cut_to_fit():
+    backend = Answers('{"facts": ["The user has a cat."]}')
+    backend.context_tokens = 1024
+    extractor = FactExtractor(LocalModel(backend))
+    text = "I have a cat. " + "blah " * 3000  # ~15,000 characters, ~3,750 tokens
+    assert await extractor.extract(text, NOW) == ["The user has a cat."]
+    [prompt] = backend.prompts
+    room = 1024 - 2 * 160 - backend.count_tokens(RETRY_NOTE)  # room for the answer and one retry
+    assert backend.prompt_tokens(prompt) <= room and "I have a cat." in prompt[-1].content

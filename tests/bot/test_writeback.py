@@ -93,3 +93,90 @@ async def test_exchanges_queued_before_a_pause_are_not_learned(make_settings):
         bot.writeback.start()
         await bot.writeback.drain()
         assert (await bot.memories.list(message("x").user)).total == 0
+
+
+async def test_forget_all_during_extraction_keeps_nothing(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await asyncio.sleep(0.1)  # the extraction (~0.6 s) is running
+        assert bot.writeback._busy
+        await bot.memories.forget_all(message("x").user)
+        await bot.writeback.drain()
+        assert (await bot.memories.list(message("x").user)).total == 0
+
+
+async def test_pause_during_extraction_keeps_nothing(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await asyncio.sleep(0.1)
+        await bot.memories.pause(message("x").user)
+        await bot.writeback.drain()
+        assert (await bot.memories.list(message("x").user)).total == 0
+
+
+async def test_a_reply_running_during_forget_all_is_not_learned(make_settings):
+    backend = ScriptedBackend(reply="a slow answer", facts=["The user has a dog."], chunk=1, delay=0.05)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        msg = message("I have a dog")
+        replying = asyncio.create_task(bot.handle(msg, RecordingReply()))
+        await asyncio.sleep(0.2)
+        await bot.memories.forget_all(msg.user)
+        await replying
+        assert await bot.db.pending_count() == 0
+        assert bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
+
+
+async def test_a_retry_stores_only_the_facts_not_yet_stored(make_settings):
+    facts = ["The user has a dog.", "The user has a cat."]
+    backend = ScriptedBackend(facts=facts)
+    async with MemoryBot(make_settings(writeback_max_backoff_seconds=0.1), backend=backend) as bot:
+        user = message("x").user
+        real_learn, calls = bot.memories.learn, []
+
+        async def learn_then_fail_once(user_key, fact, *args, **kwargs):
+            calls.append(fact)
+            if len(calls) == 2:  # the store fails on the cat; meanwhile the user deletes the dog
+                [dog] = (await bot.memories.list(user)).records
+                await bot.store.delete(user.key, dog.id)
+                raise StoreError("connection reset")
+            return await real_learn(user_key, fact, *args, **kwargs)
+
+        bot.memories.learn = learn_then_fail_once
+        await bot.handle(message("I have a dog and a cat"), RecordingReply())
+        await bot.writeback.drain(timeout=30)
+        assert calls == [facts[0], facts[1], facts[1]]  # the dog is not stored again
+        assert [r.text for r in (await bot.memories.list(user)).records] == ["The user has a cat."]
+    assert sum("JSON" in call[0].content for call in backend.calls) == 1  # extracted once, not per attempt
+
+
+async def test_an_exchange_failing_again_and_again_is_set_aside(make_settings):
+    async with MemoryBot(make_settings(writeback_max_backoff_seconds=0.01),
+                         backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
+        async def down(*args, **kwargs):
+            raise StoreError("connection refused")
+
+        bot.memories.learn = down
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await bot.writeback.drain(timeout=60)
+        async with bot.db.db.execute("SELECT error FROM failed_exchanges") as cursor:
+            [(error,)] = await cursor.fetchall()
+        assert "connection refused" in error
+
+
+async def test_the_worker_survives_a_failing_queue_database(make_settings, monkeypatch):
+    monkeypatch.setattr("bot.writeback.ERROR_PAUSE_SECONDS", 0.05)
+    async with MemoryBot(make_settings(), backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
+        real_next_due, failures = bot.db.next_due, [1]
+
+        async def broken_once():
+            if failures[0]:
+                failures[0] -= 1
+                raise OSError("disk I/O error")
+            return await real_next_due()
+
+        bot.db.next_due = broken_once
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await bot.writeback.drain()
+        assert failures == [0] and (await bot.memories.list(message("x").user)).total == 1
