@@ -114,10 +114,11 @@ class MemoryOps:
             metadata = source.to_metadata()
             if expires_on := self._expiry(_parse_time(source.time)):
                 metadata["expiration_date"] = expires_on
-            await self._store.update(user_key, first.id, text=fact, metadata=metadata, context=context)
-            for record in others:
-                await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: first.id})
-            return first.id
+            if await self._store.update(user_key, first.id, text=fact, metadata=metadata, context=context):
+                for record in others:
+                    await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: first.id})
+                return first.id
+            # the outdated fact was deleted meanwhile (retention purge): the new one is simply added
         created_at = _parse_time(source.time)
         return await self._store.add(user_key, fact, source, context=context, created_at=created_at,
                                      expires_on=self._expiry(created_at))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -100,14 +101,26 @@ class MemoryStore:
 
     def _add(self, user_key: str, text: str, metadata: dict[str, Any], expires_on: str | None,
              context: str | None) -> str:
-        result = self._mem0.add([{"role": "user", "content": text}], user_id=user_key, metadata=metadata,
-                                infer=False, expiration_date=expires_on)
-        memory_id = str(result["results"][0]["id"])
-        if context:
-            self._anchor(memory_id, text, context)
-        if self._cache:
-            self._cache.refresh(user_key, memory_id)
+        with self._cache_kept_for(user_key):
+            result = self._mem0.add([{"role": "user", "content": text}], user_id=user_key, metadata=metadata,
+                                    infer=False, expiration_date=expires_on)
+            memory_id = str(result["results"][0]["id"])
+            if context:
+                self._anchor(memory_id, text, context)
+            if self._cache:
+                self._cache.refresh(user_key, memory_id)
         return memory_id
+
+    @contextmanager
+    def _cache_kept_for(self, user_key: str) -> Iterator[None]:
+        """A write that fails half-way (stored, then the anchoring failed) leaves the cache unsure about the
+        user: drop their cached vectors, to be reloaded from the store on their next search."""
+        try:
+            yield
+        except BaseException:
+            if self._cache:
+                self._cache.drop(user_key)
+            raise
 
     async def update(self, user_key: str, memory_id: str, *, text: str | None = None,
                      metadata: dict[str, Any] | None = None, context: str | None = None) -> bool:
@@ -120,11 +133,12 @@ class MemoryStore:
 
     def _update(self, user_key: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None,
                 context: str | None) -> None:
-        self._mem0.update(memory_id, text=text, metadata=metadata)
-        if text is not None and context:
-            self._anchor(memory_id, text, context)
-        if self._cache:
-            self._cache.refresh(user_key, memory_id)
+        with self._cache_kept_for(user_key):
+            self._mem0.update(memory_id, text=text, metadata=metadata)
+            if text is not None and context:
+                self._anchor(memory_id, text, context)
+            if self._cache:
+                self._cache.refresh(user_key, memory_id)
 
     def _anchor(self, memory_id: str, text: str, context: str) -> None:
         """Store the fact's vector halfway between the fact and the message it was learned from.
@@ -149,9 +163,23 @@ class MemoryStore:
         return True
 
     def _delete(self, user_key: str, memory_id: str) -> None:
-        self._mem0.delete(memory_id)
-        if self._cache:
-            self._cache.remove(user_key, memory_id)
+        with self._cache_kept_for(user_key):
+            self._mem0.delete(memory_id)
+            self._erase_history([memory_id])
+            if self._cache:
+                self._cache.remove(user_key, memory_id)
+
+    def _erase_history(self, memory_ids: list[str]) -> None:
+        """Delete mem0's history of these memories: it keeps every version's text (and the deleted text
+        itself), and a forgotten memory must leave nothing behind. mem0 2.2.1 has no call for it."""
+        history = self._mem0.db
+        with history._lock:
+            for start in range(0, len(memory_ids), 500):
+                chunk = memory_ids[start : start + 500]
+                history.connection.execute(
+                    f"DELETE FROM history WHERE memory_id IN ({','.join('?' * len(chunk))})", chunk
+                )
+            history.connection.commit()
 
     async def purge_expired(self) -> int:
         """Delete every memory, of any user, whose expiration date has passed; return how many."""
@@ -161,22 +189,28 @@ class MemoryStore:
         listed = self._mem0.vector_store.list(filters=None, top_k=self._config.max_purge_scan)
         rows = listed[0] if listed and isinstance(listed[0], list) else listed
         stale = [str(row.id) for row in rows if expired(row.payload or {})]
-        for memory_id in stale:
-            self._mem0.delete(memory_id)
-        if self._cache:
-            self._cache.drop()
+        try:
+            for memory_id in stale:
+                self._mem0.delete(memory_id)
+            self._erase_history(stale)
+        finally:
+            if self._cache:
+                self._cache.drop()
         return len(stale)
 
     async def delete_all(self, user_key: str) -> int:
-        count = len(await self.list(user_key, include_superseded=True, include_expired=True))
-        if count:
-            await self._call(self._delete_all, user_key)
-        return count
+        ids = [r.id for r in await self.list(user_key, include_superseded=True, include_expired=True)]
+        if ids:
+            await self._call(self._delete_all, user_key, ids)
+        return len(ids)
 
-    def _delete_all(self, user_key: str) -> None:
-        self._mem0.delete_all(user_id=user_key)
-        if self._cache:
-            self._cache.drop(user_key)
+    def _delete_all(self, user_key: str, ids: list[str]) -> None:
+        try:
+            self._mem0.delete_all(user_id=user_key)
+            self._erase_history(ids)
+        finally:
+            if self._cache:
+                self._cache.drop(user_key)
 
     # --- reads
 

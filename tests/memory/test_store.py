@@ -8,7 +8,7 @@ import pytest
 
 from memory.config import StoreConfig
 from memory.records import Source
-from memory.store import MemoryStore
+from memory.store import MemoryStore, StoreError
 
 
 def source(private=False, origin="extracted"):
@@ -132,3 +132,33 @@ async def test_similarity_compares_facts_not_vectors(store):
     scores = await store.similarity("The user is vegetarian.", ["The user is a vegetarian.", "The user plays golf."])
     assert scores[0] > 0.95 > 0.6 > scores[1]
     assert await store.similarity("anything", []) == []
+
+
+async def test_forgotten_memories_leave_no_text_behind(store, tmp_path):
+    import sqlite3
+
+    kept = await store.add("v", "Someone else likes tea.", source())
+    one = await store.add("u", "The user lives in Lisbon.", source())
+    await store.update("u", one, text="The user lives in Porto.")
+    two = await store.add("u", "The user's doctor is Dr Alves.", source())
+    await store.delete("u", two)
+    assert await store.delete_all("u") == 1
+    history_db = tmp_path / "memory" / "history.sqlite3"
+    with sqlite3.connect(history_db) as db:
+        texts = " ".join(str(v) for row in db.execute("SELECT old_memory, new_memory FROM history") for v in row)
+    assert "Lisbon" not in texts and "Porto" not in texts and "Alves" not in texts
+    assert "tea" in texts and [h["event"] for h in await store.history("v", kept)] == ["ADD"]
+
+
+async def test_a_write_failing_half_way_leaves_recall_consistent(store, monkeypatch):
+    await store.add("u", "The user likes tea.", source())
+    assert len(await store.search("u", "tea", 5, include_private=True)) == 1  # the user's vectors are cached
+
+    def broken_anchor(*args):
+        raise RuntimeError("embedder crashed")
+
+    monkeypatch.setattr(store, "_anchor", broken_anchor)
+    with pytest.raises(StoreError):
+        await store.add("u", "The user likes green tea.", source(), context="I like green tea")
+    found = await store.search("u", "green tea", 5, include_private=True)
+    assert sorted(r.text for r in found) == ["The user likes green tea.", "The user likes tea."]
