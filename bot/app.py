@@ -126,6 +126,8 @@ class MemoryBot:
                     _log.info("retention: purged %d expired memories", purged)
             except StoreError as exc:
                 _log.warning("retention purge failed, will try again: %s", exc)
+            except Exception:  # whatever it was, the purge must run again tomorrow
+                _log.exception("retention purge failed unexpectedly, will try again")
             await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
 
 

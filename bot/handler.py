@@ -16,7 +16,7 @@ from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
 from bot.memories import MemoryOps
 from bot.message import IncomingMessage, ReplyTarget
-from bot.prompt import build_prompt, fit_memories
+from bot.prompt import build_prompt, fit_memories, shown_memories
 from bot.settings import Settings
 from bot.text import clean_input, strip_reasoning, truncate, without_reasoning
 from bot.writeback import WritebackWorker
@@ -79,7 +79,6 @@ class MessageHandler:
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
         memories = await self._recall(msg, text)
-        self._memories.note_used(msg.user, memories)
         messages = build_prompt(
             bot_name=self._s.bot_name,
             user_name=msg.user_name,
@@ -90,6 +89,7 @@ class MessageHandler:
             budget=self._s.context_tokens - self._s.max_new_tokens,
             count_prompt=self._model.prompt_tokens,
         )
+        self._memories.note_used(msg.user, shown_memories(messages, memories))  # what `why` will list
         note = f"\n\n(Your message was long, so I read only its first {self._s.max_input_chars} characters.)"
         try:
             async with reply.typing():

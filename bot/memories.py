@@ -29,6 +29,7 @@ _log = logging.getLogger(__name__)
 
 MAX_REMEMBER_CHARS = 500
 DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a stored one
+MAX_USERS_REMEMBERED = 10_000  # `why` answers for this many most recent users
 RECALL_CANDIDATES = 3  # recall ranks this many times the facts it returns, to spread them over messages
 
 
@@ -88,8 +89,11 @@ class MemoryOps:
         return one_per_source(found)[:limit]
 
     def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
-        """Remember which memories went into the user's latest reply, for `why`."""
+        """Remember which memories went into the user's latest reply, for `why` (for the most recent users)."""
+        self._last_used.pop(user.key, None)
         self._last_used[user.key] = list(records)
+        if len(self._last_used) > MAX_USERS_REMEMBERED:
+            del self._last_used[next(iter(self._last_used))]
 
     def why(self, user: UserRef) -> list[MemoryRecord]:
         """The memories the user's last reply used (empty if none, or no reply yet)."""

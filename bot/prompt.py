@@ -71,6 +71,12 @@ def build_prompt(
 MIN_TEXT_CHARS = 32
 
 
+def shown_memories(messages: list[ChatMessage], memories: list[MemoryRecord]) -> list[MemoryRecord]:
+    """Which of `memories` made it into the prompt `build_prompt` gave (it may have dropped some to fit)."""
+    lines = set(messages[0].content.splitlines()) if messages else set()
+    return [m for m in memories if f"- {m.text}" in lines]
+
+
 def _messages(bot_name: str, user_name: str, text: str, memories: list[MemoryRecord], turns: list[Turn],
               now: datetime) -> list[ChatMessage]:
     system = SYSTEM.format(bot_name=bot_name, today=now.strftime("%A, %d %B %Y"), user_name=user_name)

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 from bot.history import Turn
-from bot.prompt import build_prompt, fit_memories
+from bot.prompt import build_prompt, fit_memories, shown_memories
 from memory.records import MemoryRecord, Source
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -45,3 +45,11 @@ def test_history_goes_first_then_oldest_memories_then_the_message_end():
     assert "new fact" in fewer[0].content and "old fact" not in fewer[0].content
     tiny = build(text="word " * 400, memories=memories, history=history, budget=60)
     assert count(tiny) <= 60 and len(tiny) == 2 and tiny[-1].content.startswith("word word")
+
+
+def test_shown_memories_are_those_left_after_fitting():
+    memories = [record("new fact " * 5, 20), record("old fact " * 5, 1)]
+    full = build(memories=memories)
+    assert shown_memories(full, memories) == memories
+    fitted = build(memories=memories, budget=count(full) - 5)  # the oldest memory has to go
+    assert shown_memories(fitted, memories) == memories[:1]
