@@ -140,10 +140,11 @@ class ConfirmForgetAll(discord.ui.View):
     @discord.ui.button(label="Forget everything", style=discord.ButtonStyle.danger)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         self.stop()
+        await interaction.response.defer()  # deleting may take longer than Discord's three seconds
         count = await self._memories.forget_all(interaction_user(interaction))
         noun = "memory" if count == 1 else "memories"
         done = f"Done: I forgot {count} {noun} about you."
-        await interaction.response.edit_message(content=done, view=None)
+        await interaction.edit_original_response(content=done, view=None)
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:

@@ -28,8 +28,12 @@ def is_ignored(message: discord.Message, me: discord.abc.User) -> bool:
 
 
 def mentions_me(message: discord.Message, me: discord.abc.User) -> bool:
-    """A direct @mention of the bot; @everyone and @here do not count."""
-    return any(user.id == me.id for user in message.mentions)
+    """An @mention of the bot, or of its own role (Discord offers both when typing @memorybot);
+    @everyone and @here do not count."""
+    own_role = message.guild.self_role if message.guild else None
+    return any(user.id == me.id for user in message.mentions) or (
+        own_role is not None and any(role.id == own_role.id for role in message.role_mentions)
+    )
 
 
 def replies_to_me(message: discord.Message, me: discord.abc.User) -> bool:
@@ -44,15 +48,19 @@ def is_addressed(message: discord.Message, me: discord.abc.User, respond_channel
         return False
     if message.guild is None:
         return True
+    if mentions_me(message, me) or replies_to_me(message, me):
+        return True
     channel = message.channel
     listed = {str(channel.id), str(getattr(channel, "parent_id", None))} & respond_channels
-    return bool(listed) or mentions_me(message, me) or replies_to_me(message, me)
+    # in a listed channel a post with no text (an image, a sticker) is for the people there, not the bot
+    return bool(listed) and bool(message.content.strip())
 
 
 def clean_text(message: discord.Message, me: discord.abc.User) -> str:
     """The message text without the bot's own mention; other mentions become readable @names."""
     text = message.content
-    for form in (f"<@{me.id}>", f"<@!{me.id}>"):
+    own_role = message.guild.self_role if message.guild else None
+    for form in (f"<@{me.id}>", f"<@!{me.id}>", *([f"<@&{own_role.id}>"] if own_role else [])):
         text = text.replace(form, "")
     for user in message.mentions:
         for form in (f"<@{user.id}>", f"<@!{user.id}>"):

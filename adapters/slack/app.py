@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+import aiohttp
 import aiosqlite
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -28,6 +29,9 @@ from adapters.slack.reply import SlackReply, api_error
 from bot.app import MemoryBot
 from bot.database import connect
 from bot.message import IncomingMessage
+
+# What a Web API call made only to enrich a message (name, permalink) may fail with; the reply goes on.
+CALL_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 _log = logging.getLogger(__name__)
 
@@ -231,7 +235,7 @@ class SlackAdapter:
         if key not in self._names:
             try:
                 info = (await self.client.users_info(user=user))["user"]
-            except SlackApiError as e:
+            except CALL_FAILED as e:
                 _log.warning("slack: users.info for %s failed: %s", user, api_error(e))
                 return user
             display = (info.get("profile") or {}).get("display_name")
@@ -241,12 +245,12 @@ class SlackAdapter:
     async def _permalink(self, channel: str, ts: str, thread_ts: str | None) -> str | None:
         try:
             return (await self.client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"]
-        except SlackApiError as e:
+        except CALL_FAILED as e:
             _log.warning("slack: chat.getPermalink failed (%s); building the link", api_error(e))
         if self._team_url is None:
             try:
                 self._team_url = (await self.client.auth_test())["url"]
-            except SlackApiError as e:
+            except CALL_FAILED as e:
                 _log.warning("slack: auth.test failed: %s", api_error(e))
                 return None
         link = f"{self._team_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"

@@ -27,8 +27,11 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def api_error(e: SlackApiError) -> str:
-    """The Slack error code of a failed call (`ratelimited`, `not_in_channel`, ...), or its HTTP status."""
+def api_error(e: Exception) -> str:
+    """The Slack error code of a failed call (`ratelimited`, `not_in_channel`, ...), its HTTP status, or
+    what went wrong on the way (a network error, a timeout)."""
+    if not isinstance(e, SlackApiError):
+        return f"{type(e).__name__}: {e}"
     data = e.response.data
     if isinstance(data, dict) and data.get("error"):
         return str(data["error"])

@@ -97,6 +97,7 @@ class FakeDiscord:
         self.thread_id = self.new_id()
         self.dm_channel_id = self.new_id()
         self.role_id = self.new_id()
+        self.bot_role_id = self.new_id()
         self.requests: list[Recorded] = []
         self.commands: list[dict[str, Any]] = []
         self.identify: dict[str, Any] | None = None  # the IDENTIFY payload the bot sent
@@ -152,13 +153,14 @@ class FakeDiscord:
         mentions: list[dict[str, Any]] | None = None,
         roles: list[str] | None = None,
         reply_to: dict[str, Any] | None = None,
+        mention_roles: list[str] | None = None,
     ) -> dict[str, Any]:
         """A MESSAGE_CREATE payload from `author` in the guild text channel (or the DM channel)."""
         data: dict[str, Any] = {
             "id": self.new_id(), "channel_id": channel_id or (self.dm_channel_id if dm else self.channel_id),
             "author": author, "content": content, "timestamp": _iso(), "edited_timestamp": None,
-            "tts": False, "mention_everyone": False, "mentions": mentions or [], "mention_roles": [],
-            "attachments": [], "embeds": [], "pinned": False, "type": 0,
+            "tts": False, "mention_everyone": False, "mentions": mentions or [],
+            "mention_roles": mention_roles or [], "attachments": [], "embeds": [], "pinned": False, "type": 0,
         }
         if not dm:
             data["guild_id"] = self.guild_id
@@ -280,6 +282,8 @@ class FakeDiscord:
         everyone = {"id": self.guild_id, "name": "@everyone", "permissions": "2147483647", "position": 0,
                     "color": 0, "hoist": False, "managed": False, "mentionable": False}
         role = dict(everyone, id=self.role_id, name="members", position=1)
+        bot_role = dict(everyone, id=self.bot_role_id, name="memorybot", position=2, managed=True,
+                        tags={"bot_id": self.bot_user["id"]})  # the role Discord gives the bot on invite
         channel = {"id": self.channel_id, "type": GUILD_TEXT, "guild_id": self.guild_id, "name": "general",
                    "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None}
         thread = {"id": self.thread_id, "type": PUBLIC_THREAD, "guild_id": self.guild_id, "name": "a thread",
@@ -289,7 +293,7 @@ class FakeDiscord:
                                       "archive_timestamp": _iso(), "locked": False}}
         me = _member(self.bot_user)
         return {"id": self.guild_id, "name": "Test Guild", "owner_id": self.new_id(),
-                "roles": [everyone, role], "channels": [channel], "threads": [thread], "members": [me],
+                "roles": [everyone, role, bot_role], "channels": [channel], "threads": [thread], "members": [me],
                 "member_count": 2, "emojis": [], "stickers": [], "features": [], "large": False,
                 "unavailable": False, "joined_at": _iso(), "voice_states": [], "presences": []}
 

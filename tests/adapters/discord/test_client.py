@@ -108,6 +108,25 @@ async def test_respond_channel_answers_every_message(start_bot: StartBot, fake: 
     assert sent.reference == msg["id"]
 
 
+async def test_respond_channel_leaves_posts_without_text_alone(start_bot: StartBot, fake: FakeDiscord) -> None:
+    running = await start_bot(discord_respond_channels=frozenset({fake.channel_id}))
+    before = len(fake.requests)
+    image_only = fake.message(fake.user("alice"), "")
+    image_only["attachments"] = [{"id": fake.new_id(), "filename": "cat.png", "size": 10,
+                                  "url": "https://cdn.example/cat.png", "proxy_url": "https://cdn.example/cat.png"}]
+    await running.say(image_only)
+    assert fake.requests[before:] == []
+
+
+async def test_mentioning_the_bots_role_counts_as_a_mention(start_bot: StartBot, fake: FakeDiscord) -> None:
+    seen = []
+    running = await start_bot(backend=ScriptedBackend(reply=lambda messages: seen.append(messages) or "hi"))
+    await running.say(fake.message(fake.user("alice"), f"<@&{fake.bot_role_id}> what's up?",
+                                   mention_roles=[fake.bot_role_id]))
+    assert len(running.replies(fake.channel_id)) == 1
+    assert seen[0][-1].content == "what's up?"
+
+
 async def test_rate_limited_user_gets_a_polite_message(start_bot: StartBot, fake: FakeDiscord) -> None:
     running = await start_bot(backend=ScriptedBackend(reply="first answer"), rate_limit_messages=1)
     alice = fake.user("alice")

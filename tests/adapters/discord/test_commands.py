@@ -16,6 +16,7 @@ from tests.fakes.model import ScriptedBackend
 EPHEMERAL = 64
 DEFERRED = 5
 MESSAGE = 4
+DEFERRED_UPDATE = 6
 UPDATE_MESSAGE = 7
 
 
@@ -75,10 +76,11 @@ async def test_forget_all_asks_for_confirmation(start_bot: StartBot, fake: FakeD
     assert (await running.bot.memories.list(_ref(fake, alice))).total == 2
 
     message_id = fake.last_response_message_id
-    [done] = await running.run_command(fake.button_click(alice, buttons["Forget everything"], message_id), 1)
-    assert done.json["type"] == UPDATE_MESSAGE
-    assert "forgot 2 memories" in done.json["data"]["content"]
-    assert done.json["data"]["components"] == []
+    click = fake.button_click(alice, buttons["Forget everything"], message_id)
+    deferred, done = await running.run_command(click, 2)
+    assert deferred.json["type"] == DEFERRED_UPDATE  # answered at once: deleting may take a while
+    assert done.method == "PATCH" and done.path.endswith("/messages/@original")
+    assert "forgot 2 memories" in done.json["content"] and done.json["components"] == []
     assert (await running.bot.memories.list(_ref(fake, alice))).total == 0
 
 

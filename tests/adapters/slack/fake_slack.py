@@ -77,6 +77,8 @@ class FakeSlack:
     # --- test helpers
 
     def fail(self, method: str, error: str, times: int = 1) -> None:
+        """The next `times` calls of `method` fail with the Slack error code `error` ("disconnect": the
+        connection drops without an answer)."""
         self._failures.setdefault(method, []).extend([error] * times)
 
     def calls_to(self, method: str) -> list[Call]:
@@ -117,6 +119,10 @@ class FakeSlack:
         pending = self._failures.get(method)
         if pending:
             error = pending.pop(0)
+            if error == "disconnect":  # the connection drops before any answer
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response()
             status, headers = (429, {"Retry-After": "0"}) if error == "ratelimited" else (200, {})
             return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
         return web.json_response({"ok": True, **self._answer(method, args)})

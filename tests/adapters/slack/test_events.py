@@ -148,6 +148,18 @@ async def test_web_api_errors_are_logged_not_fatal(start_app: StartApp, fake: Fa
     assert [c.args["channel"] for c in attempts] == ["C9"] * 5
 
 
+async def test_a_dropped_connection_while_reading_the_message_still_gets_a_reply(
+    start_app: StartApp, fake: FakeSlack
+) -> None:
+    async with start_app(ScriptedBackend(reply="Still here.")) as h:
+        fake.fail("users.info", "disconnect", times=5)  # more often than the client retries
+        await h.event(mention("hi", channel="C1"))
+        await h.settle()
+    assert 1 < len(fake.calls_to("users.info")) < 5  # retried, then given up: the user's id stands in
+    [posted] = fake.calls_to("chat.postMessage")
+    assert posted.args["channel"] == "C1" and "Still here."[: len(posted.args["text"])] == posted.args["text"]
+
+
 async def test_permalink_falls_back_to_the_team_url(start_app: StartApp, fake: FakeSlack) -> None:
     async with start_app() as h:
         fake.fail("chat.getPermalink", "channel_not_found")
