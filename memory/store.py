@@ -59,7 +59,13 @@ class MemoryStore:
         await self.close()
 
     async def open(self) -> None:
-        self._mem0 = await self._call(self._config.create_mem0)
+        try:
+            self._mem0 = await self._call(self._config.create_mem0)
+        except StoreError as exc:
+            if "already accessed" in str(exc):  # embedded Qdrant's folder lock
+                raise StoreError(f"{self._config.directory} is in use by another memorybot process: embedded "
+                                 "Qdrant allows one at a time (stop the bot first, or use a Qdrant server)") from exc
+            raise
         vector_store = self._mem0.vector_store
         if getattr(vector_store, "is_local", False):  # embedded Qdrant: see memory/vector_cache.py
             self._cache = VectorCache(vector_store.client, vector_store.collection_name)

@@ -162,3 +162,11 @@ async def test_a_write_failing_half_way_leaves_recall_consistent(store, monkeypa
         await store.add("u", "The user likes green tea.", source(), context="I like green tea")
     found = await store.search("u", "green tea", 5, include_private=True)
     assert sorted(r.text for r in found) == ["The user likes green tea.", "The user likes tea."]
+
+
+async def test_a_second_process_on_the_embedded_store_gets_a_clear_error(tmp_path):
+    config = StoreConfig(directory=tmp_path / "memory")
+    async with MemoryStore(config):
+        with pytest.raises(StoreError, match="in use by another memorybot process"):
+            async with MemoryStore(config):
+                pass
