@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 import discord
@@ -39,10 +40,24 @@ async def serve(settings: Settings, *, backend: Backend | None = None, **client_
                                 "developer portal (Bot > Privileged Gateway Intents)") from None
 
 
-def run(settings: Settings) -> None:
-    """`memorybot discord`: blocks until interrupted."""
+def run(settings: Settings, *, backend: Backend | None = None, **client_options: Any) -> None:
+    """`memorybot discord`: blocks until Ctrl-C or SIGTERM (`docker stop`, systemd), then shuts down cleanly."""
     require_token(settings)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(_serve_until_stopped(settings, backend, client_options))
     except KeyboardInterrupt:
-        _log.info("stopped")
+        pass
+    _log.info("stopped")
+
+
+async def _serve_until_stopped(settings: Settings, backend: Backend | None, client_options: dict[str, Any]) -> None:
+    serving = asyncio.create_task(serve(settings, backend=backend, **client_options))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, serving.cancel)
+    try:
+        await serving
+    except asyncio.CancelledError:
+        if not serving.cancelled():  # we were cancelled ourselves, not by a signal
+            raise
+        _log.info("discord: shutting down")

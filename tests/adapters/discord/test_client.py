@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,7 @@ from tests.adapters.discord.fake_discord import FakeDiscord
 from tests.fakes.model import ScriptedBackend
 
 MESSAGE_CONTENT_INTENT = 1 << 15
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_run_without_token_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -207,6 +211,32 @@ async def test_serve_connects_and_stops(fake: FakeDiscord, tmp_path) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_sigterm_shuts_the_bot_down_cleanly(fake: FakeDiscord, tmp_path) -> None:
+    script = f"""
+import logging, sys, discord, yarl
+from pathlib import Path
+from adapters.discord.service import run
+from tests.adapters.discord.conftest import discord_settings
+from tests.fakes.model import ScriptedBackend
+logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+discord.http.Route.BASE = {fake.url + "/api/v10"!r}
+discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL({fake.url + "/gateway"!r})
+run(discord_settings(Path({str(tmp_path)!r})), backend=ScriptedBackend(),
+    guild_ready_timeout=0.05)
+"""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=REPO,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await asyncio.wait_for(fake.wait_identified(), 120)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, out.decode()
+    assert "discord: shutting down" in out.decode() and "Traceback" not in out.decode()
 
 
 async def test_serve_with_a_rejected_token_names_the_variable(fake: FakeDiscord, tmp_path) -> None:
