@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     admin = commands.add_parser("admin", help="administration tasks").add_subparsers(dest="task", required=True)
     forget = admin.add_parser("forget-user", help="delete everything remembered about one user")
     forget.add_argument("--platform", required=True)
-    forget.add_argument("--workspace", required=True)
+    forget.add_argument("--workspace", default=None,
+                        help="default: every workspace of that user (on Discord every server and the DMs)")
     forget.add_argument("--user", required=True)
     commands.add_parser("discord", help="run the Discord bot")
     commands.add_parser("slack", help="run the Slack app")
@@ -76,11 +77,18 @@ async def _all_records(memories: MemoryOps, ref: UserRef) -> list[dict]:
     return [record.to_json() for record in page.records]
 
 
-async def _forget_user(settings: Settings, ref: UserRef) -> None:
+async def _forget_user(settings: Settings, platform: str, workspace: str | None, user_id: str) -> None:
     async with open_memories(settings) as memories:
-        count = await memories.forget_all(ref)
-    _log.info("admin forget-user deleted %d memories of %s", count, ref.key)
-    print(f"Deleted {count} memories and any pending write-back of {ref.key}.")
+        if workspace is not None:
+            refs = [UserRef(platform, workspace, user_id)]
+        else:
+            refs = await memories.identities(platform, user_id)
+        if not refs:
+            print(f"Nothing is remembered about {platform} user {user_id}.")
+        for ref in refs:
+            count = await memories.forget_all(ref)
+            _log.info("admin forget-user deleted %d memories of %s", count, ref.key)
+            print(f"Deleted {count} memories and any pending write-back of {ref.key}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             asyncio.run(_memories(settings, UserRef(args.platform, workspace, args.user)))
         elif args.command == "admin":
-            asyncio.run(_forget_user(settings, UserRef(args.platform, args.workspace, args.user)))
+            asyncio.run(_forget_user(settings, args.platform, args.workspace, args.user))
         elif args.command == "discord":
             from adapters.discord import run as run_discord
 

@@ -136,6 +136,14 @@ class BotDatabase:
         await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange.id,))
         await self.db.commit()
 
+    async def user_keys(self) -> set[str]:
+        """Users with exchanges queued or set aside."""
+        keys: set[str] = set()
+        for table in ("pending_exchanges", "failed_exchanges"):
+            async with self.db.execute(f"SELECT DISTINCT user_key FROM {table}") as cursor:
+                keys.update(str(row[0]) for row in await cursor.fetchall())
+        return keys
+
     async def forget_user(self, user_key: str) -> None:
         """Drop everything queued or set aside for a user (their memories are being deleted)."""
         for table in ("pending_exchanges", "failed_exchanges"):

@@ -205,6 +205,17 @@ class MemoryOps:
             self.history.forget_user(user.key)
             return await self._store.delete_all(user.key)
 
+    async def identities(self, platform: str, user_id: str) -> list[UserRef]:
+        """Every memory space of one platform user: each workspace (and, on Discord, the DMs) where the bot
+        remembers something about them or has something of theirs queued (a full scan: for admin tasks)."""
+        refs = set()
+        for key in await self._store.user_keys() | await self._db.user_keys():
+            key_platform, _, rest = key.partition(":")
+            workspace, _, key_user = rest.rpartition(":")
+            if key_platform == platform and key_user == user_id and workspace:
+                refs.add(UserRef(platform, workspace, user_id))
+        return sorted(refs, key=lambda ref: ref.workspace)
+
     async def export(self, user: UserRef) -> dict[str, Any]:
         records = await self._store.list(user.key, include_superseded=True, include_expired=True)
         memories = []

@@ -191,10 +191,18 @@ class MemoryStore:
         """Delete every memory, of any user, whose expiration date has passed; return how many."""
         return await self._call(self._purge_expired)
 
-    def _purge_expired(self) -> int:
+    def _all_rows(self) -> list[Any]:
+        """Every stored point of every user, up to `max_purge_scan` (a full scan: maintenance only)."""
         listed = self._mem0.vector_store.list(filters=None, top_k=self._config.max_purge_scan)
-        rows = listed[0] if listed and isinstance(listed[0], list) else listed
-        stale = [str(row.id) for row in rows if expired(row.payload or {})]
+        return list(listed[0] if listed and isinstance(listed[0], list) else listed)
+
+    async def user_keys(self) -> set[str]:
+        """The user ids that have memories (a full scan: for admin tasks)."""
+        return await self._call(lambda: {str(row.payload["user_id"]) for row in self._all_rows()
+                                         if (row.payload or {}).get("user_id")})
+
+    def _purge_expired(self) -> int:
+        stale = [str(row.id) for row in self._all_rows() if expired(row.payload or {})]
         try:
             for memory_id in stale:
                 self._mem0.delete(memory_id)

@@ -72,11 +72,12 @@ def install(tree: app_commands.CommandTree, memories: MemoryOps) -> None:
         else:
             await answer(interaction, f"I have no memory `{memory_id}` about you. /memories lists the ids.")
 
-    @tree.command(name="forget-all", description="Forget everything I know about you")
+    @tree.command(name="forget-all", description="Forget everything I know about you here (this server or DMs)")
     async def forget_all(interaction: discord.Interaction) -> None:
         view = ConfirmForgetAll(memories, interaction)
         await interaction.response.send_message(
-            "Forget **everything** I remember about you? This cannot be undone.", view=view, ephemeral=True
+            f"Forget **everything** I remember about you {_where(interaction)}? This cannot be undone.",
+            view=view, ephemeral=True,
         )
 
     @tree.command(name="export", description="Download your memories as a JSON file")
@@ -103,6 +104,11 @@ def install(tree: app_commands.CommandTree, memories: MemoryOps) -> None:
         await answer(interaction, "Resumed: I'll remember what you tell me again.")
 
     tree.error(on_command_error)
+
+
+def _where(interaction: discord.Interaction) -> str:
+    """Memories belong to one server, or to the DMs: say which ones a command covers."""
+    return "in our direct messages" if interaction.guild_id is None else "in this server"
 
 
 async def answer(interaction: discord.Interaction, text: str) -> None:

@@ -176,6 +176,40 @@ def test_admin_forget_user_command(make_settings, tmp_path, monkeypatch):
     assert asyncio.run(check()) == ([], ["I like coffee"])
 
 
+def test_admin_forget_user_without_a_workspace_covers_every_one(make_settings, monkeypatch, capsys):
+    import asyncio
+
+    from adapters.cli import main
+
+    settings = make_settings()
+    spaces = [("discord", "g1"), ("discord", "g2"), ("discord", "dm"), ("slack", "g1")]
+
+    async def seed():
+        async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+            for platform, workspace in spaces:
+                msg = message("x", platform=platform, workspace=workspace)
+                await bot.memories.remember(msg, f"I like tea ({platform} {workspace})")
+            await bot.memories.remember(message("x", platform="discord", workspace="g1", user="sam"), "I like coffee")
+
+    asyncio.run(seed())
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    assert main(["--env-file", "/dev/null", "admin", "forget-user", "--platform", "discord", "--user", "dana"]) == 0
+    assert capsys.readouterr().out.count("Deleted 1 memories") == 3
+
+    async def left():
+        async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+            return {(p, w): await texts_of(bot, p, w, "dana") for p, w in spaces} | {
+                ("sam", "g1"): await texts_of(bot, "discord", "g1", "sam")}
+
+    assert asyncio.run(left()) == {("discord", "g1"): [], ("discord", "g2"): [], ("discord", "dm"): [],
+                                   ("slack", "g1"): ["I like tea (slack g1)"], ("sam", "g1"): ["I like coffee"]}
+
+
+async def texts_of(bot, platform, workspace, user):
+    ref = message("x", platform=platform, workspace=workspace, user=user).user
+    return [r.text for r in (await bot.memories.list(ref, page_size=100)).records]
+
+
 async def test_duplicates_are_found_whatever_message_they_came_from(bot):
     user = message("x").user
     source = (await bot.memories.remember(message("x"), "I am vegetarian")).source
