@@ -92,8 +92,7 @@ class MemoryBot:
             self.settings, self.model, self.memories, self.writeback, self.db, self.access
         )
         self.writeback.start()
-        if self.settings.memory_ttl_days > 0:
-            self._retention = asyncio.create_task(self._apply_retention(), name="memory-retention")
+        self._retention = asyncio.create_task(self._apply_retention(), name="memory-retention")
         pending = await self.db.pending_count()
         if pending:
             _log.info("resuming write-back of %d pending exchange(s)", pending)
@@ -118,7 +117,8 @@ class MemoryBot:
         await self._handler.handle(msg, reply)
 
     async def _apply_retention(self) -> None:
-        """Purge expired memories at start and then daily (expired ones are never recalled meanwhile)."""
+        """Purge expired memories and old set-aside exchanges at start and then daily (expired memories are
+        never recalled meanwhile)."""
         while True:
             try:
                 purged = await self.memories.purge_expired()

@@ -136,6 +136,13 @@ class BotDatabase:
         await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange.id,))
         await self.db.commit()
 
+    async def drop_set_aside(self, older_than_days: float) -> int:
+        """Delete set-aside exchanges (they hold what users said) once they are this old; return how many."""
+        cursor = await self.db.execute("DELETE FROM failed_exchanges WHERE failed_at < ?",
+                                       (time.time() - older_than_days * 86400,))
+        await self.db.commit()
+        return cursor.rowcount
+
     async def user_keys(self) -> set[str]:
         """Users with exchanges queued or set aside."""
         keys: set[str] = set()

@@ -29,6 +29,7 @@ _log = logging.getLogger(__name__)
 
 MAX_REMEMBER_CHARS = 500
 DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a stored one
+SET_ASIDE_DAYS = 30  # how long an exchange the model could not learn from is kept for inspection
 MAX_USERS_REMEMBERED = 10_000  # `why` answers for this many most recent users
 RECALL_CANDIDATES = 3  # recall ranks this many times the facts it returns, to spread them over messages
 
@@ -230,7 +231,10 @@ class MemoryOps:
         }
 
     async def purge_expired(self) -> int:
-        """Apply the retention setting: delete memories past their expiry, for every user."""
+        """Apply the retention setting: delete memories past their expiry, for every user, and exchanges set
+        aside for inspection once they are SET_ASIDE_DAYS old (or older than the retention, if shorter)."""
+        keep_days = min(SET_ASIDE_DAYS, self._ttl_days) if self._ttl_days > 0 else SET_ASIDE_DAYS
+        await self._db.drop_set_aside(keep_days)
         return await self._store.purge_expired() if self._ttl_days > 0 else 0
 
     async def pause(self, user: UserRef) -> None:

@@ -180,3 +180,18 @@ async def test_the_worker_survives_a_failing_queue_database(make_settings, monke
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
         assert failures == [0] and (await bot.memories.list(message("x").user)).total == 1
+
+
+async def test_set_aside_exchanges_are_deleted_after_a_month(make_settings):
+    class Garbage(ScriptedBackend):
+        def stream(self, messages, params, should_stop):
+            yield "I cannot do JSON"
+
+    async with MemoryBot(make_settings(), backend=Garbage()) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await bot.writeback.drain()
+        await bot.memories.purge_expired()
+        assert await bot.db.user_keys() == {message("x").user.key}  # a fresh one stays for inspection
+        await bot.db.db.execute("UPDATE failed_exchanges SET failed_at = failed_at - 31 * 86400")
+        await bot.memories.purge_expired()
+        assert await bot.db.user_keys() == set()
