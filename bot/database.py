@@ -119,10 +119,11 @@ class BotDatabase:
         await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange_id,))
         await self.db.commit()
 
-    async def retry_later(self, exchange_id: int, delay: float, *, count_attempt: bool = True) -> None:
+    async def retry_later(self, exchange_id: int, delay: float) -> None:
+        """Count a failed attempt and try again in `delay` seconds."""
         await self.db.execute(
-            "UPDATE pending_exchanges SET attempts = attempts + ?, next_attempt_at = ? WHERE id = ?",
-            (1 if count_attempt else 0, time.time() + delay, exchange_id),
+            "UPDATE pending_exchanges SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
+            (time.time() + delay, exchange_id),
         )
         await self.db.commit()
 

@@ -170,12 +170,14 @@ class FactExtractor:
             max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.0, json_schema=FACTS_SCHEMA
         )
 
-    async def extract(self, user_text: str, said_at: datetime, user_name: str | None = None) -> list[str]:
-        """Facts in `user_text`. Raises `Preempted` if a reply needs the model, `ExtractionError` if invalid.
+    async def extract(self, user_text: str, said_at: datetime, user_name: str | None = None, *,
+                      preemptible: bool = True) -> list[str]:
+        """Facts in `user_text`. Raises `Preempted` if a reply needs the model (unless not `preemptible`),
+        `ExtractionError` if the answer is invalid.
 
         Facts whose words are not in the message (the model making things up) are dropped and logged.
         """
-        facts = await self._answer(user_text, said_at)
+        facts = await self._answer(user_text, said_at, preemptible)
         kept = [fact for fact in facts if grounded(fact, user_text, user_name)]
         if len(kept) < len(facts):  # the facts' text only at DEBUG: logs should not hold what users said
             _log.info("dropped %d fact(s) not found in the message", len(facts) - len(kept))
@@ -191,13 +193,13 @@ class FactExtractor:
                 return messages
             user_text = user_text[: max(MIN_MESSAGE_CHARS, int(len(user_text) * 0.8))]
 
-    async def _answer(self, user_text: str, said_at: datetime) -> list[str]:
+    async def _answer(self, user_text: str, said_at: datetime, preemptible: bool) -> list[str]:
         messages = self._fitted(user_text, said_at)
-        raw = await self._model.generate(messages, self._params, background=True)
+        raw = await self._model.generate(messages, self._params, background=True, preemptible=preemptible)
         try:
             return parse_facts(raw)
         except ExtractionError as first:
             _log.info("extraction answer invalid (%s), retrying once", first)
         messages += [ChatMessage("assistant", raw), ChatMessage("user", RETRY_NOTE)]
-        raw = await self._model.generate(messages, self._params, background=True)
+        raw = await self._model.generate(messages, self._params, background=True, preemptible=preemptible)
         return parse_facts(raw)

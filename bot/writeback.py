@@ -5,7 +5,8 @@ reply needs it, stores them with their provenance, and deletes the row. The extr
 stored are kept in the row, so a retry neither extracts again nor stores a fact twice. A failing store is
 retried with exponential backoff; an answer the model cannot produce validly, or an exchange that failed
 MAX_ATTEMPTS times, is set aside (kept, logged). Each fact is stored under the user's lock after checking
-that the user has not forgotten everything or paused learning meanwhile.
+that the user has not forgotten everything or paused learning meanwhile. Extraction gives way to replies,
+but after MAX_PREEMPTIONS in a row the next one runs to the end, so a busy server still learns.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _log = logging.getLogger(__name__)
 
 MAX_DEFER_SECONDS = 60.0
 MAX_ATTEMPTS = 10  # failures before an exchange is set aside (with backoff capped at 5 min: about half an hour)
+MAX_PREEMPTIONS = 3  # replies an extraction gives way to before it runs to the end (or it could starve)
 ERROR_PAUSE_SECONDS = 5.0  # how long the worker rests after an error of its own (e.g. the queue database)
 
 
@@ -65,6 +67,7 @@ class WritebackWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False
+        self._gave_way = 0  # extractions stopped for a reply since the last one that ran to the end
 
     async def submit(self, msg: IncomingMessage, text: str, reply_text: str) -> None:
         """Queue an exchange for write-back (a fast, durable insert)."""
@@ -133,6 +136,13 @@ class WritebackWorker:
         finally:
             self._busy = False
 
+    async def _extraction_failed(self, exchange: PendingExchange, exc: ExtractionError | ModelError) -> None:
+        if isinstance(exc, ExtractionError):  # the model's answer will not get better: keep it for inspection
+            _log.warning("exchange %s set aside: %s", exchange.id, exc)
+            await self._db.set_aside(exchange, f"{exc}; model said {exc.raw[:2000]!r}")
+        else:
+            await self._fail(exchange, f"extraction: {exc}")
+
     async def _fail(self, exchange: PendingExchange, error: str) -> None:
         """Retry later with backoff, or set the exchange aside once it has failed MAX_ATTEMPTS times."""
         if exchange.attempts + 1 >= MAX_ATTEMPTS:
@@ -153,17 +163,16 @@ class WritebackWorker:
         if "facts" not in payload:
             try:
                 facts = await self._extractor.extract(payload["text"], datetime.fromisoformat(source.time),
-                                                      payload.get("user_name"))
-            except Preempted:
-                await self._db.retry_later(exchange.id, 0.0, count_attempt=False)
+                                                      payload.get("user_name"),
+                                                      preemptible=self._gave_way < MAX_PREEMPTIONS)
+            except Preempted:  # the exchange keeps its place in the queue
+                self._gave_way += 1
                 return
-            except ExtractionError as exc:
-                _log.warning("exchange %s set aside: %s", exchange.id, exc)
-                await self._db.set_aside(exchange, f"{exc}; model said {exc.raw[:2000]!r}")
+            except (ExtractionError, ModelError) as exc:
+                self._gave_way = 0
+                await self._extraction_failed(exchange, exc)
                 return
-            except ModelError as exc:
-                await self._fail(exchange, f"extraction: {exc}")
-                return
+            self._gave_way = 0
             payload = {**payload, "facts": facts, "stored": 0}
             await self._db.save_progress(exchange.id, payload)
         facts = payload["facts"]

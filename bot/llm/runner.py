@@ -62,16 +62,18 @@ class LocalModel:
         return self.backend.prompt_tokens(messages)
 
     async def stream(
-        self, messages: list[ChatMessage], params: GenerationParams, *, background: bool = False
+        self, messages: list[ChatMessage], params: GenerationParams, *, background: bool = False,
+        preemptible: bool = True,
     ) -> AsyncIterator[str]:
-        """Yield the reply's text pieces as the model produces them."""
+        """Yield the reply's text pieces as the model produces them. Background work stops for a waiting
+        reply (`Preempted`) unless it is not `preemptible` (then the reply waits until it is done)."""
         if not background:
             if self._foreground >= self._queue_size:
                 raise ModelBusy("generation queue is full")
             self._foreground += 1
             self._idle.clear()
         try:
-            async for piece in self._run(messages, params, background):
+            async for piece in self._run(messages, params, background and preemptible):
                 yield piece
         finally:
             if not background:
@@ -81,12 +83,14 @@ class LocalModel:
                     self._idle.set()
 
     async def generate(
-        self, messages: list[ChatMessage], params: GenerationParams, *, background: bool = False
+        self, messages: list[ChatMessage], params: GenerationParams, *, background: bool = False,
+        preemptible: bool = True,
     ) -> str:
-        return "".join([piece async for piece in self.stream(messages, params, background=background)])
+        pieces = self.stream(messages, params, background=background, preemptible=preemptible)
+        return "".join([piece async for piece in pieces])
 
     async def _run(
-        self, messages: list[ChatMessage], params: GenerationParams, background: bool
+        self, messages: list[ChatMessage], params: GenerationParams, yields: bool
     ) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[object] = asyncio.Queue()
@@ -96,7 +100,7 @@ class LocalModel:
         def should_stop() -> bool:
             if abandoned.is_set():
                 return True
-            if background and self._foreground > 0:
+            if yields and self._foreground > 0:
                 preempted.set()
                 return True
             return False

@@ -195,3 +195,18 @@ async def test_set_aside_exchanges_are_deleted_after_a_month(make_settings):
         await bot.db.db.execute("UPDATE failed_exchanges SET failed_at = failed_at - 31 * 86400")
         await bot.memories.purge_expired()
         assert await bot.db.user_keys() == set()
+
+
+async def test_steady_replies_cannot_starve_learning(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)  # extraction ~0.6 s
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())
+        user, stored = message("x").user, 0
+        for i in range(40):  # a new message every ~0.1 s: a reply always arrives before an extraction ends
+            await bot.handle(message(f"question {i}", message_id=f"q{i}"), RecordingReply())
+            await asyncio.sleep(0.05)
+            if stored := (await bot.memories.list(user)).total:
+                break
+        assert stored == 1  # learned while the conversation went on, after giving way to a few replies
+    extractions = sum("JSON" in call[0].content for call in backend.calls)
+    assert 2 <= extractions <= 5
