@@ -57,14 +57,19 @@ class SlackStore:
         self._path = path
         self._db: aiosqlite.Connection | None = None
         self._threads: set[tuple[str, str]] = set()  # write-through cache of bot_threads
+        self._pruned_at = 0.0
 
     async def __aenter__(self) -> Self:
         self._db = await connect(self._path, _SCHEMA)
-        await self._db.execute(
-            "DELETE FROM seen_events WHERE seen_at < ?", (time.time() - SEEN_EVENTS_DAYS * 86400,)
-        )
-        await self._db.commit()
+        await self._forget_old_events()
         return self
+
+    async def _forget_old_events(self) -> None:
+        self._pruned_at = time.time()
+        await self.db.execute(
+            "DELETE FROM seen_events WHERE seen_at < ?", (self._pruned_at - SEEN_EVENTS_DAYS * 86400,)
+        )
+        await self.db.commit()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._db is not None:
@@ -79,6 +84,8 @@ class SlackStore:
 
     async def first_delivery(self, event_id: str) -> bool:
         """Record `event_id`; true only the first time it is seen (later ones are Slack's retries)."""
+        if time.time() - self._pruned_at > 86400:  # a long-running app: keep the table to recent days
+            await self._forget_old_events()
         cursor = await self.db.execute(
             "INSERT OR IGNORE INTO seen_events (event_id, seen_at) VALUES (?, ?)", (event_id, time.time())
         )
