@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from bot.app import MemoryBot
 from memory.store import StoreError
 from tests.bot.helpers import RecordingReply, message
@@ -95,23 +97,14 @@ async def test_exchanges_queued_before_a_pause_are_not_learned(make_settings):
         assert (await bot.memories.list(message("x").user)).total == 0
 
 
-async def test_forget_all_during_extraction_keeps_nothing(make_settings):
+@pytest.mark.parametrize("action", ["forget_all", "pause"])
+async def test_forget_all_or_pause_during_extraction_keeps_nothing(make_settings, action):
     backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)
     async with MemoryBot(make_settings(), backend=backend) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await asyncio.sleep(0.1)  # the extraction (~0.6 s) is running
         assert bot.writeback._busy
-        await bot.memories.forget_all(message("x").user)
-        await bot.writeback.drain()
-        assert (await bot.memories.list(message("x").user)).total == 0
-
-
-async def test_pause_during_extraction_keeps_nothing(make_settings):
-    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)
-    async with MemoryBot(make_settings(), backend=backend) as bot:
-        await bot.handle(message("I have a dog"), RecordingReply())
-        await asyncio.sleep(0.1)
-        await bot.memories.pause(message("x").user)
+        await getattr(bot.memories, action)(message("x").user)
         await bot.writeback.drain()
         assert (await bot.memories.list(message("x").user)).total == 0
 
