@@ -126,7 +126,8 @@ class MessageHandler:
 
     async def _queue_writeback(self, msg: IncomingMessage, text: str, reply_text: str, reply: ReplyTarget) -> None:
         if await self._db.is_paused(msg.user.key):
-            if await self._db.take_pause_notice(msg.user.key):
+            # told once per pause, and only in a DM: in a channel it would tell everyone
+            if msg.is_direct and await self._db.take_pause_notice(msg.user.key):
                 await reply.send(PAUSED_NOTICE)
             return
         await self._writeback.submit(msg, text, reply_text)

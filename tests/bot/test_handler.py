@@ -97,10 +97,11 @@ async def test_paused_user_is_told_once_and_nothing_is_learned(make_settings):
     async with MemoryBot(make_settings(), backend=backend) as bot:
         user = message("x").user
         await bot.memories.pause(user)
-        first, second = RecordingReply(), RecordingReply()
+        in_channel, first, second = RecordingReply(), RecordingReply(), RecordingReply()
+        await bot.handle(message("I have a dog", direct=False, message_id="c1"), in_channel)
         await bot.handle(message("I have a dog"), first)
         await bot.handle(message("I have a dog"), second)
-        assert first.sent == [PAUSED_NOTICE] and second.sent == []
+        assert in_channel.sent == [] and first.sent == [PAUSED_NOTICE] and second.sent == []
         await bot.writeback.drain()
         assert (await bot.memories.list(user)).total == 0
         await bot.memories.resume(user)
