@@ -29,7 +29,7 @@ EMPTY_MESSAGE = "Your message looks empty. What would you like to talk about?"
 MODEL_BUSY = "I'm answering a lot of messages right now. Please try again in a minute."
 MODEL_FAILED = "Sorry, something went wrong while I was writing a reply. Please try again."
 NO_ANSWER = "Sorry, I don't have an answer to that."
-PAUSED_NOTICE = "Learning is paused for you, so I won't remember anything new. Use resume to turn it back on."
+PAUSED_NOTICE = "Learning is paused for you, so I won't remember anything new. The resume command turns it back on."
 
 
 class MessageHandler:

@@ -155,7 +155,7 @@ class MemoryOps:
         self._admit(msg)
         text = " ".join(text.split())
         if not text:
-            raise UserError("Tell me what to remember, e.g. `remember I prefer short answers`.")
+            raise UserError("Tell me what to remember, e.g. \"I prefer short answers\".")
         if len(text) > MAX_REMEMBER_CHARS:
             raise UserError(f"That is too long to remember ({len(text)} characters; at most {MAX_REMEMBER_CHARS}).")
         source = Source(
@@ -177,7 +177,7 @@ class MemoryOps:
         self._admit(msg)
         query = query.strip()
         if not query:
-            raise UserError("Tell me what to search for, e.g. `search food`.")
+            raise UserError("Tell me what to search for, e.g. \"food\".")
         return await self._store.search(msg.user.key, query, limit, include_private=msg.is_direct)
 
     def user_lock(self, user_key: str) -> asyncio.Lock:
