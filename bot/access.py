@@ -66,7 +66,8 @@ class AccessPolicy:
     def is_admin(self, user_id: str) -> bool:
         return user_id in self._s.admin_users
 
-    def check(self, msg: IncomingMessage) -> Decision:
+    def check(self, msg: IncomingMessage, *, command: bool = False) -> Decision:
+        """Whether to answer `msg`. A `command` (answered privately) always hears why it is refused."""
         s = self._s
         if msg.user_id in s.blocked_users:
             return Decision(False, "blocked user")
@@ -88,5 +89,5 @@ class AccessPolicy:
         wait, first = self._limiter.hit(msg.user.key)
         if wait > 0:  # told once per wait, so a flood does not become a flood of notices
             notice = f"You're sending messages a bit fast. Please wait {wait:.0f} s and try again."
-            return Decision(False, "rate limited", notice if first else None)
+            return Decision(False, "rate limited", notice if first or command else None)
         return ALLOW

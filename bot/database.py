@@ -128,11 +128,12 @@ class BotDatabase:
         await self.db.commit()
 
     async def set_aside(self, exchange: PendingExchange, error: str) -> None:
-        """Move an exchange the model cannot turn into facts out of the queue, keeping it for inspection."""
+        """Move an exchange the model cannot turn into facts out of the queue, keeping it for inspection;
+        only while it is still queued (a forget-all meanwhile has deleted it, and it must stay deleted)."""
         await self.db.execute(
             "INSERT OR REPLACE INTO failed_exchanges (id, user_key, payload, error, failed_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (exchange.id, exchange.user_key, json.dumps(exchange.payload), error, time.time()),
+            "SELECT id, user_key, ?, ?, ? FROM pending_exchanges WHERE id = ?",
+            (json.dumps(exchange.payload), error, time.time(), exchange.id),
         )
         await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange.id,))
         await self.db.commit()

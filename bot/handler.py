@@ -71,11 +71,12 @@ class MessageHandler:
         try:
             reply_text = await self._reply(msg, text, was_cut, reply)
         finally:
-            if self._memories.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
-                _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
-                self._memories.history.forget_user(msg.user.key)
-            else:
-                await self._queue_writeback(msg, text, reply_text, reply)
+            async with self._memories.user_lock(msg.user.key):  # no forget-all between the check and the queue
+                if self._memories.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
+                    _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
+                    self._memories.history.forget_user(msg.user.key)
+                else:
+                    await self._queue_writeback(msg, text, reply_text, reply)
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
         memories = await self._recall(msg, text)

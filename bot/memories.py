@@ -145,7 +145,7 @@ class MemoryOps:
         return MemoryPage(records[start : start + page_size], page, pages, len(records))
 
     def _admit(self, msg: IncomingMessage) -> None:
-        decision = self._access.check(msg) if self._access else None
+        decision = self._access.check(msg, command=True) if self._access else None
         if decision and not decision.allowed:
             _log.info("refusing a %s command from %s: %s", msg.platform, msg.user.key, decision.reason)
             raise UserError(decision.reply or NOT_FOR_YOU_HERE)

@@ -138,7 +138,9 @@ class WritebackWorker:
 
     async def _extraction_failed(self, exchange: PendingExchange, exc: ExtractionError | ModelError) -> None:
         if isinstance(exc, ExtractionError):  # the model's answer will not get better: keep it for inspection
-            _log.warning("exchange %s set aside: %s", exchange.id, exc)
+            # the error quotes the answer, so it goes to the table only, not to the log
+            _log.warning("exchange %s set aside: the model gave no valid facts (details in failed_exchanges)",
+                         exchange.id)
             await self._db.set_aside(exchange, f"{exc}; model said {exc.raw[:2000]!r}")
         else:
             await self._fail(exchange, f"extraction: {exc}")

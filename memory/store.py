@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -177,15 +178,22 @@ class MemoryStore:
 
     def _erase_history(self, memory_ids: list[str]) -> None:
         """Delete mem0's history of these memories: it keeps every version's text (and the deleted text
-        itself), and a forgotten memory must leave nothing behind. mem0 2.2.1 has no call for it."""
+        itself), and a forgotten memory must leave nothing behind. mem0 2.2.1 has no call for it; its history
+        is always this SQLite table, whatever the vector store. The memories themselves are gone already, so
+        a failure here is logged (ids only), not raised."""
         history = self._mem0.db
         with history._lock:
-            for start in range(0, len(memory_ids), 500):
-                chunk = memory_ids[start : start + 500]
-                history.connection.execute(
-                    f"DELETE FROM history WHERE memory_id IN ({','.join('?' * len(chunk))})", chunk
-                )
-            history.connection.commit()
+            try:
+                for start in range(0, len(memory_ids), 500):
+                    chunk = memory_ids[start : start + 500]
+                    history.connection.execute(
+                        f"DELETE FROM history WHERE memory_id IN ({','.join('?' * len(chunk))})", chunk
+                    )
+                history.connection.commit()
+            except sqlite3.Error:
+                history.connection.rollback()
+                _log.exception("could not erase the history of %d forgotten memories: %s", len(memory_ids),
+                               memory_ids[:20])
 
     async def purge_expired(self) -> int:
         """Delete every memory, of any user, whose expiration date has passed; return how many."""
@@ -203,14 +211,16 @@ class MemoryStore:
 
     def _purge_expired(self) -> int:
         stale = [str(row.id) for row in self._all_rows() if expired(row.payload or {})]
+        deleted: list[str] = []
         try:
             for memory_id in stale:
                 self._mem0.delete(memory_id)
-            self._erase_history(stale)
+                deleted.append(memory_id)
         finally:
+            self._erase_history(deleted)
             if self._cache:
                 self._cache.drop()
-        return len(stale)
+        return len(deleted)
 
     async def delete_all(self, user_key: str) -> int:
         ids = [r.id for r in await self.list(user_key, include_superseded=True, include_expired=True)]

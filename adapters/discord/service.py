@@ -53,8 +53,18 @@ def run(settings: Settings, *, backend: Backend | None = None, **client_options:
 async def _serve_until_stopped(settings: Settings, backend: Backend | None, client_options: dict[str, Any]) -> None:
     serving = asyncio.create_task(serve(settings, backend=backend, **client_options))
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, serving.cancel)
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def shut_down() -> None:  # once: a second Ctrl-C or SIGTERM then stops the process at once
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        serving.cancel()
+
+    for sig in signals:
+        try:
+            loop.add_signal_handler(sig, shut_down)
+        except NotImplementedError:  # Windows: Ctrl-C still arrives as KeyboardInterrupt
+            break
     try:
         await serving
     except asyncio.CancelledError:

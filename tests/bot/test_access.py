@@ -50,3 +50,10 @@ def test_a_flood_gets_one_notice_per_wait(make_settings):
     now[0] = 61
     assert policy.check(msg()).allowed
     assert policy.check(msg()).reply  # a new wait is told again
+
+
+def test_a_refused_command_always_hears_why(make_settings):
+    policy = AccessPolicy(make_settings(rate_limit_messages=1, rate_limit_window_seconds=60), clock=lambda: 0.0)
+    assert policy.check(msg(), command=True).allowed
+    assert "wait" in policy.check(msg(), command=True).reply
+    assert "wait" in policy.check(msg(), command=True).reply  # answered privately: no flood to avoid

@@ -1,6 +1,7 @@
 """Write-back survives store outages and bad model output, and gives way to replies."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -203,3 +204,42 @@ async def test_steady_replies_cannot_starve_learning(make_settings):
         assert stored == 1  # learned while the conversation went on, after giving way to a few replies
     extractions = sum("JSON" in call[0].content for call in backend.calls)
     assert 2 <= extractions <= 5
+
+
+async def test_forget_all_waits_for_a_fact_being_stored_then_deletes_it(make_settings):
+    async with MemoryBot(make_settings(), backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
+        user = message("x").user
+        real_add, storing, release = bot.store.add, asyncio.Event(), asyncio.Event()
+
+        async def slow_add(*args, **kwargs):  # the store is slow just as the user forgets everything
+            storing.set()
+            await release.wait()
+            return await real_add(*args, **kwargs)
+
+        bot.store.add = slow_add
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await asyncio.wait_for(storing.wait(), 30)
+        forgetting = asyncio.create_task(bot.memories.forget_all(user))
+        await asyncio.sleep(0.2)
+        assert not forgetting.done()  # it waits for the fact being stored...
+        release.set()
+        await forgetting
+        await bot.writeback.drain()
+        assert (await bot.memories.list(user)).total == 0  # ...and then deletes it too
+
+
+async def test_an_extraction_failing_after_forget_all_is_not_set_aside(make_settings):
+    class SlowGarbage(ScriptedBackend):
+        def stream(self, messages, params, should_stop):
+            if "JSON" in messages[0].content:
+                time.sleep(0.5)
+                yield "I cannot do JSON"
+            else:
+                yield "ok"
+
+    async with MemoryBot(make_settings(), backend=SlowGarbage()) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await asyncio.sleep(0.2)  # extracting
+        await bot.memories.forget_all(message("x").user)
+        await bot.writeback.drain()
+        assert await bot.db.user_keys() == set()  # nothing of the message is kept, not even set aside
