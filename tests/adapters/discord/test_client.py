@@ -229,7 +229,7 @@ run(discord_settings(Path({str(tmp_path)!r})), backend=ScriptedBackend(),
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=REPO,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        await asyncio.wait_for(fake.wait_identified(), 120)
+        await fake.wait_identified(timeout=120)  # a fresh process imports everything and loads the embedder
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     finally:
