@@ -207,14 +207,12 @@ class MemoryOps:
             return await self._store.delete_all(user.key)
 
     async def identities(self, platform: str, user_id: str) -> list[UserRef]:
-        """Every memory space of one platform user: each workspace (and, on Discord, the DMs) where the bot
-        remembers something about them or has something of theirs queued (a full scan: for admin tasks)."""
-        refs = set()
-        for key in await self._store.user_keys() | await self._db.user_keys():
-            key_platform, _, rest = key.partition(":")
-            workspace, _, key_user = rest.rpartition(":")
-            if key_platform == platform and key_user == user_id and workspace:
-                refs.add(UserRef(platform, workspace, user_id))
+        """Every memory space of one platform user: each workspace (and the DMs, where a platform keeps them
+        apart) where the bot remembers something about them or has something of theirs queued (a full scan:
+        for admin tasks)."""
+        keys = await self._store.user_keys() | await self._db.user_keys()
+        refs = {ref for ref in map(UserRef.from_key, keys)
+                if ref.platform == platform and ref.user_id == user_id and ref.workspace}
         return sorted(refs, key=lambda ref: ref.workspace)
 
     async def export(self, user: UserRef) -> dict[str, Any]:

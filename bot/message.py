@@ -26,6 +26,13 @@ class UserRef:
         """The stable string used as the memory store's user id."""
         return f"{self.platform}:{self.workspace}:{self.user_id}"
 
+    @classmethod
+    def from_key(cls, key: str) -> UserRef:
+        """The reference a `key` was made from (ids may not contain ":", workspaces may)."""
+        platform, _, rest = key.partition(":")
+        workspace, _, user_id = rest.rpartition(":")
+        return cls(platform, workspace, user_id)
+
 
 @dataclass(frozen=True)
 class IncomingMessage:

@@ -11,6 +11,13 @@ from tests.bot.helpers import RecordingReply, message
 from tests.fakes.model import ScriptedBackend
 
 
+class Garbage(ScriptedBackend):
+    """A model that never answers with JSON."""
+
+    def stream(self, messages, params, should_stop):
+        yield "I cannot do JSON"
+
+
 async def test_store_outage_is_retried_and_nothing_is_lost(make_settings):
     async with MemoryBot(make_settings(writeback_max_backoff_seconds=0.2),
                          backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
@@ -42,10 +49,6 @@ async def test_pending_exchanges_survive_a_restart(make_settings):
 
 
 async def test_invalid_model_output_is_set_aside_not_lost(make_settings):
-    class Garbage(ScriptedBackend):
-        def stream(self, messages, params, should_stop):
-            yield "I cannot do JSON"
-
     async with MemoryBot(make_settings(), backend=Garbage()) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
@@ -177,10 +180,6 @@ async def test_the_worker_survives_a_failing_queue_database(make_settings, monke
 
 
 async def test_set_aside_exchanges_are_deleted_after_a_month(make_settings):
-    class Garbage(ScriptedBackend):
-        def stream(self, messages, params, should_stop):
-            yield "I cannot do JSON"
-
     async with MemoryBot(make_settings(), backend=Garbage()) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
