@@ -24,7 +24,7 @@ from bot.llm import load_backend
 from bot.llm.base import Backend
 from bot.llm.runner import LocalModel
 from bot.memories import MemoryOps
-from bot.message import IncomingMessage, ReplyTarget
+from bot.message import IncomingMessage, MessageRef, ReplyTarget
 from bot.settings import Settings
 from bot.writeback import WritebackWorker
 from memory.config import StoreConfig
@@ -115,6 +115,14 @@ class MemoryBot:
 
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
         await self._handler.handle(msg, reply)
+
+    async def message_deleted(self, ref: MessageRef) -> None:
+        """A message was deleted on its platform: forget what the bot learned from it (see
+        `MemoryOps.forget_message`)."""
+        forgotten = await self.memories.forget_message(ref)
+        if forgotten:
+            _log.info("%s message %s was deleted: forgot %d memories from it", ref.platform, ref.message_id,
+                      forgotten)
 
     async def _apply_retention(self) -> None:
         """Purge expired memories and old set-aside exchanges at start and then daily (expired memories are

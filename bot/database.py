@@ -14,6 +14,8 @@ from typing import Any
 
 import aiosqlite
 
+from bot.message import MessageRef
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_exchanges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,6 +56,17 @@ class PendingExchange:
     user_key: str
     payload: dict[str, Any]
     attempts: int
+
+
+def _message_filter(ref: MessageRef) -> tuple[str, tuple[str, ...]]:
+    """SQL matching the queued exchanges whose source is this message (see `exchange_payload`)."""
+    where = ("json_extract(payload, '$.source.platform') = ? AND json_extract(payload, '$.source.workspace') = ? "
+             "AND json_extract(payload, '$.source.message_id') = ?")
+    args: tuple[str, ...] = (ref.platform, ref.workspace, ref.message_id)
+    if ref.channel_id is not None:
+        where += " AND json_extract(payload, '$.source.channel') = ?"
+        args += (ref.channel_id,)
+    return where, args
 
 
 class BotDatabase:
@@ -152,6 +165,25 @@ class BotDatabase:
             async with self.db.execute(f"SELECT DISTINCT user_key FROM {table}") as cursor:
                 keys.update(str(row[0]) for row in await cursor.fetchall())
         return keys
+
+    async def users_with_message(self, ref: MessageRef) -> set[str]:
+        """Users with an exchange from this message queued or set aside."""
+        where, args = _message_filter(ref)
+        keys: set[str] = set()
+        for table in ("pending_exchanges", "failed_exchanges"):
+            async with self.db.execute(f"SELECT DISTINCT user_key FROM {table} WHERE {where}", args) as cursor:
+                keys.update(str(row[0]) for row in await cursor.fetchall())
+        return keys
+
+    async def forget_message(self, user_key: str, ref: MessageRef) -> int:
+        """Drop this user's exchanges from this message, queued or set aside; return how many."""
+        where, args = _message_filter(ref)
+        dropped = 0
+        for table in ("pending_exchanges", "failed_exchanges"):
+            cursor = await self.db.execute(f"DELETE FROM {table} WHERE user_key = ? AND {where}", (user_key, *args))
+            dropped += cursor.rowcount
+        await self.db.commit()
+        return dropped
 
     async def forget_user(self, user_key: str) -> None:
         """Drop everything queued or set aside for a user (their memories are being deleted)."""

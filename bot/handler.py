@@ -15,7 +15,7 @@ from bot.history import Turn
 from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
 from bot.memories import MemoryOps
-from bot.message import IncomingMessage, ReplyTarget
+from bot.message import IncomingMessage, MessageRef, ReplyTarget
 from bot.prompt import build_prompt, fit_memories, shown_memories
 from bot.settings import Settings
 from bot.text import clean_input, strip_reasoning, truncate, without_reasoning
@@ -75,6 +75,11 @@ class MessageHandler:
                 if self._memories.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
                     _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
                     self._memories.history.forget_user(msg.user.key)
+                elif self._memories.was_deleted(msg):
+                    _log.info("%s message %s was deleted during its reply; it is not kept", msg.platform,
+                              msg.message_id)
+                    self._memories.history.forget_message(
+                        MessageRef(msg.platform, msg.workspace, msg.channel_id, msg.message_id))
                 else:
                     await self._queue_writeback(msg, text, reply_text, reply)
 
@@ -103,7 +108,7 @@ class MessageHandler:
             await reply.send(MODEL_FAILED)
             return ""
         reply_text = strip_reasoning(shown)
-        self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text))
+        self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text, msg.message_id))
         return reply_text
 
     async def _deltas(self, messages: list[ChatMessage], note: str) -> AsyncIterator[str]:

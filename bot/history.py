@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from bot.message import MessageRef
+
 
 @dataclass(frozen=True)
 class Turn:
     user_key: str
     text: str
     reply: str
+    message_id: str = ""
 
 
 class ConversationHistory:
@@ -40,3 +43,12 @@ class ConversationHistory:
             self._by_conversation[conversation] = deque(
                 (t for t in turns if t.user_key != user_key), maxlen=self._turns
             )
+
+    def forget_message(self, ref: MessageRef) -> None:
+        """Drop the turn of a deleted message (and the bot's answer to it)."""
+        prefix = f"{ref.platform}:{ref.workspace}:" + (f"{ref.channel_id}:" if ref.channel_id is not None else "")
+        for conversation, turns in self._by_conversation.items():
+            if conversation.startswith(prefix):
+                self._by_conversation[conversation] = deque(
+                    (t for t in turns if t.message_id != ref.message_id), maxlen=self._turns
+                )

@@ -21,7 +21,7 @@ from bot.access import AccessPolicy
 from bot.database import BotDatabase
 from bot.errors import UserError
 from bot.history import ConversationHistory
-from bot.message import IncomingMessage, UserRef
+from bot.message import IncomingMessage, MessageRef, UserRef
 from memory.records import MemoryRecord, Source
 from memory.store import SUPERSEDED_BY, MemoryStore
 
@@ -31,6 +31,7 @@ MAX_REMEMBER_CHARS = 500
 DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a stored one
 SET_ASIDE_DAYS = 30  # how long an exchange the model could not learn from is kept for inspection
 MAX_USERS_REMEMBERED = 10_000  # `why` answers for this many most recent users
+MAX_DELETIONS_REMEMBERED = 10_000  # deleted messages kept in mind, for replies to them still running
 RECALL_CANDIDATES = 3  # recall ranks this many times the facts it returns, to spread them over messages
 
 
@@ -73,6 +74,7 @@ class MemoryOps:
         self._ttl_days = ttl_days
         self.history = ConversationHistory(history_turns)  # short-term: recent turns per conversation
         self._last_used: dict[str, list[MemoryRecord]] = {}
+        self._deleted: dict[tuple[str, str, str], MessageRef] = {}  # recently deleted messages, oldest first
 
     # --- used by the bot
 
@@ -196,7 +198,10 @@ class MemoryOps:
         if not memory_id:
             raise UserError("Tell me which memory to forget: give its id from the list.")
         async with self.user_lock(user.key):
-            return await self._store.delete(user.key, memory_id)
+            deleted = await self._store.delete(user.key, memory_id)
+        if deleted:
+            self._forget_used(user.key, {memory_id})
+        return deleted
 
     async def forget_all(self, user: UserRef) -> int:
         async with self.user_lock(user.key):
@@ -205,6 +210,35 @@ class MemoryOps:
             self._last_used.pop(user.key, None)
             self.history.forget_user(user.key)
             return await self._store.delete_all(user.key)
+
+    async def forget_message(self, ref: MessageRef) -> int:
+        """The message was deleted on its platform: forget everything learned from it, for whoever said it.
+
+        Its exchange leaves the write-back queue (and the set-aside table), its facts leave the store, its turn
+        leaves the conversation history; a reply to it still running is not queued (see `was_deleted`).
+        Returns how many memories were deleted.
+        """
+        self._deleted[(ref.platform, ref.workspace, ref.message_id)] = ref
+        if len(self._deleted) > MAX_DELETIONS_REMEMBERED:
+            del self._deleted[next(iter(self._deleted))]
+        for user_key in await self._db.users_with_message(ref):
+            async with self.user_lock(user_key):  # a fact of it being stored now is stored before this returns
+                await self._db.forget_message(user_key, ref)
+        self.history.forget_message(ref)
+        deleted = await self._store.delete_from_source(ref.platform, ref.workspace, ref.channel_id, ref.message_id)
+        for user_key, ids in deleted.items():
+            self._forget_used(user_key, set(ids))
+        return sum(len(ids) for ids in deleted.values())
+
+    def was_deleted(self, msg: IncomingMessage) -> bool:
+        """Whether `msg` was deleted on its platform since it arrived (its reply must not be kept)."""
+        ref = self._deleted.get((msg.platform, msg.workspace, msg.message_id))
+        return ref is not None and ref.matches(msg)
+
+    def _forget_used(self, user_key: str, memory_ids: set[str]) -> None:
+        """Deleted memories leave what `why` lists."""
+        if user_key in self._last_used:
+            self._last_used[user_key] = [r for r in self._last_used[user_key] if r.id not in memory_ids]
 
     async def identities(self, platform: str, user_id: str) -> list[UserRef]:
         """Every memory space of one platform user: each workspace (and the DMs, where a platform keeps them

@@ -68,6 +68,22 @@ class IncomingMessage:
         return f"{self.platform}:{self.workspace}:{self.channel_id}:{self.thread_id or ''}"
 
 
+@dataclass(frozen=True)
+class MessageRef:
+    """A message deleted on its platform, as the core knows it: `workspace` and `channel_id` as in
+    `IncomingMessage`. `channel_id` is None where message ids are unique in a workspace (Discord: a delete
+    event names the thread, the message named its parent channel)."""
+
+    platform: str
+    workspace: str
+    channel_id: str | None
+    message_id: str
+
+    def matches(self, msg: IncomingMessage) -> bool:
+        return (msg.platform, msg.workspace, msg.message_id) == (self.platform, self.workspace, self.message_id) \
+            and self.channel_id in (None, msg.channel_id)
+
+
 class ReplyTarget(Protocol):
     """How the core answers: the adapter owns splitting, throttled edits and platform formatting."""
 

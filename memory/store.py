@@ -195,6 +195,32 @@ class MemoryStore:
                 _log.exception("could not erase the history of %d forgotten memories: %s", len(memory_ids),
                                memory_ids[:20])
 
+    async def delete_from_source(
+        self, platform: str, workspace: str, channel: str | None, message_id: str
+    ) -> dict[str, list[str]]:
+        """Delete every fact, of any user, learned from this message (`channel` None: any channel, where
+        message ids are unique in a workspace); returns the deleted ids by user id."""
+        filters = {"source_platform": platform, "source_workspace": workspace, "source_message_id": message_id}
+        if channel is not None:
+            filters["source_channel"] = channel
+        return await self._call(self._delete_from_source, filters)
+
+    def _delete_from_source(self, filters: dict[str, str]) -> dict[str, list[str]]:
+        listed = self._mem0.vector_store.list(filters=filters, top_k=self._config.max_purge_scan)
+        rows = list(listed[0] if listed and isinstance(listed[0], list) else listed)
+        deleted: dict[str, list[str]] = {}
+        try:
+            for row in rows:
+                user_key = str((row.payload or {}).get("user_id", ""))
+                with self._cache_kept_for(user_key):
+                    self._mem0.delete(str(row.id))
+                    if self._cache:
+                        self._cache.remove(user_key, str(row.id))
+                deleted.setdefault(user_key, []).append(str(row.id))
+        finally:
+            self._erase_history([memory_id for ids in deleted.values() for memory_id in ids])
+        return deleted
+
     async def purge_expired(self) -> int:
         """Delete every memory, of any user, whose expiration date has passed; return how many."""
         return await self._call(self._purge_expired)

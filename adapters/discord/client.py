@@ -1,7 +1,8 @@
 """The Discord client: gateway events in, `MemoryBot.handle` out, slash commands on a command tree.
 
 `on_message` decides whether a message is meant for the bot, normalizes it and runs the core inside
-the one error boundary of the event. Discord rate limits are left to discord.py.
+the one error boundary of the event. A deleted message (by its author or a moderator, one or in bulk) is
+forgotten: whatever the bot learned from it goes. Discord rate limits are left to discord.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import discord
 from discord import app_commands
 
 from adapters.discord import commands
-from adapters.discord.messages import is_addressed, to_incoming
+from adapters.discord.messages import deleted_ref, is_addressed, to_incoming
 from adapters.discord.reply import DiscordReply, safe_mentions
 from bot.app import MemoryBot
 
@@ -73,6 +74,19 @@ class DiscordClient(discord.Client):
             _log.exception("failed to answer message %s in channel %s (guild %s)",
                            message.id, message.channel.id, incoming.workspace)
             await self._apologize(reply, message)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._forget(payload.guild_id, [payload.message_id])
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        await self._forget(payload.guild_id, sorted(payload.message_ids))
+
+    async def _forget(self, guild_id: int | None, message_ids: list[int]) -> None:
+        for message_id in message_ids:
+            try:
+                await self.bot.message_deleted(deleted_ref(guild_id, message_id))
+            except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
+                _log.exception("could not forget deleted message %s (guild %s)", message_id, guild_id)
 
     async def _apologize(self, reply: DiscordReply, message: discord.Message) -> None:
         try:

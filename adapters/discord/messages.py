@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.message import IncomingMessage, UserRef
+from bot.message import IncomingMessage, MessageRef, UserRef
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"
@@ -89,6 +89,12 @@ def to_incoming(message: discord.Message, me: discord.abc.User) -> IncomingMessa
         addressed=True,
         roles=tuple(str(role.id) for role in roles if not role.is_default()),
     )
+
+
+def deleted_ref(guild_id: int | None, message_id: int) -> MessageRef:
+    """A deleted message, for the core. Message ids are unique across Discord, and a delete event names the
+    thread where `to_incoming` named its parent channel, so the channel is left out."""
+    return MessageRef(PLATFORM, str(guild_id) if guild_id else DM_WORKSPACE, None, str(message_id))
 
 
 def interaction_user(interaction: discord.Interaction) -> UserRef:

@@ -8,6 +8,7 @@ import pytest
 
 from bot.app import MemoryBot
 from bot.errors import UserError
+from bot.message import MessageRef
 from memory.records import MemoryRecord, Source
 from memory.store import SUPERSEDED_BY
 from tests.bot.helpers import RecordingReply, message
@@ -136,6 +137,35 @@ async def test_forget_all_clears_memories_queue_and_history(bot):
     assert await bot.memories.forget_all(msg.user) == 1
     assert await bot.db.pending_count() == 0
     assert await texts(bot) == [] and bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
+
+
+async def test_a_deleted_message_is_forgotten_stored_queued_and_in_history(bot):
+    dana = message("x")
+    tea = await bot.memories.remember(message("x", message_id="m1"), "I like tea")
+    await bot.memories.remember(message("x", message_id="m2"), "I have a dog called Rex")
+    await bot.memories.remember(message("x", user="eve", channel="elsewhere", message_id="m1"), "I play chess")
+    await bot.writeback.stop()
+    await bot.handle(message("I live in Porto", message_id="m3"), RecordingReply())
+    bot.memories.note_used(dana.user, [tea])
+    assert await bot.db.pending_count() == 1
+    # the same message id in another channel is another message (Slack); None matches any channel (Discord)
+    assert await bot.memories.forget_message(MessageRef("console", "local", "terminal", "m1")) == 1
+    assert await texts(bot) == ["I have a dog called Rex"] and await texts(bot, "eve") == ["I play chess"]
+    assert bot.memories.why(dana.user) == []
+    assert await bot.store.history(dana.user.key, tea.id) == []
+    assert await bot.memories.forget_message(MessageRef("console", "local", None, "m3")) == 0
+    assert await bot.db.pending_count() == 0
+    assert bot.memories.history.recent(dana.conversation_key, dana.user.key) == []
+    assert await bot.memories.forget_message(MessageRef("console", "other", None, "m2")) == 0
+    assert await texts(bot) == ["I have a dog called Rex"]
+
+
+async def test_forgetting_one_memory_takes_it_out_of_why(bot):
+    msg = message("x")
+    tea = await bot.memories.remember(msg, "I like tea")
+    bot.memories.note_used(msg.user, [tea])
+    assert await bot.memories.forget(msg.user, tea.id)
+    assert bot.memories.why(msg.user) == []
 
 
 async def test_retention_hides_and_purges_expired_memories(make_settings, vector_store):

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from bot.app import MemoryBot
+from bot.message import MessageRef
 from memory.store import StoreError
 from tests.bot.helpers import RecordingReply, message
 from tests.fakes.model import ScriptedBackend
@@ -123,6 +124,34 @@ async def test_a_reply_running_during_forget_all_is_not_learned(make_settings):
         await replying
         assert await bot.db.pending_count() == 0
         assert bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
+
+
+async def test_a_message_deleted_while_its_reply_runs_is_not_learned(make_settings):
+    backend = ScriptedBackend(reply="a slow answer", facts=["The user has a dog."], chunk=1, delay=0.05)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        msg = message("I have a dog")
+        replying = asyncio.create_task(bot.handle(msg, RecordingReply()))
+        await asyncio.sleep(0.2)
+        await bot.message_deleted(MessageRef(msg.platform, msg.workspace, None, msg.message_id))
+        await replying
+        await bot.writeback.drain()
+        assert await bot.db.pending_count() == 0 and (await bot.memories.list(msg.user)).total == 0
+        assert bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
+        await bot.handle(message("I still have a dog", message_id="m2"), RecordingReply())  # others are learned
+        await bot.writeback.drain()
+        assert (await bot.memories.list(msg.user)).total == 1
+
+
+async def test_a_message_deleted_during_its_extraction_keeps_nothing(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        msg = message("I have a dog")
+        await bot.handle(msg, RecordingReply())
+        await asyncio.sleep(0.1)  # the extraction (~0.6 s) is running
+        assert bot.writeback._busy
+        await bot.message_deleted(MessageRef(msg.platform, msg.workspace, msg.channel_id, msg.message_id))
+        await bot.writeback.drain()
+        assert (await bot.memories.list(msg.user)).total == 0
 
 
 async def test_a_retry_stores_only_the_facts_not_yet_stored(make_settings):
