@@ -4,6 +4,8 @@ Listeners only translate. Bolt acknowledges Events API requests before a listene
 starts the reply as a tracked task and returns. Answered: `app_mention` in channels, every message in a
 DM, and follow-ups in threads the bot has posted in. Bot messages and message subtypes are ignored, and
 an `event_id` already handled (a Slack retry) is never answered twice. Both facts are kept in SQLite.
+A deleted message (`message_deleted`, or a thread's first message turned into a tombstone) is forgotten:
+whatever the bot learned from it goes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from adapters.slack.commands import MemoryCommands
 from adapters.slack.reply import SlackReply, api_error
 from bot.app import MemoryBot
 from bot.database import connect
-from bot.message import IncomingMessage
+from bot.message import IncomingMessage, MessageRef
 
 # What a Web API call made only to enrich a message (name, permalink) may fail with; the reply goes on.
 CALL_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError)
@@ -116,6 +118,17 @@ def is_person_message(event: Payload) -> bool:
     return (subtype is None or subtype in USER_SUBTYPES) and bool(event.get("user"))
 
 
+def deleted_ts(event: Payload) -> str | None:
+    """The ts of the message a `message` event says was deleted, else None. A thread's first message, once
+    deleted, stays as a tombstone: Slack reports that as a change, not a deletion."""
+    if event.get("subtype") == "message_deleted":
+        return event.get("deleted_ts")
+    changed = event.get("message") or {}
+    if event.get("subtype") == "message_changed" and changed.get("subtype") == "tombstone":
+        return changed.get("ts")
+    return None
+
+
 def strip_mention(text: str, bot_user_id: str | None) -> str:
     """Remove the bot's own `<@U…>` mention and undo Slack's escaping of `&`, `<`, `>`."""
     if bot_user_id:
@@ -183,6 +196,10 @@ class SlackAdapter:
             self.spawn(self._answer(body, event, context), f"app_mention {body.get('event_id')}")
 
     async def _on_message(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
+        if ts := deleted_ts(event):
+            ref = MessageRef(PLATFORM, workspace_of(context), event["channel"], ts)
+            self.spawn(self.bot.message_deleted(ref), f"forgetting deleted message {ts} in {event['channel']}")
+            return
         if not is_person_message(event):
             return
         if event.get("channel_type") == "im":

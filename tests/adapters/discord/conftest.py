@@ -15,7 +15,7 @@ import yarl
 
 from adapters.discord.client import DiscordClient
 from bot.app import MemoryBot
-from bot.message import IncomingMessage, ReplyTarget
+from bot.message import IncomingMessage, MessageRef, ReplyTarget
 from bot.settings import Secret, Settings, load_settings
 from tests.adapters.discord.fake_discord import FakeDiscord, Recorded
 from tests.fakes.model import ScriptedBackend
@@ -51,6 +51,15 @@ class Running:
                 self.handled.setdefault(message.id, asyncio.Event()).set()
 
         self.client.on_message = on_message  # type: ignore[method-assign]
+        forget = self.bot.message_deleted
+
+        async def recording_forget(ref: MessageRef) -> None:
+            try:
+                await forget(ref)
+            finally:
+                self.handled.setdefault(-int(ref.message_id), asyncio.Event()).set()
+
+        self.bot.message_deleted = recording_forget  # type: ignore[method-assign]
 
     async def say(self, payload: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
         """Send a message to the bot and wait until it has been handled (answered or ignored)."""
@@ -58,6 +67,18 @@ class Running:
         await self.fake.dispatch("MESSAGE_CREATE", payload)
         await asyncio.wait_for(done.wait(), timeout)
         return payload
+
+    async def delete(self, *messages: dict[str, Any], timeout: float = 20.0) -> None:
+        """Delete messages as Discord reports it (one event, or one bulk event for several) and wait until the
+        bot has forgotten each."""
+        done = [self.handled.setdefault(-int(m["id"]), asyncio.Event()) for m in messages]
+        where = {"channel_id": messages[0]["channel_id"], **({"guild_id": g} if (g := messages[0].get("guild_id"))
+                                                               else {})}
+        if len(messages) == 1:
+            await self.fake.dispatch("MESSAGE_DELETE", {"id": messages[0]["id"], **where})
+        else:
+            await self.fake.dispatch("MESSAGE_DELETE_BULK", {"ids": [m["id"] for m in messages], **where})
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in done)), timeout)
 
     def replies(self, channel_id: str) -> list[Recorded]:
         """The messages the bot posted in a channel, as sent (before edits)."""

@@ -169,6 +169,32 @@ async def test_missing_permission_is_logged_and_memory_still_learned(
     assert page.records[0].source.link == link
 
 
+async def test_deleted_messages_are_forgotten_one_by_one_or_in_bulk(start_bot: StartBot, fake: FakeDiscord) -> None:
+    backend = ScriptedBackend(reply="noted")
+    running = await start_bot(backend=backend)
+    alice = fake.user("alice")
+    said = {}
+    for fact, text in [("The user likes green tea", "I like green tea"), ("The user has a cat", "I have a cat"),
+                       ("The user plays chess", "I play chess"), ("The user sings", "I sing")]:
+        backend.facts = [fact]
+        said[fact] = await running.say(fake.message(alice, f"{fake.mention()} {text}", mentions=[fake.bot_user],
+                                                    dm=fact == "The user sings"))
+        await running.bot.writeback.drain(timeout=30)
+    guild, dms = UserRef("discord", fake.guild_id, alice["id"]), UserRef("discord", "dm", alice["id"])
+
+    async def facts(user: UserRef) -> list[str]:
+        return sorted(r.text for r in (await running.bot.memories.list(user)).records)
+
+    assert await facts(guild) == ["The user has a cat", "The user likes green tea", "The user plays chess"]
+    await running.delete(said["The user likes green tea"])
+    assert await facts(guild) == ["The user has a cat", "The user plays chess"]
+    await running.delete(said["The user has a cat"], said["The user plays chess"])  # a moderator's purge
+    assert await facts(guild) == []
+    assert await facts(dms) == ["The user sings"]
+    await running.delete(said["The user sings"])
+    assert await facts(dms) == []
+
+
 async def test_unexpected_failure_gets_the_friendly_message(start_bot: StartBot, fake: FakeDiscord) -> None:
     running = await start_bot(backend=ScriptedBackend(reply="never shown"))
     fake.fail("POST", r"/channels/\d+/messages$", 400, 50006, "Cannot send an empty message")

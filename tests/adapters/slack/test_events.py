@@ -6,8 +6,9 @@ import json
 import time
 
 from adapters.slack.reply import LIMIT
+from bot.message import UserRef
 from tests.adapters.slack.conftest import StartApp, mention, message, next_ts
-from tests.adapters.slack.fake_slack import FakeSlack
+from tests.adapters.slack.fake_slack import TEAM_ID, FakeSlack
 from tests.fakes.model import ScriptedBackend
 
 
@@ -172,3 +173,42 @@ async def test_permalink_falls_back_to_the_team_url(start_app: StartApp, fake: F
     )
     assert msg.platform == "slack" and msg.workspace == "T0TEAM" and msg.thread_id == "1700000000.000100"
     assert msg.text == "x" and msg.user_name == "name-U1"
+
+
+async def test_deleted_messages_are_forgotten(start_app: StartApp, fake: FakeSlack) -> None:
+    backend = ScriptedBackend(reply="noted")
+    user = UserRef("slack", TEAM_ID, "U1")
+    async with start_app(backend) as h:
+        said = {}
+        for fact, event in [("The user likes green tea", message("I like green tea", channel="D9")),
+                            ("The user has a cat", mention("I have a cat", channel="C7")),
+                            ("The user plays chess", mention("I play chess", channel="C7"))]:
+            backend.facts = [fact]
+            said[fact] = event
+            await h.event(event)
+            await h.settle()
+
+        async def facts() -> list[str]:
+            return sorted(r.text for r in (await h.bot.memories.list(user)).records)
+
+        assert await facts() == ["The user has a cat", "The user likes green tea", "The user plays chess"]
+        tea = said["The user likes green tea"]
+        await h.event({"type": "message", "subtype": "message_deleted", "hidden": True, "channel": "D9",
+                       "channel_type": "im", "ts": next_ts(), "deleted_ts": tea["ts"],
+                       "previous_message": {"type": "message", "user": "U1", "text": tea["text"], "ts": tea["ts"]}})
+        await h.settle()
+        assert await facts() == ["The user has a cat", "The user plays chess"]
+        # the bot answered in the mention's thread, so deleting the mention leaves a tombstone: a change
+        cat = said["The user has a cat"]
+        await h.event({"type": "message", "subtype": "message_changed", "hidden": True, "channel": "C7",
+                       "channel_type": "channel", "ts": next_ts(),
+                       "message": {"type": "message", "subtype": "tombstone", "text": "This message was deleted.",
+                                   "user": "USLACKBOT", "hidden": True, "ts": cat["ts"], "thread_ts": cat["ts"]},
+                       "previous_message": {"type": "message", "user": "U1", "text": cat["text"], "ts": cat["ts"]}})
+        await h.settle()
+        assert await facts() == ["The user plays chess"]
+        # the same ts in another channel is another message
+        await h.event({"type": "message", "subtype": "message_deleted", "hidden": True, "channel": "C8",
+                       "channel_type": "channel", "ts": next_ts(), "deleted_ts": said["The user plays chess"]["ts"]})
+        await h.settle()
+        assert await facts() == ["The user plays chess"]
