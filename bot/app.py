@@ -76,6 +76,11 @@ class MemoryBot:
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
         await self.store.open()
+        if self.db.sources_missing:  # a bot database from before deleted messages were forgotten
+            stored = await self.store.sources()
+            await self.db.fill_sources([(user_key, MessageRef(s.platform, s.workspace, s.channel, s.message_id))
+                                        for user_key, s in stored])
+            _log.info("recorded the source messages of %d stored memories", len(stored))
         backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
         self.model = LocalModel(backend, self.settings.generation_queue_size)
         self.memories = MemoryOps(

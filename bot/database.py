@@ -1,7 +1,9 @@
 """The bot's own durable state in SQLite (aiosqlite): the write-back queue and per-user learning pauses.
 
 A queued exchange stays in `pending_exchanges` until its facts are stored, so a crash or a store outage
-loses nothing: the worker picks up what is left on the next start.
+loses nothing: the worker picks up what is left on the next start. `learned_from` keeps the ids (never the
+text) of every message queued for learning, so a deleted or edited message the bot never learned from costs
+one lookup, not a search of the memory store.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import aiosqlite
 
 from bot.message import MessageRef
 
+SCHEMA_VERSION = 1  # 1: learned_from
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_exchanges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -31,6 +34,15 @@ CREATE TABLE IF NOT EXISTS failed_exchanges (
     payload TEXT NOT NULL,
     error TEXT NOT NULL,
     failed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS learned_from (
+    platform TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    user_key TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    PRIMARY KEY (platform, workspace, message_id, channel, user_key)
 );
 CREATE TABLE IF NOT EXISTS paused_users (
     user_key TEXT PRIMARY KEY,
@@ -58,15 +70,15 @@ class PendingExchange:
     attempts: int
 
 
-def _message_filter(ref: MessageRef) -> tuple[str, tuple[str, ...]]:
-    """SQL matching the queued exchanges whose source is this message (see `exchange_payload`)."""
-    where = ("json_extract(payload, '$.source.platform') = ? AND json_extract(payload, '$.source.workspace') = ? "
-             "AND json_extract(payload, '$.source.message_id') = ?")
-    args: tuple[str, ...] = (ref.platform, ref.workspace, ref.message_id)
-    if ref.channel_id is not None:
-        where += " AND json_extract(payload, '$.source.channel') = ?"
-        args += (ref.channel_id,)
-    return where, args
+def _message_filter(ref: MessageRef, *, in_payload: bool = False) -> tuple[str, tuple[str, ...]]:
+    """SQL matching rows about this message: `learned_from` rows, or (`in_payload`) queued exchanges, whose
+    payload names the message as its source (see `exchange_payload`)."""
+    columns = ["platform", "workspace", "message_id", "channel"]
+    if in_payload:
+        columns = [f"json_extract(payload, '$.source.{column}')" for column in columns]
+    values = [ref.platform, ref.workspace, ref.message_id, ref.channel_id]
+    kept = [(c, v) for c, v in zip(columns, values, strict=True) if v is not None]
+    return " AND ".join(f"{c} = ?" for c, _ in kept), tuple(v for _, v in kept)
 
 
 class BotDatabase:
@@ -75,7 +87,16 @@ class BotDatabase:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
+        """Open the file. `sources_missing` is true for a file from before `learned_from` existed: the caller
+        fills it in from the memory store with `fill_sources`."""
+        existed = self._path.exists()
         self._db = await connect(self._path, _SCHEMA)
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            version = int((await cursor.fetchone() or (0,))[0])
+        self.sources_missing = existed and version < SCHEMA_VERSION
+        if not self.sources_missing:
+            await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await self.db.commit()
 
     async def close(self) -> None:
         if self._db is not None:
@@ -91,9 +112,15 @@ class BotDatabase:
     # --- write-back queue
 
     async def enqueue(self, user_key: str, payload: dict[str, Any]) -> int:
+        now = time.time()
         cursor = await self.db.execute(
             "INSERT INTO pending_exchanges (user_key, payload, created_at) VALUES (?, ?, ?)",
-            (user_key, json.dumps(payload), time.time()),
+            (user_key, json.dumps(payload), now),
+        )
+        source = payload["source"]
+        await self.db.execute(
+            "INSERT OR IGNORE INTO learned_from VALUES (?, ?, ?, ?, ?, ?)",
+            (source["platform"], source["workspace"], source["channel"], source["message_id"], user_key, now),
         )
         await self.db.commit()
         return int(cursor.lastrowid or 0)
@@ -166,28 +193,48 @@ class BotDatabase:
                 keys.update(str(row[0]) for row in await cursor.fetchall())
         return keys
 
-    async def users_with_message(self, ref: MessageRef) -> set[str]:
-        """Users with an exchange from this message queued or set aside."""
-        where, args = _message_filter(ref)
-        keys: set[str] = set()
+    async def fill_sources(self, stored: list[tuple[str, MessageRef]]) -> None:
+        """Fill in `learned_from` for a file from before it existed: the (user key, message) pairs the memory
+        store has facts from, and the exchanges queued or set aside."""
+        now = time.time()
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO learned_from VALUES (?, ?, ?, ?, ?, ?)",
+            [(ref.platform, ref.workspace, ref.channel_id or "", ref.message_id, user_key, now)
+             for user_key, ref in stored],
+        )
         for table in ("pending_exchanges", "failed_exchanges"):
-            async with self.db.execute(f"SELECT DISTINCT user_key FROM {table} WHERE {where}", args) as cursor:
-                keys.update(str(row[0]) for row in await cursor.fetchall())
-        return keys
-
-    async def forget_message(self, user_key: str, ref: MessageRef) -> int:
-        """Drop this user's exchanges from this message, queued or set aside; return how many."""
-        where, args = _message_filter(ref)
-        dropped = 0
-        for table in ("pending_exchanges", "failed_exchanges"):
-            cursor = await self.db.execute(f"DELETE FROM {table} WHERE user_key = ? AND {where}", (user_key, *args))
-            dropped += cursor.rowcount
+            await self.db.execute(
+                "INSERT OR IGNORE INTO learned_from SELECT json_extract(payload, '$.source.platform'), "
+                "json_extract(payload, '$.source.workspace'), json_extract(payload, '$.source.channel'), "
+                f"json_extract(payload, '$.source.message_id'), user_key, {now} FROM {table}"
+            )
+        await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         await self.db.commit()
-        return dropped
+        self.sources_missing = False
+
+    async def drop_sources(self, older_than_days: float) -> None:
+        """Forget which messages were queued this long ago (their memories have expired by then)."""
+        await self.db.execute("DELETE FROM learned_from WHERE queued_at < ?", (time.time() - older_than_days * 86400,))
+        await self.db.commit()
+
+    async def users_with_message(self, ref: MessageRef) -> set[str]:
+        """Users whose exchange from this message was queued at some point (it may still be, or set aside)."""
+        where, args = _message_filter(ref)
+        async with self.db.execute(f"SELECT DISTINCT user_key FROM learned_from WHERE {where}", args) as cursor:
+            return {str(row[0]) for row in await cursor.fetchall()}
+
+    async def forget_message(self, user_key: str, ref: MessageRef) -> None:
+        """Drop this user's exchanges from this message, queued or set aside, and the record of it."""
+        where, args = _message_filter(ref, in_payload=True)
+        for table in ("pending_exchanges", "failed_exchanges"):
+            await self.db.execute(f"DELETE FROM {table} WHERE user_key = ? AND {where}", (user_key, *args))
+        where, args = _message_filter(ref)
+        await self.db.execute(f"DELETE FROM learned_from WHERE user_key = ? AND {where}", (user_key, *args))
+        await self.db.commit()
 
     async def forget_user(self, user_key: str) -> None:
         """Drop everything queued or set aside for a user (their memories are being deleted)."""
-        for table in ("pending_exchanges", "failed_exchanges"):
+        for table in ("pending_exchanges", "failed_exchanges", "learned_from"):
             await self.db.execute(f"DELETE FROM {table} WHERE user_key = ?", (user_key,))
         await self.db.commit()
 

@@ -221,10 +221,13 @@ class MemoryOps:
         self._deleted[(ref.platform, ref.workspace, ref.message_id)] = ref
         if len(self._deleted) > MAX_DELETIONS_REMEMBERED:
             del self._deleted[next(iter(self._deleted))]
-        for user_key in await self._db.users_with_message(ref):
+        users = await self._db.users_with_message(ref)
+        for user_key in users:
             async with self.user_lock(user_key):  # a fact of it being stored now is stored before this returns
                 await self._db.forget_message(user_key, ref)
         self.history.forget_message(ref)
+        if not users:  # never queued for learning: nothing in the store came from it
+            return 0
         deleted = await self._store.delete_from_source(ref.platform, ref.workspace, ref.channel_id, ref.message_id)
         for user_key, ids in deleted.items():
             self._forget_used(user_key, set(ids))
@@ -267,7 +270,10 @@ class MemoryOps:
         aside for inspection once they are SET_ASIDE_DAYS old (or older than the retention, if shorter)."""
         keep_days = min(SET_ASIDE_DAYS, self._ttl_days) if self._ttl_days > 0 else SET_ASIDE_DAYS
         await self._db.drop_set_aside(keep_days)
-        return await self._store.purge_expired() if self._ttl_days > 0 else 0
+        if self._ttl_days <= 0:
+            return 0
+        await self._db.drop_sources(self._ttl_days + SET_ASIDE_DAYS)  # a queued exchange may be learned late
+        return await self._store.purge_expired()
 
     async def pause(self, user: UserRef) -> None:
         async with self.user_lock(user.key):  # after this returns, nothing more is learned

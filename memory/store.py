@@ -230,6 +230,14 @@ class MemoryStore:
         listed = self._mem0.vector_store.list(filters=None, top_k=self._config.max_purge_scan)
         return list(listed[0] if listed and isinstance(listed[0], list) else listed)
 
+    async def sources(self) -> list[tuple[str, Source]]:
+        """(user id, source) of every fact learned from a conversation (a full scan: for an upgrade)."""
+        return await self._call(lambda: [
+            (str(payload["user_id"]), Source.from_metadata(payload))
+            for payload in (row.payload or {} for row in self._all_rows())
+            if payload.get("user_id") and payload.get("source_origin") == "extracted"
+        ])
+
     async def user_keys(self) -> set[str]:
         """The user ids that have memories (a full scan: for admin tasks)."""
         return await self._call(lambda: {str(row.payload["user_id"]) for row in self._all_rows()

@@ -141,23 +141,48 @@ async def test_forget_all_clears_memories_queue_and_history(bot):
 
 async def test_a_deleted_message_is_forgotten_stored_queued_and_in_history(bot):
     dana = message("x")
-    tea = await bot.memories.remember(message("x", message_id="m1"), "I like tea")
-    await bot.memories.remember(message("x", message_id="m2"), "I have a dog called Rex")
-    await bot.memories.remember(message("x", user="eve", channel="elsewhere", message_id="m1"), "I play chess")
+
+    async def learn(fact: str, msg) -> None:
+        bot.model.backend.facts = [fact]
+        await bot.handle(msg, RecordingReply())
+        await bot.writeback.drain()
+
+    await learn("The user likes tea", message("I like tea", message_id="m1"))
+    await learn("The user has a dog called Rex", message("I have a dog called Rex", message_id="m2"))
+    await learn("The user plays chess", message("I play chess", user="eve", channel="elsewhere", message_id="m1"))
+    [tea] = [r for r in (await bot.memories.list(dana.user)).records if "tea" in r.text]
     await bot.writeback.stop()
     await bot.handle(message("I live in Porto", message_id="m3"), RecordingReply())
     bot.memories.note_used(dana.user, [tea])
     assert await bot.db.pending_count() == 1
     # the same message id in another channel is another message (Slack); None matches any channel (Discord)
     assert await bot.memories.forget_message(MessageRef("console", "local", "terminal", "m1")) == 1
-    assert await texts(bot) == ["I have a dog called Rex"] and await texts(bot, "eve") == ["I play chess"]
+    assert await texts(bot) == ["The user has a dog called Rex"] and await texts(bot, "eve") == ["The user plays chess"]
     assert bot.memories.why(dana.user) == []
     assert await bot.store.history(dana.user.key, tea.id) == []
     assert await bot.memories.forget_message(MessageRef("console", "local", None, "m3")) == 0
     assert await bot.db.pending_count() == 0
-    assert bot.memories.history.recent(dana.conversation_key, dana.user.key) == []
+    assert [t.message_id for t in bot.memories.history.recent(dana.conversation_key, dana.user.key)] == ["m2"]
     assert await bot.memories.forget_message(MessageRef("console", "other", None, "m2")) == 0
-    assert await texts(bot) == ["I have a dog called Rex"]
+    assert await texts(bot) == ["The user has a dog called Rex"]
+
+
+async def test_an_older_bot_database_learns_where_stored_memories_came_from(make_settings, vector_store):
+    settings = make_settings(rate_limit_messages=0, **vector_store)
+    async with MemoryBot(settings, backend=ScriptedBackend(reply="ok", facts=["The user likes tea"])) as bot:
+        await bot.handle(message("I like tea", message_id="m1"), RecordingReply())
+        await bot.writeback.drain()
+        await bot.writeback.stop()
+        await bot.handle(message("I like tea a lot", message_id="m2"), RecordingReply())  # still queued
+        await bot.db.db.execute("DELETE FROM learned_from")  # as a file from before the table was
+        await bot.db.db.execute("PRAGMA user_version = 0")
+        await bot.db.db.commit()
+    async with MemoryBot(settings, backend=ScriptedBackend(reply="ok")) as bot:
+        assert not bot.db.sources_missing
+        assert await bot.memories.forget_message(MessageRef("console", "local", None, "m2")) == 0
+        assert await bot.db.pending_count() == 0
+        assert await bot.memories.forget_message(MessageRef("console", "local", None, "m1")) == 1
+        assert await texts(bot) == []
 
 
 async def test_forgetting_one_memory_takes_it_out_of_why(bot):
