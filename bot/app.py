@@ -121,13 +121,19 @@ class MemoryBot:
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
         await self._handler.handle(msg, reply)
 
-    async def message_deleted(self, ref: MessageRef) -> None:
-        """A message was deleted on its platform: forget what the bot learned from it (see
-        `MemoryOps.forget_message`)."""
+    async def forget_message(self, ref: MessageRef) -> None:
+        """A message was deleted on its platform (or edited so that it is no longer for the bot): forget what
+        the bot learned from it (see `MemoryOps.forget_message`)."""
         forgotten = await self.memories.forget_message(ref)
         if forgotten:
-            _log.info("%s message %s was deleted: forgot %d memories from it", ref.platform, ref.message_id,
+            _log.info("%s message %s: forgot %d memories learned from it", ref.platform, ref.message_id,
                       forgotten)
+
+    async def message_edited(self, msg: IncomingMessage) -> None:
+        """A message for the bot was edited: what its old text taught is forgotten and its new text is learned,
+        without a new reply."""
+        await self.forget_message(msg.ref)
+        await self._handler.learn_edit(msg)
 
     async def _apply_retention(self) -> None:
         """Purge expired memories and old set-aside exchanges at start and then daily (expired memories are

@@ -15,7 +15,7 @@ from bot.history import Turn
 from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
 from bot.memories import MemoryOps
-from bot.message import IncomingMessage, MessageRef, ReplyTarget
+from bot.message import IncomingMessage, ReplyTarget
 from bot.prompt import build_prompt, fit_memories, shown_memories
 from bot.settings import Settings
 from bot.text import clean_input, strip_reasoning, truncate, without_reasoning
@@ -78,10 +78,23 @@ class MessageHandler:
                 elif self._memories.was_deleted(msg):
                     _log.info("%s message %s was deleted during its reply; it is not kept", msg.platform,
                               msg.message_id)
-                    self._memories.history.forget_message(
-                        MessageRef(msg.platform, msg.workspace, msg.channel_id, msg.message_id))
+                    self._memories.history.forget_message(msg.ref)
                 else:
                     await self._queue_writeback(msg, text, reply_text, reply)
+
+    async def learn_edit(self, msg: IncomingMessage) -> None:
+        """Queue an edited message's new text for learning, without a new reply. Nothing is learned where the
+        bot would not answer the message or the user paused learning; refusals are logged, not said."""
+        decision = self._access.check(msg)
+        if not decision.allowed:
+            _log.info("not learning the edit of %s message %s: %s", msg.platform, msg.message_id, decision.reason)
+            return
+        text, _ = truncate(clean_input(msg.text), self._s.max_input_chars)
+        if not text:
+            return
+        async with self._memories.user_lock(msg.user.key):
+            if not await self._db.is_paused(msg.user.key):
+                await self._writeback.submit(msg, text, "")
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
         memories = await self._recall(msg, text)

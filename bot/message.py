@@ -63,6 +63,10 @@ class IncomingMessage:
         return UserRef(self.platform, self.workspace, self.user_id)
 
     @property
+    def ref(self) -> MessageRef:
+        return MessageRef(self.platform, self.workspace, self.channel_id, self.message_id)
+
+    @property
     def conversation_key(self) -> str:
         """Identifies the conversation (channel or thread) for short-term history."""
         return f"{self.platform}:{self.workspace}:{self.channel_id}:{self.thread_id or ''}"
@@ -70,7 +74,7 @@ class IncomingMessage:
 
 @dataclass(frozen=True)
 class MessageRef:
-    """A message deleted on its platform, as the core knows it: `workspace` and `channel_id` as in
+    """A message deleted or edited on its platform, as the core knows it: `workspace` and `channel_id` as in
     `IncomingMessage`. `channel_id` is None where message ids are unique in a workspace (Discord: a delete
     event names the thread, the message named its parent channel)."""
 

@@ -2,7 +2,8 @@
 
 `on_message` decides whether a message is meant for the bot, normalizes it and runs the core inside
 the one error boundary of the event. A deleted message (by its author or a moderator, one or in bulk) is
-forgotten: whatever the bot learned from it goes. Discord rate limits are left to discord.py.
+forgotten: whatever the bot learned from it goes. An edited one is forgotten, then its new text is learned
+(no new reply) if it is still for the bot. Discord rate limits are left to discord.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import discord
 from discord import app_commands
 
 from adapters.discord import commands
-from adapters.discord.messages import deleted_ref, is_addressed, to_incoming
+from adapters.discord.messages import is_addressed, message_ref, to_incoming
 from adapters.discord.reply import DiscordReply, safe_mentions
 from bot.app import MemoryBot
 
@@ -75,6 +76,18 @@ class DiscordClient(discord.Client):
                            message.id, message.channel.id, incoming.workspace)
             await self._apologize(reply, message)
 
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message, before = payload.message, payload.cached_message
+        if message.edited_at is None or (before is not None and before.content == message.content):
+            return  # an embed or a pin added, not new text
+        try:
+            if self.user is not None and is_addressed(message, self.user, self.respond_channels):
+                await self.bot.message_edited(to_incoming(message, self.user))
+            else:  # not (or no longer) for the bot: only what it learned from the old text goes
+                await self.bot.forget_message(message_ref(payload.guild_id, payload.message_id))
+        except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
+            _log.exception("could not relearn edited message %s (guild %s)", payload.message_id, payload.guild_id)
+
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await self._forget(payload.guild_id, [payload.message_id])
 
@@ -84,7 +97,7 @@ class DiscordClient(discord.Client):
     async def _forget(self, guild_id: int | None, message_ids: list[int]) -> None:
         for message_id in message_ids:
             try:
-                await self.bot.message_deleted(deleted_ref(guild_id, message_id))
+                await self.bot.forget_message(message_ref(guild_id, message_id))
             except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
                 _log.exception("could not forget deleted message %s (guild %s)", message_id, guild_id)
 

@@ -91,9 +91,9 @@ def to_incoming(message: discord.Message, me: discord.abc.User) -> IncomingMessa
     )
 
 
-def deleted_ref(guild_id: int | None, message_id: int) -> MessageRef:
-    """A deleted message, for the core. Message ids are unique across Discord, and a delete event names the
-    thread where `to_incoming` named its parent channel, so the channel is left out."""
+def message_ref(guild_id: int | None, message_id: int) -> MessageRef:
+    """A deleted or edited message, for the core. Message ids are unique across Discord, and a delete event
+    names the thread where `to_incoming` named its parent channel, so the channel is left out."""
     return MessageRef(PLATFORM, str(guild_id) if guild_id else DM_WORKSPACE, None, str(message_id))
 
 

@@ -5,7 +5,8 @@ starts the reply as a tracked task and returns. Answered: `app_mention` in chann
 DM, and follow-ups in threads the bot has posted in. Bot messages and message subtypes are ignored, and
 an `event_id` already handled (a Slack retry) is never answered twice. Both facts are kept in SQLite.
 A deleted message (`message_deleted`, or a thread's first message turned into a tombstone) is forgotten:
-whatever the bot learned from it goes.
+whatever the bot learned from it goes. An edited one (`message_changed` with new text) is forgotten, then its
+new text is learned (no new reply) if it is still for the bot.
 """
 
 from __future__ import annotations
@@ -198,7 +199,14 @@ class SlackAdapter:
     async def _on_message(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
         if ts := deleted_ts(event):
             ref = MessageRef(PLATFORM, workspace_of(context), event["channel"], ts)
-            self.spawn(self.bot.message_deleted(ref), f"forgetting deleted message {ts} in {event['channel']}")
+            self.spawn(self.bot.forget_message(ref), f"forgetting deleted message {ts} in {event['channel']}")
+            return
+        if event.get("subtype") == "message_changed":
+            edited = {**(event.get("message") or {}), "channel": event["channel"],
+                      "channel_type": event.get("channel_type")}
+            before = event.get("previous_message") or {}
+            if is_person_message(edited) and edited.get("text") != before.get("text"):  # not an unfurl
+                self.spawn(self._relearn(edited, context), f"relearning edited message {edited.get('ts')}")
             return
         if not is_person_message(event):
             return
@@ -206,15 +214,31 @@ class SlackAdapter:
             self.spawn(self._answer(body, event, context), f"DM {body.get('event_id')}")
             return
         thread_ts = event.get("thread_ts")
-        mentioned = context.bot_user_id and f"<@{context.bot_user_id}" in event.get("text", "")
-        if thread_ts and not mentioned:  # a mention arrives as app_mention too; answer that one
+        if thread_ts and not self._mentions_bot(event, context):  # a mention arrives as app_mention too
             self.spawn(self._follow_up(body, event, context, thread_ts), f"thread {body.get('event_id')}")
+
+    @staticmethod
+    def _mentions_bot(event: Payload, context: AsyncBoltContext) -> bool:
+        return bool(context.bot_user_id) and f"<@{context.bot_user_id}" in event.get("text", "")
 
     async def _follow_up(
         self, body: Payload, event: Payload, context: AsyncBoltContext, thread_ts: str
     ) -> None:
         if await self.store.in_thread(event["channel"], thread_ts):
             await self._answer(body, event, context)
+
+    async def _relearn(self, event: Payload, context: AsyncBoltContext) -> None:
+        """An edited message: relearned if the bot answers such a message (a DM, a mention, a follow-up in
+        one of its threads), else only forgotten."""
+        workspace = workspace_of(context)
+        thread_ts = event.get("thread_ts")
+        for_bot = (event.get("channel_type") == "im" or self._mentions_bot(event, context)
+                   or bool(thread_ts and thread_ts != event["ts"]
+                           and await self.store.in_thread(event["channel"], thread_ts)))
+        if for_bot:
+            await self.bot.message_edited(await self.to_message(event, workspace, context.bot_user_id))
+        else:
+            await self.bot.forget_message(MessageRef(PLATFORM, workspace, event["channel"], event["ts"]))
 
     async def _answer(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
         event_id = body.get("event_id")

@@ -132,7 +132,7 @@ async def test_a_message_deleted_while_its_reply_runs_is_not_learned(make_settin
         msg = message("I have a dog")
         replying = asyncio.create_task(bot.handle(msg, RecordingReply()))
         await asyncio.sleep(0.2)
-        await bot.message_deleted(MessageRef(msg.platform, msg.workspace, None, msg.message_id))
+        await bot.forget_message(MessageRef(msg.platform, msg.workspace, None, msg.message_id))
         await replying
         await bot.writeback.drain()
         assert await bot.db.pending_count() == 0 and (await bot.memories.list(msg.user)).total == 0
@@ -149,7 +149,7 @@ async def test_a_message_deleted_during_its_extraction_keeps_nothing(make_settin
         await bot.handle(msg, RecordingReply())
         await asyncio.sleep(0.1)  # the extraction (~0.6 s) is running
         assert bot.writeback._busy
-        await bot.message_deleted(MessageRef(msg.platform, msg.workspace, msg.channel_id, msg.message_id))
+        await bot.forget_message(msg.ref)
         await bot.writeback.drain()
         assert (await bot.memories.list(msg.user)).total == 0
 

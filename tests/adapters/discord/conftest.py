@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ class Running:
     bot: MemoryBot
     handled: dict[int, asyncio.Event] = field(default_factory=dict)
     incoming: list[IncomingMessage] = field(default_factory=list)
+    edited: list[IncomingMessage] = field(default_factory=list)
+    forgotten: list[MessageRef] = field(default_factory=list)
+    relearned: dict[int, asyncio.Event] = field(default_factory=dict)
 
     def watch_handling(self) -> None:
         """Record what reaches the core, and let tests wait until an event is completely handled."""
@@ -51,15 +55,24 @@ class Running:
                 self.handled.setdefault(message.id, asyncio.Event()).set()
 
         self.client.on_message = on_message  # type: ignore[method-assign]
-        forget = self.bot.message_deleted
+        forget, relearn = self.bot.forget_message, self.bot.message_edited
 
         async def recording_forget(ref: MessageRef) -> None:
+            self.forgotten.append(ref)
             try:
                 await forget(ref)
             finally:
                 self.handled.setdefault(-int(ref.message_id), asyncio.Event()).set()
 
-        self.bot.message_deleted = recording_forget  # type: ignore[method-assign]
+        async def recording_relearn(msg: IncomingMessage) -> None:
+            self.edited.append(msg)
+            try:
+                await relearn(msg)
+            finally:
+                self.relearned.setdefault(int(msg.message_id), asyncio.Event()).set()
+
+        self.bot.forget_message = recording_forget  # type: ignore[method-assign]
+        self.bot.message_edited = recording_relearn  # type: ignore[method-assign]
 
     async def say(self, payload: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
         """Send a message to the bot and wait until it has been handled (answered or ignored)."""
@@ -80,6 +93,17 @@ class Running:
             await self.fake.dispatch("MESSAGE_DELETE_BULK", {"ids": [m["id"] for m in messages], **where})
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in done)), timeout)
 
+    async def edit(self, message: dict[str, Any], content: str, *, for_bot: bool = True, timeout: float = 20.0,
+                   **changes: Any) -> None:
+        """Edit a message as Discord reports it (MESSAGE_UPDATE with the whole message) and wait until the bot
+        has relearned it (or, no longer `for_bot`, forgotten it)."""
+        message.update(content=content, edited_timestamp=_now_iso(), **changes)
+        waits = self.relearned if for_bot else self.handled
+        done = waits.setdefault(int(message["id"]) * (1 if for_bot else -1), asyncio.Event())
+        done.clear()
+        await self.fake.dispatch("MESSAGE_UPDATE", message)
+        await asyncio.wait_for(done.wait(), timeout)
+
     def replies(self, channel_id: str) -> list[Recorded]:
         """The messages the bot posted in a channel, as sent (before edits)."""
         return self.fake.sent("POST", rf"^/channels/{channel_id}/messages$")
@@ -89,6 +113,10 @@ class Running:
         await self.fake.dispatch("INTERACTION_CREATE", payload)
         token = payload["token"]
         return await self.fake.wait_for(lambda r: token in r.path, count)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 StartBot = Callable[..., Awaitable[Running]]

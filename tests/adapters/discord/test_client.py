@@ -195,6 +195,31 @@ async def test_deleted_messages_are_forgotten_one_by_one_or_in_bulk(start_bot: S
     assert await facts(dms) == []
 
 
+async def test_an_edited_message_is_relearned_without_a_reply(start_bot: StartBot, fake: FakeDiscord) -> None:
+    backend = ScriptedBackend(reply="noted", facts=["The user lives in Lisbon"])
+    running = await start_bot(backend=backend)
+    alice = fake.user("alice")
+    user = UserRef("discord", fake.guild_id, alice["id"])
+    said = await running.say(fake.message(alice, f"{fake.mention()} I live in Lisbon", mentions=[fake.bot_user]))
+    await running.bot.writeback.drain(timeout=30)
+
+    async def facts() -> list[str]:
+        return [r.text for r in (await running.bot.memories.list(user)).records]
+
+    assert await facts() == ["The user lives in Lisbon"]
+    replies = len(running.replies(fake.channel_id))
+    backend.facts = ["The user lives in Porto"]
+    embed_only = dict(said, embeds=[{"type": "link", "url": "https://example.com"}])
+    await fake.dispatch("MESSAGE_UPDATE", embed_only)  # not an edit: nothing is forgotten or relearned
+    await running.edit(said, f"{fake.mention()} sorry, I live in Porto")
+    await running.bot.writeback.drain(timeout=30)
+    assert [m.text for m in running.edited] == ["sorry, I live in Porto"] and len(running.forgotten) == 1
+    assert await facts() == ["The user lives in Porto"]
+    assert len(running.replies(fake.channel_id)) == replies
+    await running.edit(said, "I live in Porto", for_bot=False, mentions=[])  # no longer for the bot
+    assert await facts() == []
+
+
 async def test_unexpected_failure_gets_the_friendly_message(start_bot: StartBot, fake: FakeDiscord) -> None:
     running = await start_bot(backend=ScriptedBackend(reply="never shown"))
     fake.fail("POST", r"/channels/\d+/messages$", 400, 50006, "Cannot send an empty message")

@@ -212,3 +212,44 @@ async def test_deleted_messages_are_forgotten(start_app: StartApp, fake: FakeSla
                        "channel_type": "channel", "ts": next_ts(), "deleted_ts": said["The user plays chess"]["ts"]})
         await h.settle()
         assert await facts() == ["The user plays chess"]
+
+
+def changed(channel: str, channel_type: str, before: dict, text: str) -> dict:
+    """A `message_changed` event: `before` (a message event) now says `text`."""
+    after = {key: before[key] for key in ("type", "user", "ts") if key in before}
+    after.update(text=text, edited={"user": before["user"], "ts": next_ts()})
+    if "thread_ts" in before:
+        after["thread_ts"] = before["thread_ts"]
+    return {"type": "message", "subtype": "message_changed", "hidden": True, "channel": channel,
+            "channel_type": channel_type, "ts": next_ts(), "message": after,
+            "previous_message": {k: before[k] for k in ("type", "user", "text", "ts")}}
+
+
+async def test_edited_messages_are_relearned_without_a_reply(start_app: StartApp, fake: FakeSlack) -> None:
+    backend = ScriptedBackend(reply="noted", facts=["The user lives in Lisbon"])
+    user = UserRef("slack", TEAM_ID, "U1")
+    async with start_app(backend) as h:
+
+        async def facts() -> list[str]:
+            return sorted(r.text for r in (await h.bot.memories.list(user)).records)
+
+        dm = message("I live in Lisbon", channel="D9")
+        await h.event(dm)
+        await h.settle()
+        assert await facts() == ["The user lives in Lisbon"]
+        posts, calls = len(fake.posts()), len(backend.calls)
+        await h.event(changed("D9", "im", dm, dm["text"]))  # a link unfurled: same text, nothing to do
+        await h.settle()
+        assert len(backend.calls) == calls and await facts() == ["The user lives in Lisbon"]
+        backend.facts = ["The user lives in Porto"]
+        await h.event(changed("D9", "im", dm, "sorry, I live in Porto"))
+        await h.settle()
+        assert await facts() == ["The user lives in Porto"] and len(fake.posts()) == posts
+        backend.facts = ["The user plays chess"]
+        chess = mention("I play chess", channel="C7")
+        await h.event(chess)
+        await h.settle()
+        assert await facts() == ["The user lives in Porto", "The user plays chess"]
+        await h.event(changed("C7", "channel", dict(chess, thread_ts=chess["ts"]), "I play chess"))  # no mention
+        await h.settle()
+        assert await facts() == ["The user lives in Porto"]
