@@ -66,8 +66,9 @@ class AccessPolicy:
     def is_admin(self, user_id: str) -> bool:
         return user_id in self._s.admin_users
 
-    def check(self, msg: IncomingMessage, *, command: bool = False) -> Decision:
-        """Whether to answer `msg`. A `command` (answered privately) always hears why it is refused."""
+    def check(self, msg: IncomingMessage, *, command: bool = False, rate_limited: bool = True) -> Decision:
+        """Whether to answer `msg`. A `command` (answered privately) always hears why it is refused; without
+        `rate_limited` the rules apply but the message does not count towards the rate limit."""
         s = self._s
         if msg.user_id in s.blocked_users:
             return Decision(False, "blocked user")
@@ -86,6 +87,8 @@ class AccessPolicy:
                 return Decision(False, "blocked role")
             if msg.roles is not None and s.allowed_roles and not s.allowed_roles.intersection(msg.roles):
                 return Decision(False, "role not allowed")
+        if not rate_limited:
+            return ALLOW
         wait, first = self._limiter.hit(msg.user.key)
         if wait > 0:  # told once per wait, so a flood does not become a flood of notices
             notice = f"You're sending messages a bit fast. Please wait {wait:.0f} s and try again."

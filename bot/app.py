@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -33,6 +34,7 @@ from memory.store import MemoryStore, StoreError
 _log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_SECONDS = 24 * 3600
+MAINTENANCE_INTERVAL_SECONDS = 600
 
 
 def store_config(settings: Settings) -> StoreConfig:
@@ -129,25 +131,31 @@ class MemoryBot:
             _log.info("%s message %s: forgot %d memories learned from it", ref.platform, ref.message_id,
                       forgotten)
 
-    async def message_edited(self, msg: IncomingMessage) -> None:
-        """A message for the bot was edited: what its old text taught is forgotten and its new text is learned,
-        without a new reply."""
-        await self.forget_message(msg.ref)
-        await self._handler.learn_edit(msg)
+    async def message_edited(self, msg: IncomingMessage, ref: MessageRef) -> None:
+        """A message for the bot was edited (`ref` names it as the platform's deletions do): what its old text
+        taught is forgotten and its new text is learned, without a new reply."""
+        if not await self.memories.relearn_message(ref, msg.edited_at, lambda: self._handler.learn_edit(msg)):
+            _log.info("%s message %s: edit ignored (deleted, or not newer than one handled)", ref.platform,
+                      ref.message_id)
 
     async def _apply_retention(self) -> None:
-        """Purge expired memories and old set-aside exchanges at start and then daily (expired memories are
-        never recalled meanwhile)."""
+        """At start and then every few minutes: finish deleting what deleted or edited messages taught where a
+        store failure interrupted it. At start and then daily: purge expired memories and old set-aside
+        exchanges (expired memories are never recalled meanwhile)."""
+        last_purge = float("-inf")
         while True:
             try:
-                purged = await self.memories.purge_expired()
-                if purged:
-                    _log.info("retention: purged %d expired memories", purged)
+                if forgotten := await self.memories.finish_forgetting():
+                    _log.info("forgot %d memories of deleted or edited messages after a store failure", forgotten)
+                if time.monotonic() - last_purge >= RETENTION_INTERVAL_SECONDS:
+                    last_purge = time.monotonic()
+                    if purged := await self.memories.purge_expired():
+                        _log.info("retention: purged %d expired memories", purged)
             except StoreError as exc:
-                _log.warning("retention purge failed, will try again: %s", exc)
-            except Exception:  # whatever it was, the purge must run again tomorrow
-                _log.exception("retention purge failed unexpectedly, will try again")
-            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+                _log.warning("memory maintenance failed, will try again: %s", exc)
+            except Exception:  # whatever it was, maintenance must run again
+                _log.exception("memory maintenance failed unexpectedly, will try again")
+            await asyncio.sleep(MAINTENANCE_INTERVAL_SECONDS)
 
 
 @asynccontextmanager

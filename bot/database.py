@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS learned_from (
     message_id TEXT NOT NULL,
     user_key TEXT NOT NULL,
     queued_at REAL NOT NULL,
+    forgetting INTEGER NOT NULL DEFAULT 0,  -- deleted or edited; its facts are being deleted
     PRIMARY KEY (platform, workspace, message_id, channel, user_key)
 );
 CREATE TABLE IF NOT EXISTS paused_users (
@@ -57,6 +58,7 @@ async def connect(path: Path, schema: str) -> aiosqlite.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path)
     await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA secure_delete=ON")  # deleted rows (what users said) are overwritten, not kept
     await db.executescript(schema)
     await db.commit()
     return db
@@ -87,16 +89,12 @@ class BotDatabase:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        """Open the file. `sources_missing` is true for a file from before `learned_from` existed: the caller
-        fills it in from the memory store with `fill_sources`."""
-        existed = self._path.exists()
+        """Open the file. `sources_missing` is true until `learned_from` has been filled in from the memory
+        store (`fill_sources`): for a new file too, which may sit next to a store that already has facts."""
         self._db = await connect(self._path, _SCHEMA)
         async with self.db.execute("PRAGMA user_version") as cursor:
             version = int((await cursor.fetchone() or (0,))[0])
-        self.sources_missing = existed and version < SCHEMA_VERSION
-        if not self.sources_missing:
-            await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await self.db.commit()
+        self.sources_missing = version < SCHEMA_VERSION
 
     async def close(self) -> None:
         if self._db is not None:
@@ -119,7 +117,8 @@ class BotDatabase:
         )
         source = payload["source"]
         await self.db.execute(
-            "INSERT OR IGNORE INTO learned_from VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (source["platform"], source["workspace"], source["channel"], source["message_id"], user_key, now),
         )
         await self.db.commit()
@@ -198,13 +197,15 @@ class BotDatabase:
         store has facts from, and the exchanges queued or set aside."""
         now = time.time()
         await self.db.executemany(
-            "INSERT OR IGNORE INTO learned_from VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [(ref.platform, ref.workspace, ref.channel_id or "", ref.message_id, user_key, now)
              for user_key, ref in stored],
         )
         for table in ("pending_exchanges", "failed_exchanges"):
             await self.db.execute(
-                "INSERT OR IGNORE INTO learned_from SELECT json_extract(payload, '$.source.platform'), "
+                "INSERT OR IGNORE INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
+                "SELECT json_extract(payload, '$.source.platform'), "
                 "json_extract(payload, '$.source.workspace'), json_extract(payload, '$.source.channel'), "
                 f"json_extract(payload, '$.source.message_id'), user_key, {now} FROM {table}"
             )
@@ -212,25 +213,37 @@ class BotDatabase:
         await self.db.commit()
         self.sources_missing = False
 
-    async def drop_sources(self, older_than_days: float) -> None:
-        """Forget which messages were queued this long ago (their memories have expired by then)."""
-        await self.db.execute("DELETE FROM learned_from WHERE queued_at < ?", (time.time() - older_than_days * 86400,))
-        await self.db.commit()
-
     async def users_with_message(self, ref: MessageRef) -> set[str]:
         """Users whose exchange from this message was queued at some point (it may still be, or set aside)."""
         where, args = _message_filter(ref)
         async with self.db.execute(f"SELECT DISTINCT user_key FROM learned_from WHERE {where}", args) as cursor:
             return {str(row[0]) for row in await cursor.fetchall()}
 
-    async def forget_message(self, user_key: str, ref: MessageRef) -> None:
-        """Drop this user's exchanges from this message, queued or set aside, and the record of it."""
+    async def forget_exchanges(self, user_key: str, ref: MessageRef) -> None:
+        """Drop this user's exchanges from this message, queued or set aside."""
         where, args = _message_filter(ref, in_payload=True)
         for table in ("pending_exchanges", "failed_exchanges"):
             await self.db.execute(f"DELETE FROM {table} WHERE user_key = ? AND {where}", (user_key, *args))
-        where, args = _message_filter(ref)
-        await self.db.execute(f"DELETE FROM learned_from WHERE user_key = ? AND {where}", (user_key, *args))
         await self.db.commit()
+
+    async def mark_forgetting(self, ref: MessageRef) -> None:
+        """The facts of this message are about to be deleted (see `forgetting`)."""
+        where, args = _message_filter(ref)
+        await self.db.execute(f"UPDATE learned_from SET forgetting = 1 WHERE {where}", args)
+        await self.db.commit()
+
+    async def forget_sources(self, ref: MessageRef) -> None:
+        """The facts of this message are deleted: forget that it taught anything."""
+        where, args = _message_filter(ref)
+        await self.db.execute(f"DELETE FROM learned_from WHERE {where}", args)
+        await self.db.commit()
+
+    async def forgetting(self) -> list[MessageRef]:
+        """Messages whose facts were being deleted when the store failed."""
+        async with self.db.execute(
+            "SELECT DISTINCT platform, workspace, channel, message_id FROM learned_from WHERE forgetting = 1"
+        ) as cursor:
+            return [MessageRef(*map(str, row)) for row in await cursor.fetchall()]
 
     async def forget_user(self, user_key: str) -> None:
         """Drop everything queued or set aside for a user (their memories are being deleted)."""

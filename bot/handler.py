@@ -71,13 +71,14 @@ class MessageHandler:
         try:
             reply_text = await self._reply(msg, text, was_cut, reply)
         finally:
-            async with self._memories.user_lock(msg.user.key):  # no forget-all between the check and the queue
+            # no forget-all, deletion or edit between the checks and the queue
+            async with self._memories.message_lock(msg.ref), self._memories.user_lock(msg.user.key):
                 if self._memories.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
                     _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
                     self._memories.history.forget_user(msg.user.key)
-                elif self._memories.was_deleted(msg):
-                    _log.info("%s message %s was deleted during its reply; it is not kept", msg.platform,
-                              msg.message_id)
+                elif self._memories.was_changed(msg):  # its new text, if any, is learned instead
+                    _log.info("%s message %s was deleted or edited during its reply; it is not kept",
+                              msg.platform, msg.message_id)
                     self._memories.history.forget_message(msg.ref)
                 else:
                     await self._queue_writeback(msg, text, reply_text, reply)
@@ -85,7 +86,7 @@ class MessageHandler:
     async def learn_edit(self, msg: IncomingMessage) -> None:
         """Queue an edited message's new text for learning, without a new reply. Nothing is learned where the
         bot would not answer the message or the user paused learning; refusals are logged, not said."""
-        decision = self._access.check(msg)
+        decision = self._access.check(msg, rate_limited=False)  # fixing a typo is not another message
         if not decision.allowed:
             _log.info("not learning the edit of %s message %s: %s", msg.platform, msg.message_id, decision.reason)
             return

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +31,7 @@ MAX_REMEMBER_CHARS = 500
 DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a stored one
 SET_ASIDE_DAYS = 30  # how long an exchange the model could not learn from is kept for inspection
 MAX_USERS_REMEMBERED = 10_000  # `why` answers for this many most recent users
-MAX_DELETIONS_REMEMBERED = 10_000  # deleted messages kept in mind, for replies to them still running
+MAX_CHANGES_REMEMBERED = 10_000  # deleted or edited messages kept in mind (replies still running, late edits)
 RECALL_CANDIDATES = 3  # recall ranks this many times the facts it returns, to spread them over messages
 
 
@@ -74,7 +74,10 @@ class MemoryOps:
         self._ttl_days = ttl_days
         self.history = ConversationHistory(history_turns)  # short-term: recent turns per conversation
         self._last_used: dict[str, list[MemoryRecord]] = {}
-        self._deleted: dict[tuple[str, str, str], MessageRef] = {}  # recently deleted messages, oldest first
+        # Deleted or edited messages, oldest first: (ref, deleted, time of the latest edit handled)
+        self._changed: dict[tuple[str, str, str], tuple[MessageRef, bool, datetime | None]] = {}
+        self._message_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = \
+            weakref.WeakValueDictionary()
 
     # --- used by the bot
 
@@ -211,32 +214,77 @@ class MemoryOps:
             self.history.forget_user(user.key)
             return await self._store.delete_all(user.key)
 
+    def message_lock(self, ref: MessageRef) -> asyncio.Lock:
+        """Held while a message is forgotten or relearned, and while a reply to it is queued, so a deletion, an
+        edit and the reply each see what the one before did (take it before `user_lock`)."""
+        key = _message_key(ref)
+        lock = self._message_locks.get(key)
+        if lock is None:
+            lock = self._message_locks[key] = asyncio.Lock()
+        return lock
+
     async def forget_message(self, ref: MessageRef) -> int:
         """The message was deleted on its platform: forget everything learned from it, for whoever said it.
 
         Its exchange leaves the write-back queue (and the set-aside table), its facts leave the store, its turn
-        leaves the conversation history; a reply to it still running is not queued (see `was_deleted`).
+        leaves the conversation history; a reply to it still running is not queued (see `was_changed`).
         Returns how many memories were deleted.
         """
-        self._deleted[(ref.platform, ref.workspace, ref.message_id)] = ref
-        if len(self._deleted) > MAX_DELETIONS_REMEMBERED:
-            del self._deleted[next(iter(self._deleted))]
+        async with self.message_lock(ref):
+            self._note_change(ref, deleted=True, edited_at=None)
+            return await self._forget_message(ref)
+
+    async def relearn_message(
+        self, ref: MessageRef, edited_at: datetime | None, learn: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """The message was edited: forget what its old text taught, then `learn` (queues the new text), as one
+        step. False, doing nothing, for a deleted message or an edit not newer than one already handled (a
+        repeated or late event)."""
+        async with self.message_lock(ref):
+            _, deleted, latest = self._changed.get(_message_key(ref), (ref, False, None))
+            if deleted or (latest is not None and (edited_at is None or edited_at <= latest)):
+                return False
+            self._note_change(ref, deleted=False, edited_at=edited_at)
+            await self._forget_message(ref)
+            await learn()
+            return True
+
+    def was_changed(self, msg: IncomingMessage) -> bool:
+        """Whether `msg` was deleted or edited since it arrived (its reply must not be learned from)."""
+        change = self._changed.get(_message_key(msg.ref))
+        return change is not None and change[0].matches(msg)
+
+    def _note_change(self, ref: MessageRef, *, deleted: bool, edited_at: datetime | None) -> None:
+        key = _message_key(ref)
+        self._changed.pop(key, None)
+        self._changed[key] = (ref, deleted, edited_at)
+        if len(self._changed) > MAX_CHANGES_REMEMBERED:
+            del self._changed[next(iter(self._changed))]
+
+    async def _forget_message(self, ref: MessageRef) -> int:
         users = await self._db.users_with_message(ref)
         for user_key in users:
             async with self.user_lock(user_key):  # a fact of it being stored now is stored before this returns
-                await self._db.forget_message(user_key, ref)
+                await self._db.forget_exchanges(user_key, ref)
         self.history.forget_message(ref)
         if not users:  # never queued for learning: nothing in the store came from it
             return 0
+        # The record of the message goes only once its facts are gone: if the store fails now, the deletion
+        # is retried (`finish_forgetting`) instead of the message looking as if it had taught nothing.
+        await self._db.mark_forgetting(ref)
         deleted = await self._store.delete_from_source(ref.platform, ref.workspace, ref.channel_id, ref.message_id)
+        await self._db.forget_sources(ref)
         for user_key, ids in deleted.items():
             self._forget_used(user_key, set(ids))
         return sum(len(ids) for ids in deleted.values())
 
-    def was_deleted(self, msg: IncomingMessage) -> bool:
-        """Whether `msg` was deleted on its platform since it arrived (its reply must not be kept)."""
-        ref = self._deleted.get((msg.platform, msg.workspace, msg.message_id))
-        return ref is not None and ref.matches(msg)
+    async def finish_forgetting(self) -> int:
+        """Delete the facts of deleted or edited messages whose deletion failed half-way (store errors)."""
+        forgotten = 0
+        for ref in await self._db.forgetting():
+            async with self.message_lock(ref):
+                forgotten += await self._forget_message(ref)
+        return forgotten
 
     def _forget_used(self, user_key: str, memory_ids: set[str]) -> None:
         """Deleted memories leave what `why` lists."""
@@ -270,10 +318,7 @@ class MemoryOps:
         aside for inspection once they are SET_ASIDE_DAYS old (or older than the retention, if shorter)."""
         keep_days = min(SET_ASIDE_DAYS, self._ttl_days) if self._ttl_days > 0 else SET_ASIDE_DAYS
         await self._db.drop_set_aside(keep_days)
-        if self._ttl_days <= 0:
-            return 0
-        await self._db.drop_sources(self._ttl_days + SET_ASIDE_DAYS)  # a queued exchange may be learned late
-        return await self._store.purge_expired()
+        return await self._store.purge_expired() if self._ttl_days > 0 else 0
 
     async def pause(self, user: UserRef) -> None:
         async with self.user_lock(user.key):  # after this returns, nothing more is learned
@@ -311,6 +356,10 @@ def without_names(text: str, names: Iterable[str]) -> str:
         text = re.sub(rf"\b{re.escape(name)}'s\b", "their", text)
         text = re.sub(rf"\b{re.escape(name)}\b", "they", text)
     return text
+
+
+def _message_key(ref: MessageRef) -> tuple[str, str, str]:
+    return (ref.platform, ref.workspace, ref.message_id)
 
 
 def _parse_time(value: str) -> datetime | None:

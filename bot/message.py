@@ -57,6 +57,7 @@ class IncomingMessage:
     is_direct: bool = False
     addressed: bool = True
     roles: tuple[str, ...] | None = None
+    edited_at: datetime | None = None  # set on an edited message: when it was last edited
 
     @property
     def user(self) -> UserRef:

@@ -67,6 +67,8 @@ class MemoryStore:
                 raise StoreError(f"{self._config.directory} is in use by another memorybot process: embedded "
                                  "Qdrant allows one at a time (stop the bot first, or use a Qdrant server)") from exc
             raise
+        # mem0's history keeps every version's text; a forgotten one is overwritten, not left in free pages
+        await self._call(self._mem0.db.connection.execute, "PRAGMA secure_delete=ON")
         vector_store = self._mem0.vector_store
         if getattr(vector_store, "is_local", False):  # embedded Qdrant: see memory/vector_cache.py
             self._cache = VectorCache(vector_store.client, vector_store.collection_name)

@@ -78,13 +78,15 @@ class DiscordClient(discord.Client):
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message, before = payload.message, payload.cached_message
-        if message.edited_at is None or (before is not None and before.content == message.content):
-            return  # an embed or a pin added, not new text
+        if message.author.bot or message.edited_at is None or (before is not None and before.content ==
+                                                                 message.content):
+            return  # a bot's edit (the bot's own streaming), or an embed or a pin added: not new text
+        ref = message_ref(payload.guild_id, payload.message_id)
         try:
             if self.user is not None and is_addressed(message, self.user, self.respond_channels):
-                await self.bot.message_edited(to_incoming(message, self.user))
+                await self.bot.message_edited(to_incoming(message, self.user), ref)
             else:  # not (or no longer) for the bot: only what it learned from the old text goes
-                await self.bot.forget_message(message_ref(payload.guild_id, payload.message_id))
+                await self.bot.forget_message(ref)
         except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
             _log.exception("could not relearn edited message %s (guild %s)", payload.message_id, payload.guild_id)
 

@@ -88,6 +88,7 @@ def to_incoming(message: discord.Message, me: discord.abc.User) -> IncomingMessa
         is_direct=guild_id is None,
         addressed=True,
         roles=tuple(str(role.id) for role in roles if not role.is_default()),
+        edited_at=message.edited_at,
     )
 
 

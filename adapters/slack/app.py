@@ -236,7 +236,8 @@ class SlackAdapter:
                    or bool(thread_ts and thread_ts != event["ts"]
                            and await self.store.in_thread(event["channel"], thread_ts)))
         if for_bot:
-            await self.bot.message_edited(await self.to_message(event, workspace, context.bot_user_id))
+            msg = await self.to_message(event, workspace, context.bot_user_id)
+            await self.bot.message_edited(msg, msg.ref)
         else:
             await self.bot.forget_message(MessageRef(PLATFORM, workspace, event["channel"], event["ts"]))
 
@@ -276,6 +277,7 @@ class SlackAdapter:
             sent_at=datetime.fromtimestamp(float(ts), tz=UTC),
             is_direct=direct,
             addressed=True,
+            edited_at=datetime.fromtimestamp(float(event["edited"]["ts"]), tz=UTC) if event.get("edited") else None,
         )
 
     async def _user_name(self, workspace: str, user: str) -> str:

@@ -1,12 +1,15 @@
 """Write-back survives store outages and bad model output, and gives way to replies."""
 
 import asyncio
+import json
 import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.app import MemoryBot
-from bot.message import MessageRef
+from bot.message import IncomingMessage, MessageRef
 from memory.store import StoreError
 from tests.bot.helpers import RecordingReply, message
 from tests.fakes.model import ScriptedBackend
@@ -152,6 +155,50 @@ async def test_a_message_deleted_during_its_extraction_keeps_nothing(make_settin
         await bot.forget_message(msg.ref)
         await bot.writeback.drain()
         assert (await bot.memories.list(msg.user)).total == 0
+
+
+async def test_edits_relearn_once_in_order_and_a_delete_waits_for_an_edit(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user lives in Lisbon"])
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        said = message("I live in Lisbon")
+        await bot.handle(said, RecordingReply())
+        await bot.writeback.drain()
+        await bot.writeback.stop()
+        at = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+
+        def edit(text: str, minutes: int) -> IncomingMessage:
+            return replace(said, text=text, edited_at=at + timedelta(minutes=minutes))
+
+        await bot.message_edited(edit("I live in Porto", 2), said.ref)
+        await bot.message_edited(edit("I live in Faro", 1), said.ref)  # delivered late: older than the last
+        await bot.message_edited(edit("I live in Porto", 2), said.ref)  # delivered twice
+        assert (await bot.memories.list(said.user)).total == 0
+        [queued] = [json.loads(row[0])["text"] async for row in await bot.db.db.execute(
+            "SELECT payload FROM pending_exchanges")]
+        assert queued == "I live in Porto"
+        # an edit and a deletion at once: the deletion waits for the edit, then removes what it queued
+        await asyncio.gather(bot.message_edited(edit("I live in Braga", 3), said.ref), bot.forget_message(said.ref))
+        await bot.message_edited(edit("I live in Evora", 4), said.ref)  # a deleted message is not relearned
+        assert await bot.db.pending_count() == 0
+
+
+async def test_a_deletion_interrupted_by_the_store_is_finished_later(make_settings):
+    async with MemoryBot(make_settings(), backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
+        said = message("I have a dog")
+        await bot.handle(said, RecordingReply())
+        await bot.writeback.drain()
+        real_delete = bot.store.delete_from_source
+
+        async def failing(*args, **kwargs):
+            raise StoreError("the server is away")
+
+        bot.store.delete_from_source = failing
+        with pytest.raises(StoreError):
+            await bot.forget_message(said.ref)
+        assert (await bot.memories.list(said.user)).total == 1
+        bot.store.delete_from_source = real_delete
+        assert await bot.memories.finish_forgetting() == 1
+        assert (await bot.memories.list(said.user)).total == 0 and await bot.memories.finish_forgetting() == 0
 
 
 async def test_a_retry_stores_only_the_facts_not_yet_stored(make_settings):

@@ -64,10 +64,10 @@ class Running:
             finally:
                 self.handled.setdefault(-int(ref.message_id), asyncio.Event()).set()
 
-        async def recording_relearn(msg: IncomingMessage) -> None:
+        async def recording_relearn(msg: IncomingMessage, ref: MessageRef) -> None:
             self.edited.append(msg)
             try:
-                await relearn(msg)
+                await relearn(msg, ref)
             finally:
                 self.relearned.setdefault(int(msg.message_id), asyncio.Event()).set()
 
