@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS learned_from (
     forgetting INTEGER NOT NULL DEFAULT 0,  -- deleted or edited; its facts are being deleted
     PRIMARY KEY (platform, workspace, message_id, channel, user_key)
 );
+CREATE INDEX IF NOT EXISTS learned_from_forgetting ON learned_from (forgetting) WHERE forgetting = 1;
 CREATE TABLE IF NOT EXISTS paused_users (
     user_key TEXT PRIMARY KEY,
     paused_at REAL NOT NULL,
