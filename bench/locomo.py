@@ -71,7 +71,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
 BENCH_DATA = REPO / "bench" / "data" / "locomo"
 MODEL_CACHE = REPO / ".cache" / "test-data" / "models"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "memory-mmr", "memory+turns", "turns", "turns-hybrid")
+SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "memory-mmr", "memory+turns", "turns", "turns-hybrid",
+           "evidence")
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 _STOPWORDS = (
     "a an the and or of to in on at for with by from about as is are was were be been being do does did what "
@@ -351,6 +352,19 @@ class TurnBaseline:
     @staticmethod
     def _hit(turn: Turn) -> Hit:
         return Hit(turn.text, (turn.dia_id,), turn.said_at.isoformat())
+
+
+class EvidenceOracle:
+    """A ceiling, not a system: the question's gold evidence turns, in order, as if recall were perfect. Its
+    answer F1 is the best the answering model can do from the right turns."""
+
+    def __init__(self, conv: Conversation, keep_names: bool) -> None:
+        by_id = {t.dia_id: t for t in conv.turns}
+        self._evidence = {(q.question if keep_names else without_names(q.question, conv.speakers)):
+                          [by_id[e] for e in q.evidence if e in by_id] for q in conv.questions}
+
+    async def search(self, question: str, limit: int) -> list[Hit]:
+        return [TurnBaseline._hit(turn) for turn in self._evidence.get(question, [])[:limit]]
 
 
 class MemoryRecall:
@@ -672,7 +686,9 @@ async def main() -> None:
         for conv in conversations:
             signature = ingest_signature(conv, args, model_id)
             user_key = user_of(conv.sample_id).key
-            if ingested.get(conv.sample_id, {}).get("signature") == signature:
+            if not any(name.startswith("memory") for name in args.systems):  # nothing reads the store
+                stats_row = {"skipped": True}
+            elif ingested.get(conv.sample_id, {}).get("signature") == signature:
                 stats_row = ingested[conv.sample_id] | {"reused_store": True}
             else:  # stale or missing: this conversation's memories are rebuilt from the extraction cache
                 await bot.store.delete_all(user_key)
@@ -681,8 +697,12 @@ async def main() -> None:
                 stats_row = asdict(stats) | {"wall_s": round(time.perf_counter() - started, 1), "signature": signature}
                 ingested[conv.sample_id] = stats_row
                 marker.write_text(json.dumps(ingested, indent=1))
-            records = await bot.store.list(user_key)
+            records = await bot.store.list(user_key) if not stats_row.get("skipped") else []
             stats_row["memories_current"] = len(records)
+            if records:  # the ceiling of any recall over facts: the gold turns that taught at least one
+                taught = {r.source.message_id for r in records}
+                gold = {e for q in conv.questions for e in q.evidence}
+                stats_row["evidence_turns_with_facts"] = round(len(gold & taught) / max(1, len(gold)), 3)
             ingestion[conv.sample_id] = stats_row
             print(conv.sample_id, json.dumps(stats_row), flush=True)
             systems: dict[str, Any] = {}
@@ -693,6 +713,8 @@ async def main() -> None:
                 elif name == "memory+turns":
                     systems[name] = FusedRecall(MemoryRecall(conv, bot.memories, settings, "memory", records),
                                                 TurnBaseline(conv, embedder, hybrid=False), conv)
+                elif name == "evidence":
+                    systems[name] = EvidenceOracle(conv, args.keep_names)
                 elif name.startswith("memory"):
                     systems[name] = MemoryRecall(conv, bot.memories, settings, name, records)
                 else:
@@ -702,7 +724,7 @@ async def main() -> None:
     cache.close()
     result["questions"] = len(details)
     result["ingestion"] = ingestion
-    totals = {key: round(sum(row[key] for row in ingestion.values()), 1)
+    totals = {key: round(sum(row.get(key, 0) for row in ingestion.values()), 1)
               for key in ["turns", "facts_extracted", "facts_stored", "extraction_s", "store_s", "memories_current"]}
     totals["extraction_s_per_turn"] = round(totals["extraction_s"] / max(1, totals["turns"]), 2)
     result["ingestion_total"] = totals
