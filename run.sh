@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# memorybot setup and entry point. Both commands install everything first (idempotent):
-#   ./run.sh chat [--user NAME]   install, then open the terminal chat
-#   ./run.sh test [PYTEST ARGS]   install, then run the whole test suite
+# memorybot setup and entry point. Both commands install what they need first (idempotent):
+#   ./run.sh chat [--user NAME]   install, then open the terminal chat (llama.cpp too if MODEL_BACKEND=llama_cpp)
+#   ./run.sh test [PYTEST ARGS]   install everything (test tools, llama.cpp), then run the whole test suite
 # Anything else is passed to the `memorybot` command, e.g. ./run.sh memories --platform console --user dana
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -36,28 +36,56 @@ build_llama_wheel() {
         "llama-cpp-python==$LLAMA_VERSION"
 }
 
+python_is_311() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; }
+
 install() {
+    local extras=$1
+    # A venv left broken or made with another Python (half-created, no pip, 3.12) is made again.
+    if [ -x "$VENV/bin/python" ] && ! { python_is_311 "$VENV/bin/python" && "$VENV/bin/python" -m pip --version \
+            >/dev/null 2>&1; }; then
+        echo "Recreating $VENV (not a working Python 3.11 environment)"
+        rm -rf "$VENV"
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
+        if ! python_is_311 "$PYTHON"; then
+            echo "memorybot needs Python 3.11: set PYTHON=/path/to/python3.11 (now: $PYTHON)" >&2
+            exit 1
+        fi
         "$PYTHON" -m venv "$VENV"
     fi
-    # Reinstall only when the project's requirements changed.
+    # Reinstall only when the project's requirements or the extras asked for changed.
     local stamp="$VENV/.memorybot-installed"
     local want
-    want=$(sha256sum pyproject.toml run.sh | sha256sum | cut -d' ' -f1)
+    want=$( (sha256sum pyproject.toml run.sh; echo "$extras") | sha256sum | cut -d' ' -f1)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return
     fi
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    # torch first and pinned: any other request for torch would pull a multi-GB CUDA build.
+    # torch first and pinned to the CPU build: a torch pulled in by another package would be the multi-GB CUDA
+    # build. This machine finds torch-2.13.0+cpu among its local wheels; elsewhere pip takes it from PyTorch's
+    # CPU index (add --index-url https://download.pytorch.org/whl/cpu if the plain install picks CUDA).
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    build_llama_wheel
-    "$VENV/bin/python" -m pip install --quiet --find-links "$LLAMA_WHEELS" -e ".[dev,llama,pgvector]"
+    case ",$extras," in *,llama,*) build_llama_wheel ;; esac
+    "$VENV/bin/python" -m pip install --quiet --find-links "$LLAMA_WHEELS" -e ".[$extras]"
     echo "$want" > "$stamp"
+}
+
+# The llama.cpp backend's extra is built (once, with a C++ compiler) for the tests, or when .env or the
+# environment picks that backend; the default transformers backend needs no compiler.
+wants_llama() {
+    [ "${MODEL_BACKEND:-}" = "llama_cpp" ] || grep -Eq '^[[:space:]]*MODEL_BACKEND[[:space:]]*=[[:space:]]*"?llama_cpp' \
+        .env 2>/dev/null
 }
 
 command=${1:-chat}
 [ $# -gt 0 ] && shift
-install
+if [ "$command" = test ]; then
+    install "dev,llama,pgvector"
+elif wants_llama; then
+    install "llama,pgvector"
+else
+    install "pgvector"
+fi
 case "$command" in
     test)
         exec "$VENV/bin/python" -m pytest "$@"

@@ -54,8 +54,11 @@ def setup_logging(settings: Settings, *, quiet_console: bool) -> None:
     logging.basicConfig(
         level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client"):
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client", "psycopg"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # At DEBUG these log request and event bodies, i.e. what users said: never below INFO.
+    for chatty in ("discord", "slack_sdk", "slack_bolt", "openai"):
+        logging.getLogger(chatty).setLevel(max(level, logging.INFO))
 
 
 async def _chat(settings: Settings, user: str) -> None:

@@ -15,7 +15,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 from bot.access import AccessPolicy
 from bot.database import BotDatabase
@@ -26,7 +28,7 @@ from bot.llm.base import Backend
 from bot.llm.runner import LocalModel
 from bot.memories import MemoryOps
 from bot.message import IncomingMessage, MessageRef, ReplyTarget
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from bot.writeback import WritebackWorker
 from memory.config import StoreConfig
 from memory.store import MemoryStore, StoreError
@@ -51,6 +53,24 @@ def store_config(settings: Settings) -> StoreConfig:
     )
 
 
+def _lock_data_dir(data_dir: Path) -> TextIO | None:
+    """One running bot per DATA_DIR: its write-back queue and mem0's history live there, and two workers would
+    learn every exchange twice. The lock file stays open (and locked) while the bot runs; the system releases
+    it when the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; one bot per DATA_DIR is up to the operator
+        return None
+    handle = open(data_dir / "bot.lock", "w")  # noqa: SIM115 - held open for the bot's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SettingsError(f"DATA_DIR {data_dir} is in use by another running memorybot: give each bot (Discord, "
+                            "Slack) its own DATA_DIR") from None
+    return handle
+
+
 class MemoryBot:
     def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
         self.settings = settings
@@ -63,6 +83,7 @@ class MemoryBot:
         self.writeback: WritebackWorker
         self._handler: MessageHandler
         self._retention: asyncio.Task[None] | None = None
+        self._lock: TextIO | None = None
 
     async def __aenter__(self) -> MemoryBot:
         try:
@@ -73,7 +94,8 @@ class MemoryBot:
         return self
 
     async def _start(self) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # what users said lives here
+        self._lock = _lock_data_dir(self.settings.data_dir)
         await self.db.open()
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
@@ -119,6 +141,9 @@ class MemoryBot:
             await self.model.close()
         await self.store.close()
         await self.db.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
         await self._handler.handle(msg, reply)

@@ -318,7 +318,7 @@ class MemoryOps:
         aside for inspection once they are SET_ASIDE_DAYS old (or older than the retention, if shorter)."""
         keep_days = min(SET_ASIDE_DAYS, self._ttl_days) if self._ttl_days > 0 else SET_ASIDE_DAYS
         await self._db.drop_set_aside(keep_days)
-        return await self._store.purge_expired() if self._ttl_days > 0 else 0
+        return await self._store.purge_expired()  # also when the retention was turned off after they were learned
 
     async def pause(self, user: UserRef) -> None:
         async with self.user_lock(user.key):  # after this returns, nothing more is learned

@@ -6,12 +6,16 @@ default and meaning (a test keeps the two in step). A bad value is a `SettingsEr
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from dotenv import dotenv_values
+
+MIN_PROMPT_TOKENS = 512  # the smallest prompt (instructions, a message, fact extraction) worth running
 
 
 class SettingsError(ValueError):
@@ -44,7 +48,7 @@ class Settings:
     # --- local model
     model: str = _setting(
         "qwen2.5-coder-0.5b",
-        "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (quality extra), a transformers folder or hub id, a .gguf path, "
+        "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (quality extra), a transformers folder or cached hub id, a .gguf path, "
         "or the served model's name (openai backend).",
     )
     model_backend: str = _setting(
@@ -67,7 +71,8 @@ class Settings:
     memory_top_k: int = _setting(8, "How many memories are recalled for a message at most.")
     memory_token_budget: int = _setting(400, "Token budget for recalled memories in the prompt.")
     memory_min_score: float = _setting(0.1, "Recalled memories need at least this similarity (0..1).")
-    memory_ttl_days: int = _setting(0, "Memories older than this are not recalled and are purged; 0 keeps them.")
+    memory_ttl_days: int = _setting(0, "Days a memory is kept after it was said, fixed when it is learned; "
+                                       "expired ones are never recalled and are purged daily. 0: forever.")
     embedder_model: str = _setting(
         "",
         "Sentence-embedding model (384-d): a sentence-transformers folder; for the llama_cpp embedder a BERT "
@@ -95,7 +100,8 @@ class Settings:
     allowed_roles: frozenset[str] = _setting(frozenset(), "Comma-separated role ids; empty allows all (Discord).")
     blocked_roles: frozenset[str] = _setting(frozenset(), "Comma-separated role ids the bot ignores (Discord).")
     allow_dms: bool = _setting(True, "Answer direct messages.")
-    admin_users: frozenset[str] = _setting(frozenset(), "Comma-separated user ids allowed to run admin commands.")
+    admin_users: frozenset[str] = _setting(frozenset(),
+                                           "Comma-separated user ids always let in, even when ALLOWED_USERS is set.")
     rate_limit_messages: int = _setting(10, "Messages per user per window; 0 turns the limit off.")
     rate_limit_window_seconds: float = _setting(60.0, "Length of the rate-limit window in seconds.")
 
@@ -174,7 +180,10 @@ def _parse(name: str, kind: Any, raw: str) -> Any:
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read settings: explicit overrides win, then the process environment, then `.env`, then defaults."""
+    """Read settings: explicit overrides win, then the process environment, then `.env`, then defaults.
+    A missing `.env` is fine (defaults and the environment); another named file that is missing is an error."""
+    if env_file and Path(env_file).name != ".env" and not Path(env_file).is_file():
+        raise SettingsError(f"settings file {env_file} not found")
     file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file else {}
     hints = get_type_hints(Settings)
     values: dict[str, Any] = {}
@@ -213,7 +222,27 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"VECTOR_STORE must be qdrant or pgvector, not {s.vector_store!r}")
     if s.vector_store == "pgvector" and not s.pgvector_url:
         raise SettingsError("PGVECTOR_URL is required when VECTOR_STORE=pgvector")
+    for name in ["temperature", "repetition_penalty", "memory_min_score", "rate_limit_window_seconds",
+                 "writeback_quiet_seconds", "writeback_max_backoff_seconds"]:
+        if not math.isfinite(getattr(s, name)):
+            raise SettingsError(f"{name.upper()} must be a number")
     if s.temperature < 0:
         raise SettingsError("TEMPERATURE must not be negative")
+    if s.repetition_penalty <= 0:
+        raise SettingsError("REPETITION_PENALTY must be greater than 0 (1 means no penalty)")
+    if not 0 <= s.memory_min_score <= 1:
+        raise SettingsError("MEMORY_MIN_SCORE must be between 0 and 1")
+    if s.rate_limit_window_seconds <= 0:
+        raise SettingsError("RATE_LIMIT_WINDOW_SECONDS must be greater than 0 (RATE_LIMIT_MESSAGES=0 turns the "
+                            "limit off)")
+    if s.context_tokens < s.max_new_tokens + MIN_PROMPT_TOKENS:
+        raise SettingsError(f"CONTEXT_TOKENS must leave room for the prompt: at least MAX_NEW_TOKENS + "
+                            f"{MIN_PROMPT_TOKENS} ({s.max_new_tokens + MIN_PROMPT_TOKENS})")
+    if not 0 <= s.slack_http_port <= 65535:
+        raise SettingsError("SLACK_HTTP_PORT must be a port number (0-65535)")
+    if s.vector_store == "pgvector" and not re.fullmatch(r"postgres(ql)?://\S+", s.pgvector_url.reveal()):
+        # psycopg would echo the malformed value, password included, into its logs
+        raise SettingsError("PGVECTOR_URL must be a URL starting with postgresql://, without spaces (escape them "
+                            "as %20; its value is not shown)")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"LOG_LEVEL must be a logging level, not {s.log_level!r}")

@@ -46,6 +46,7 @@ class StoreConfig:
     pgvector_url: str = ""
     max_list: int = 100_000  # most memories one list, export or forget-all of a user covers
     max_purge_scan: int = 1_000_000  # most memories one retention purge looks at
+    connect_timeout: float = 15.0  # seconds a store server may take to accept the first connection
 
     def vector_store(self) -> dict[str, Any]:
         common = {"collection_name": COLLECTION, "embedding_model_dims": EMBEDDING_DIMS}

