@@ -182,7 +182,7 @@ def _parse(name: str, kind: Any, raw: str) -> Any:
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Read settings: explicit overrides win, then the process environment, then `.env`, then defaults.
     A missing `.env` is fine (defaults and the environment); another named file that is missing is an error."""
-    if env_file and Path(env_file).name != ".env" and not Path(env_file).is_file():
+    if env_file and Path(env_file).name != ".env" and not Path(env_file).exists():
         raise SettingsError(f"settings file {env_file} not found")
     file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file else {}
     hints = get_type_hints(Settings)
