@@ -16,7 +16,7 @@ from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
 from bot.memories import MemoryOps
 from bot.message import IncomingMessage, ReplyTarget
-from bot.prompt import build_prompt, fit_memories, shown_memories
+from bot.prompt import build_prompt, fit_memories, in_prompt_order, shown_memories
 from bot.settings import Settings
 from bot.text import clean_input, strip_reasoning, truncate, without_reasoning
 from bot.writeback import WritebackWorker
@@ -98,7 +98,7 @@ class MessageHandler:
                 await self._writeback.submit(msg, text, "")
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
-        memories = await self._recall(msg, text)
+        memories = in_prompt_order(await self._recall(msg, text), stable=self._model.reuses_prompt_prefix)
         messages = build_prompt(
             bot_name=self._s.bot_name,
             user_name=msg.user_name,

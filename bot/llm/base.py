@@ -31,10 +31,15 @@ class ModelError(RuntimeError):
 
 
 class Backend(Protocol):
-    """A loaded model. `stream` yields text pieces until done, a stop string, or `should_stop()`."""
+    """A loaded model. `stream` yields text pieces until done, a stop string, or `should_stop()`.
+
+    `reuses_prompt_prefix`: the backend keeps the processed start of earlier prompts (llama.cpp's snapshots),
+    so a prompt that starts like the last one gets its first token sooner.
+    """
 
     name: str
     context_tokens: int
+    reuses_prompt_prefix: bool
 
     def count_tokens(self, text: str) -> int: ...
 

@@ -24,6 +24,7 @@ _log = logging.getLogger(__name__)
 
 class LlamaCppBackend:
     name = "llama_cpp"
+    reuses_prompt_prefix = True
 
     def __init__(self, gguf: Path, *, threads: int, context_tokens: int) -> None:
         try:

@@ -20,6 +20,7 @@ CHARS_PER_TOKEN = 3.5  # a cautious estimate for English text with BPE tokenizer
 
 class OpenAICompatibleBackend:
     name = "openai"
+    reuses_prompt_prefix = False
 
     def __init__(self, base_url: str, api_key: str, model: str, *, context_tokens: int,
                  timeout: float = 120.0) -> None:

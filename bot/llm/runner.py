@@ -55,6 +55,11 @@ class LocalModel:
         """The model's context window: prompt and new tokens together."""
         return self.backend.context_tokens
 
+    @property
+    def reuses_prompt_prefix(self) -> bool:
+        """Whether a prompt starting like the last one is answered sooner (see `Backend`)."""
+        return self.backend.reuses_prompt_prefix
+
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 

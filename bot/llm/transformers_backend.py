@@ -47,6 +47,7 @@ class TransformersBackend:
     """A causal LM and its tokenizer; `stream` runs `generate` and yields decoded text pieces."""
 
     name = "transformers"
+    reuses_prompt_prefix = False
 
     def __init__(self, source: str | Path, *, threads: int, context_tokens: int) -> None:
         import torch

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 from bot.history import Turn
-from bot.prompt import build_prompt, fit_memories, shown_memories
+from bot.prompt import build_prompt, fit_memories, in_prompt_order, shown_memories
 from memory.records import MemoryRecord, Source
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -26,6 +26,13 @@ def test_memories_are_a_bullet_list_in_the_system_prompt():
     messages = build(memories=[record("The user is vegetarian.", 1), record("The user has a cat.", 2)])
     assert "- The user is vegetarian.\n- The user has a cat." in messages[0].content
     assert messages[-1].content == "hello there"
+
+
+def test_memories_are_best_first_or_in_the_order_learned_for_a_prefix_reusing_backend():
+    best_first = [record("c", 3), record("a", 1), record("b", 2)]
+    assert in_prompt_order(best_first, stable=False) == best_first
+    assert [r.text for r in in_prompt_order(best_first, stable=True)] == ["a", "b", "c"]
+    assert in_prompt_order(list(reversed(best_first)), stable=True) == in_prompt_order(best_first, stable=True)
 
 
 def test_fit_memories_keeps_the_best_first_prefix():

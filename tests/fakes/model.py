@@ -20,6 +20,7 @@ class ScriptedBackend:
     """
 
     name = "scripted"
+    reuses_prompt_prefix = False
     context_tokens = 4096
 
     def __init__(

@@ -90,3 +90,33 @@ def test_snapshots_stay_within_their_budget(backend):
         "".join(backend.stream([ChatMessage("user", text)], params, lambda: False))
         cache.save()
     assert 0 < cache.size_bytes <= 10 * 1024 * 1024
+
+
+
+async def test_the_next_reply_reuses_the_whole_last_prompt_when_the_same_memories_come_back(
+    real_settings, backend, monkeypatch
+):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    prompts = []
+    stream = backend.stream
+
+    def recording_stream(messages, params, should_stop):
+        prompts.append(messages)
+        return stream(messages, params, should_stop)
+
+    monkeypatch.setattr(backend, "stream", recording_stream)
+    settings = replace(real_settings, model_backend="llama_cpp", max_new_tokens=24, writeback_quiet_seconds=600)
+    async with MemoryBot(settings, backend=backend) as bot:
+        first = message("x")
+        facts = ["My dog is called Biscuit", "I work as a nurse", "I play the cello"]
+        for days, fact in enumerate(facts):
+            await bot.memories.remember(replace(first, sent_at=first.sent_at + timedelta(days=days)), fact)
+        await bot.handle(message("Which instrument do I play?"), RecordingReply())
+        assert [m.text for m in bot.memories.why(first.user)] == facts  # in the order learned, not by relevance
+        await bot.handle(message("And what is my dog called?", message_id="m2"), RecordingReply())
+    replies = [p for p in prompts if "JSON" not in p[0].content]
+    assert replies[0][0] == replies[1][0]  # the same system prompt, memories included
+    # the whole first prompt (and the reply to it) was processed already: only the new message was not
+    assert backend.prompt_cache.reused_tokens >= backend.prompt_tokens(replies[0])
