@@ -100,7 +100,7 @@ class MemoryBot:
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
         await self.store.open()
-        if self.db.sources_missing:  # a bot database from before deleted messages were forgotten
+        if self.db.sources_missing:  # a new bot database, or one from before deleted messages were forgotten
             stored = await self.store.sources()
             await self.db.fill_sources([(user_key, MessageRef(s.platform, s.workspace, s.channel, s.message_id))
                                         for user_key, s in stored])

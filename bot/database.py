@@ -194,8 +194,8 @@ class BotDatabase:
         return keys
 
     async def fill_sources(self, stored: list[tuple[str, MessageRef]]) -> None:
-        """Fill in `learned_from` for a file from before it existed: the (user key, message) pairs the memory
-        store has facts from, and the exchanges queued or set aside."""
+        """Fill in `learned_from` once (see `open`): the (user key, message) pairs the memory store has facts
+        from, and the exchanges queued or set aside."""
         now = time.time()
         await self.db.executemany(
             "INSERT OR IGNORE INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "

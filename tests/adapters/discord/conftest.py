@@ -31,7 +31,7 @@ class Running:
     fake: FakeDiscord
     client: DiscordClient
     bot: MemoryBot
-    handled: dict[int, asyncio.Event] = field(default_factory=dict)
+    handled: dict[int, asyncio.Event] = field(default_factory=dict)  # by message id; forgetting by -id
     incoming: list[IncomingMessage] = field(default_factory=list)
     edited: list[IncomingMessage] = field(default_factory=list)
     forgotten: list[MessageRef] = field(default_factory=list)
@@ -85,8 +85,9 @@ class Running:
         """Delete messages as Discord reports it (one event, or one bulk event for several) and wait until the
         bot has forgotten each."""
         done = [self.handled.setdefault(-int(m["id"]), asyncio.Event()) for m in messages]
-        where = {"channel_id": messages[0]["channel_id"], **({"guild_id": g} if (g := messages[0].get("guild_id"))
-                                                               else {})}
+        where = {"channel_id": messages[0]["channel_id"]}
+        if "guild_id" in messages[0]:
+            where["guild_id"] = messages[0]["guild_id"]
         if len(messages) == 1:
             await self.fake.dispatch("MESSAGE_DELETE", {"id": messages[0]["id"], **where})
         else:
