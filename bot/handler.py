@@ -61,11 +61,10 @@ class MessageHandler:
             if decision.reply:
                 await reply.send(decision.reply)
             return
-        text = clean_input(msg.text)
+        text, was_cut = self._prepared(msg)
         if not text:
             await reply.send(EMPTY_MESSAGE)
             return
-        text, was_cut = truncate(text, self._s.max_input_chars)
         erasures = self._memories.erasures(msg.user)
         reply_text = ""
         try:
@@ -90,12 +89,17 @@ class MessageHandler:
         if not decision.allowed:
             _log.info("not learning the edit of %s message %s: %s", msg.platform, msg.message_id, decision.reason)
             return
-        text, _ = truncate(clean_input(msg.text), self._s.max_input_chars)
+        text, _ = self._prepared(msg)
         if not text:
             return
         async with self._memories.user_lock(msg.user.key):
             if not await self._db.is_paused(msg.user.key):
                 await self._writeback.submit(msg, text, "")
+
+    def _prepared(self, msg: IncomingMessage) -> tuple[str, bool]:
+        """The message text the model sees (control characters out, cut to MAX_INPUT_CHARS), and whether it was
+        cut."""
+        return truncate(clean_input(msg.text), self._s.max_input_chars)
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
         memories = in_prompt_order(await self._recall(msg, text), stable=self._model.reuses_prompt_prefix)

@@ -215,11 +215,9 @@ class MemoryStore:
         return await self._call(self._delete_from_source, filters)
 
     def _delete_from_source(self, filters: dict[str, str]) -> dict[str, list[str]]:
-        listed = self._mem0.vector_store.list(filters=filters, top_k=self._config.max_purge_scan)
-        rows = list(listed[0] if listed and isinstance(listed[0], list) else listed)
         deleted: dict[str, list[str]] = {}
         try:
-            for row in rows:
+            for row in self._rows(filters):
                 user_key = str((row.payload or {}).get("user_id", ""))
                 with self._cache_kept_for(user_key):
                     self._mem0.delete(str(row.id))
@@ -234,26 +232,27 @@ class MemoryStore:
         """Delete every memory, of any user, whose expiration date has passed; return how many."""
         return await self._call(self._purge_expired)
 
-    def _all_rows(self) -> list[Any]:
-        """Every stored point of every user, up to `max_purge_scan` (a full scan: maintenance only)."""
-        listed = self._mem0.vector_store.list(filters=None, top_k=self._config.max_purge_scan)
+    def _rows(self, filters: dict[str, str] | None = None) -> list[Any]:
+        """The stored points of every user matching `filters` (all without), up to `max_purge_scan` (a scan of
+        the collection: deletions and maintenance only)."""
+        listed = self._mem0.vector_store.list(filters=filters, top_k=self._config.max_purge_scan)
         return list(listed[0] if listed and isinstance(listed[0], list) else listed)
 
     async def sources(self) -> list[tuple[str, Source]]:
         """(user id, source) of every fact learned from a conversation (a full scan: for an upgrade)."""
         return await self._call(lambda: [
             (str(payload["user_id"]), Source.from_metadata(payload))
-            for payload in (row.payload or {} for row in self._all_rows())
+            for payload in (row.payload or {} for row in self._rows())
             if payload.get("user_id") and payload.get("source_origin") == "extracted"
         ])
 
     async def user_keys(self) -> set[str]:
         """The user ids that have memories (a full scan: for admin tasks)."""
-        return await self._call(lambda: {str(row.payload["user_id"]) for row in self._all_rows()
+        return await self._call(lambda: {str(row.payload["user_id"]) for row in self._rows()
                                          if (row.payload or {}).get("user_id")})
 
     def _purge_expired(self) -> int:
-        stale = [str(row.id) for row in self._all_rows() if expired(row.payload or {})]
+        stale = [str(row.id) for row in self._rows() if expired(row.payload or {})]
         deleted: list[str] = []
         try:
             for memory_id in stale:

@@ -117,25 +117,17 @@ async def test_forget_all_or_pause_during_extraction_keeps_nothing(make_settings
         assert (await bot.memories.list(message("x").user)).total == 0
 
 
-async def test_a_reply_running_during_forget_all_is_not_learned(make_settings):
+@pytest.mark.parametrize("action", ["forget_all", "delete_message"])
+async def test_a_reply_running_during_forget_all_or_its_deletion_is_not_learned(make_settings, action):
     backend = ScriptedBackend(reply="a slow answer", facts=["The user has a dog."], chunk=1, delay=0.05)
     async with MemoryBot(make_settings(), backend=backend) as bot:
         msg = message("I have a dog")
         replying = asyncio.create_task(bot.handle(msg, RecordingReply()))
         await asyncio.sleep(0.2)
-        await bot.memories.forget_all(msg.user)
-        await replying
-        assert await bot.db.pending_count() == 0
-        assert bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
-
-
-async def test_a_message_deleted_while_its_reply_runs_is_not_learned(make_settings):
-    backend = ScriptedBackend(reply="a slow answer", facts=["The user has a dog."], chunk=1, delay=0.05)
-    async with MemoryBot(make_settings(), backend=backend) as bot:
-        msg = message("I have a dog")
-        replying = asyncio.create_task(bot.handle(msg, RecordingReply()))
-        await asyncio.sleep(0.2)
-        await bot.forget_message(MessageRef(msg.platform, msg.workspace, None, msg.message_id))
+        if action == "forget_all":
+            await bot.memories.forget_all(msg.user)
+        else:
+            await bot.forget_message(MessageRef(msg.platform, msg.workspace, None, msg.message_id))
         await replying
         await bot.writeback.drain()
         assert await bot.db.pending_count() == 0 and (await bot.memories.list(msg.user)).total == 0
