@@ -1,30 +1,28 @@
 """LoCoMo memory benchmark: evidence recall@k and answer F1 through the bot's real memory path, against raw turns.
 
     .venv/bin/python bench/locomo.py [DATA] [--conversations conv-26 ...] [--limit-questions N] [--max-sessions N]
-        [--k 5 10 20] [--systems memory turns ...] [--answer memory turns] [--facts user|speaker]
-        [--backend transformers|llama_cpp] [--fresh]
-        [--out bench/results/locomo.json]
+        [--k 5 10 20] [--systems memory turns turns-hybrid evidence] [--answer [SYSTEM ...]]
+        [--channels dense keyword entity time] [--kinds fact message] [--facts user|speaker]
+        [--backend transformers|llama_cpp] [--fresh] [--out bench/results/locomo.json]
 
 DATA defaults to ../shared/data/locomo/locomo-dev.json (CC BY-NC 4.0: evaluation only, never copied into the
 repository). Each conversation is one user's memory space (platform "locomo", workspace = sample_id, user
-"memory"), ingested session by session, in order, through the write-back worker's own path:
-`FactExtractor.extract` on "Speaker: text" with the session's date as the time it was said, then
-`MemoryOps.learn` with a `Source` whose `message_id` is the turn's `dia_id`, so every stored memory maps back to
-the turn it came from. Extraction results are cached by a hash of (prompt, generation parameters, model) in
+"memory"), ingested session by session, in order, through the write-back worker's own steps: the turn kept as
+the user's message (`MemoryOps.passages` / `keep_passage`), then `FactExtractor.extract` on "Speaker: text"
+with the session's date as the time it was said, then `MemoryOps.learn`, each with a `Source` whose
+`message_id` is the turn's `dia_id`, so every stored memory maps back to the turn it came from. Extraction
+results are cached by a hash of (prompt, generation parameters, model) in
 `bench/data/locomo/extraction-cache.sqlite3`, and the built store is kept (`bench/data/locomo/store-<facts>`,
 rebuilt per conversation when its turns or the write path's code change, or with `--fresh`), so a rerun after a
 recall change takes minutes.
 
 For every question of categories 1-4 (5, adversarial, is skipped by convention) each system retrieves; evidence
 recall@k is the share of the gold `dia_id`s covered by the provenance of the top k. Systems:
-  memory         the bot's recall (`MemoryOps.recall`: mem0 vector search, the bot's min score) over facts;
-  memory-hybrid  the same facts, vector results fused with SQLite FTS5 keyword results (reciprocal-rank fusion);
-  memory-turns   vector recall of facts, answered from the source turns of the best facts instead of the facts;
+  memory         the bot's recall (`MemoryOps.recall`): facts and message passages through every recall channel
+                 (`--channels`, default the bot's; `--kinds` restricts the kinds recalled, for ablations);
   turns          baseline: raw turns embedded with all-MiniLM-L6-v2 (sentence-transformers), top k by cosine;
-  turns-hybrid   baseline: the same turns, cosine fused with FTS5 keyword ranking.
-  memory-mmr     the bot's top 50 facts re-picked by maximal marginal relevance (less redundancy in the top k);
-  memory+turns   the bot's recall of facts fused (reciprocal rank, per source turn) with cosine over raw turns:
-                 what recall would give if the bot also kept each message it learned from.
+  turns-hybrid   baseline: the same turns, cosine fused with FTS5 keyword (BM25) ranking by reciprocal rank;
+  evidence       a ceiling, not a system: the gold evidence turns handed over (for answer F1).
 Systems listed in `--answer` also answer every question with the bundled model from their top `--answer-k`
 items (a bullet list, each dated), scored with LoCoMo's token F1. Aggregates go to `--out` and a PNG beside it;
 per-question details (they quote the data set) go under `bench/data/locomo/`, which git ignores.
@@ -38,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -47,7 +46,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +64,17 @@ from bot.llm.runner import LocalModel  # noqa: E402
 from bot.memories import MemoryOps, without_names  # noqa: E402
 from bot.message import IncomingMessage, UserRef  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
-from memory.records import MemoryRecord, Source  # noqa: E402
+from memory.recall import CHANNELS  # noqa: E402
+from memory.records import (  # noqa: E402
+    KINDS,  # noqa: E402
+    Source,
+)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
 BENCH_DATA = REPO / "bench" / "data" / "locomo"
 MODEL_CACHE = REPO / ".cache" / "test-data" / "models"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-SYSTEMS = ("memory", "memory-hybrid", "memory-turns", "memory-mmr", "memory+turns", "turns", "turns-hybrid",
-           "evidence")
+SYSTEMS = ("memory", "turns", "turns-hybrid", "evidence")
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 _STOPWORDS = (
     "a an the and or of to in on at for with by from about as is are was were be been being do does did what "
@@ -249,24 +251,36 @@ class IngestStats:
     extraction_errors: int = 0
     facts_extracted: int = 0
     facts_stored: int = 0  # new or updated memories (duplicates are not stored)
+    passages_stored: int = 0
     extraction_s: float = 0.0  # model time, as measured when the result was first computed
     extraction_s_this_run: float = 0.0
     store_s: float = 0.0
 
 
 async def ingest(
-    conv: Conversation, model: LocalModel, memories: MemoryOps, cache: ExtractionCache, model_name: str, facts: str
+    conv: Conversation, model: LocalModel, memories: MemoryOps, cache: ExtractionCache, model_name: str, facts: str,
+    keep_messages: bool,
 ) -> IngestStats:
-    """Every turn, in session order: extract facts (cached) and learn them with the turn as their source."""
+    """Every turn, in session order: keep the turn as the user's message, extract facts (cached) and learn them,
+    all with the turn as their source."""
     extractor = FactExtractor(model)
     params = extractor._params  # part of the cache key: a changed extraction setting is a new result
     stats = IngestStats()
     user_key = user_of(conv.sample_id).key
     for turn in tqdm(conv.turns, desc=f"ingest {conv.sample_id}", unit="turn"):
         stats.turns += 1
-        # the speaker is part of the key: facts that name them pass the extractor's grounding check
-        key = ExtractionCache.key(model_name, build_messages(turn.text, turn.said_at)
-                                  + [ChatMessage("user", f"grounded for {turn.speaker}")], params)
+        source = Source(platform="locomo", workspace=conv.sample_id, channel=f"session_{turn.session}",
+                        message_id=turn.dia_id, link=None, time=turn.said_at.isoformat())
+        if keep_messages:
+            started = time.perf_counter()
+            for index, passage in enumerate(await memories.passages(turn.text)):
+                await memories.keep_passage(user_key, passage, index, source, resumed=False)
+                stats.passages_stored += 1
+            stats.store_s += time.perf_counter() - started
+        # the day (relative dates are resolved against it) and the speaker (facts that name them pass the
+        # grounding check) are part of the key
+        key = ExtractionCache.key(model_name, build_messages(turn.text) + [ChatMessage(
+            "user", f"said on {turn.said_at.date()}, grounded for {turn.speaker}")], params)
         result = cache.get(key)
         if result is None:
             started = time.perf_counter()
@@ -282,8 +296,6 @@ async def ingest(
         stats.extraction_s += result["seconds"]
         stats.extraction_errors += result["error"] is not None
         stats.facts_extracted += len(result["facts"])
-        source = Source(platform="locomo", workspace=conv.sample_id, channel=f"session_{turn.session}",
-                        message_id=turn.dia_id, link=None, time=turn.said_at.isoformat())
         started = time.perf_counter()
         for fact in result["facts"]:
             text = as_speaker(fact, turn.speaker) if facts == "speaker" else fact
@@ -368,89 +380,22 @@ class EvidenceOracle:
 
 
 class MemoryRecall:
-    """The bot's recall for this conversation's user; `mode` adds keyword fusion or source-turn answers."""
+    """The bot's recall for this conversation's user (`MemoryOps.recall`, as a reply does), asked the day after
+    the conversation's last session (a question's "last year" means what it meant then)."""
 
-    def __init__(self, conv: Conversation, memories: MemoryOps, settings: Settings, mode: str,
-                 records: list[MemoryRecord]) -> None:
+    def __init__(self, conv: Conversation, memories: MemoryOps, settings: Settings, kinds: tuple[str, ...]) -> None:
         self._memories = memories
+        self._kinds = kinds
         self._min_score = settings.memory_min_score
-        self._mode = mode
-        self._turns = {t.dia_id: t for t in conv.turns}
         user = user_of(conv.sample_id)
+        asked = max(t.said_at for t in conv.turns) + timedelta(days=1)
         self._msg = IncomingMessage(platform=user.platform, workspace=user.workspace, channel_id="qa",
-                                    user_id=user.user_id, user_name="memory", text="", message_id="q")
-        self._records = records
-        self._keywords = KeywordIndex([r.text for r in records]) if mode == "memory-hybrid" else None
-        self._index = {r.id: i for i, r in enumerate(records)}
+                                    user_id=user.user_id, user_name="memory", text="", message_id="q",
+                                    sent_at=asked)
 
     async def search(self, question: str, limit: int) -> list[Hit]:
-        if self._mode == "memory-turns":
-            found = await self._memories.recall(self._msg, question, limit * 3, self._min_score)
-            ids = list(dict.fromkeys(r.source.message_id for r in found))[:limit]
-            return [TurnBaseline._hit(self._turns[i]) for i in ids if i in self._turns]
-        if self._keywords is None:
-            found = await self._memories.recall(self._msg, question, limit, self._min_score)
-            return [self._hit(r) for r in found]
-        found = await self._memories.recall(self._msg, question, limit * 2, self._min_score)
-        vector = [self._index[r.id] for r in found if r.id in self._index]
-        fused = rrf(vector, self._keywords.search(question, limit * 2))
-        return [self._hit(self._records[i]) for i in fused[:limit]]
-
-    @staticmethod
-    def _hit(record: MemoryRecord) -> Hit:
-        return Hit(record.text, (record.source.message_id,), record.source.time)
-
-
-class DiverseRecall:
-    """Experiment: the bot's top 50 facts re-picked by maximal marginal relevance (relevance minus similarity to
-    facts already picked), so near-copies of one fact do not fill the top k."""
-
-    def __init__(self, facts: MemoryRecall, embedder: Any, weight: float = 0.7) -> None:
-        self._facts, self._embedder, self._weight = facts, embedder, weight
-
-    async def search(self, question: str, limit: int) -> list[Hit]:
-        hits = await self._facts.search(question, 50)
-        if not hits:
-            return []
-        vectors = self._embedder.encode([h.text for h in hits], normalize_embeddings=True, convert_to_numpy=True)
-        query = self._embedder.encode([question], normalize_embeddings=True, convert_to_numpy=True)[0]
-        relevance = vectors @ query
-        picked: list[int] = []
-        while len(picked) < min(limit, len(hits)):
-            best, best_score = -1, float("-inf")
-            for i in range(len(hits)):
-                if i in picked:
-                    continue
-                redundancy = max((float(vectors[i] @ vectors[j]) for j in picked), default=0.0)
-                score = self._weight * float(relevance[i]) - (1 - self._weight) * redundancy
-                if score > best_score:
-                    best, best_score = i, score
-            picked.append(best)
-        return [hits[i] for i in picked]
-
-
-class FusedRecall:
-    """Facts and raw turns ranked together: reciprocal-rank fusion of both rankings, one item per source turn."""
-
-    def __init__(self, facts: MemoryRecall, turns: TurnBaseline, conv: Conversation) -> None:
-        self._facts, self._turns = facts, turns
-        self._by_id = {t.dia_id: t for t in conv.turns}
-
-    async def search(self, question: str, limit: int) -> list[Hit]:
-        facts = await self._facts.search(question, limit * 2)
-        turns = await self._turns.search(question, limit * 2)
-        ids = list(dict.fromkeys(h.dia_ids[0] for h in facts + turns))
-        index = {d: i for i, d in enumerate(ids)}
-        fused = rrf(list(dict.fromkeys(index[h.dia_ids[0]] for h in facts)),
-                    list(dict.fromkeys(index[h.dia_ids[0]] for h in turns)))
-        best_fact = {}
-        for h in facts:
-            best_fact.setdefault(h.dia_ids[0], h)
-        hits = []
-        for i in fused[:limit]:  # a turn with facts shows its best fact; a turn without shows itself
-            dia_id = ids[i]
-            hits.append(best_fact.get(dia_id) or TurnBaseline._hit(self._by_id[dia_id]))
-        return hits
+        found = await self._memories.recall(self._msg, question, limit, self._min_score, kinds=self._kinds)
+        return [Hit(r.text, (r.source.message_id,), r.source.time) for r in found]
 
 
 # --- answering
@@ -539,6 +484,23 @@ async def evaluate(
         details.append(row)
 
 
+def per_conversation(details: list[dict[str, Any]], systems: list[str], ks: list[int]) -> dict[str, Any]:
+    """Recall@k (and F1 where answered) of each system in each conversation: the check conversations are
+    reported one by one."""
+    out: dict[str, Any] = {}
+    for sample in dict.fromkeys(row["sample_id"] for row in details):
+        rows = [row["systems"] for row in details if row["sample_id"] == sample]
+        out[sample] = {}
+        for name in systems:
+            recalls = [r[name]["recall"] for r in rows if "recall" in r[name]]
+            entry = {f"@{k}": round(statistics.mean(x[str(k)] for x in recalls), 4) for k in ks if recalls}
+            f1s = [r[name]["f1"] for r in rows if "f1" in r[name]]
+            if f1s:
+                entry["f1"] = round(statistics.mean(f1s), 4)
+            out[sample][name] = entry
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
@@ -602,7 +564,8 @@ def plot(result: dict[str, Any], path: Path, k: int) -> None:
 # --- main
 
 
-WRITE_PATH = ["bot/extraction.py", "bot/memories.py", "bot/supersede.py", "memory/store.py"]
+WRITE_PATH = ["bot/extraction.py", "bot/dates.py", "bot/memories.py", "bot/supersede.py", "memory/store.py",
+              "memory/passages.py"]
 
 
 def prepare_data_dir(path: Path, fresh: bool) -> None:
@@ -634,13 +597,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit-questions", type=int, help="first N questions of categories 1-4 per conversation")
     parser.add_argument("--max-sessions", type=int, help="ingest only the first N sessions (and their questions)")
     parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="recall@k cut-offs")
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=["memory", "turns"])
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=["memory", "turns", "turns-hybrid"])
     parser.add_argument("--answer", nargs="*", choices=SYSTEMS, default=["memory", "turns"],
                         help="systems that also answer with the model (costs ~2-4 s per question each)")
     parser.add_argument("--answer-k", type=int, default=10, help="retrieved items shown to the answering model")
-    parser.add_argument("--facts", choices=["user", "speaker"], default="user",
-                        help='store facts as extracted ("The user ...") or with the speaker\'s name')
-    parser.add_argument("--backend", choices=["transformers", "llama_cpp"], default="transformers",
+    parser.add_argument("--channels", nargs="+", choices=CHANNELS,
+                        help="recall channels of the memory system (default: the bot's, MEMORY_RECALL_CHANNELS)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="kinds of memory the memory system recalls (an ablation: the bot recalls both)")
+    parser.add_argument("--facts", choices=["user", "speaker"], default="speaker",
+                        help='store facts as extracted ("The user ...") or with the speaker\'s name (one memory '
+                             'space holds both speakers here)')
+    parser.add_argument("--backend", choices=["transformers", "llama_cpp"], default="llama_cpp",
                         help="the generation backend for extraction and answers (llama_cpp is ~2x faster here)")
     parser.add_argument("--keep-names", action="store_true",
                         help="search with the question as asked, the speakers' names left in")
@@ -660,7 +628,9 @@ async def main() -> None:
     prepare_data_dir(run_dir, args.fresh)
     marker = run_dir / "ingested.json"
     ingested: dict[str, Any] = json.loads(marker.read_text()) if marker.exists() else {}
-    settings = load_settings(env_file=None, data_dir=run_dir, rate_limit_messages=0, model_backend=args.backend)
+    overrides: dict[str, Any] = {"memory_recall_channels": frozenset(args.channels)} if args.channels else {}
+    settings = load_settings(env_file=None, data_dir=run_dir, rate_limit_messages=0, model_backend=args.backend,
+                             **overrides)
     # extraction results depend on the backend too (llama.cpp decodes under a JSON grammar)
     model_id = settings.model if args.backend == "transformers" else f"{settings.model}@{args.backend}"
     cache = ExtractionCache(args.data_dir / "extraction-cache.sqlite3")
@@ -670,6 +640,8 @@ async def main() -> None:
                    "k": args.k, "answer_k": args.answer_k,
                    "facts": args.facts, "keep_names": args.keep_names, "model": model_id,
                    "memory_min_score": settings.memory_min_score,
+                   "channels": sorted(settings.memory_recall_channels), "kinds": args.kinds,
+                   "keep_messages": settings.memory_keep_messages,
                    "systems": args.systems, "answering": args.answer, "cpus": os.cpu_count()},
     }
     scores = {name: SystemScores() for name in args.systems}
@@ -693,12 +665,13 @@ async def main() -> None:
             else:  # stale or missing: this conversation's memories are rebuilt from the extraction cache
                 await bot.store.delete_all(user_key)
                 started = time.perf_counter()
-                stats = await ingest(conv, bot.model, bot.memories, cache, model_id, args.facts)
+                stats = await ingest(conv, bot.model, bot.memories, cache, model_id, args.facts,
+                                     settings.memory_keep_messages)
                 stats_row = asdict(stats) | {"wall_s": round(time.perf_counter() - started, 1), "signature": signature}
                 ingested[conv.sample_id] = stats_row
                 marker.write_text(json.dumps(ingested, indent=1))
-            records = await bot.store.list(user_key) if not stats_row.get("skipped") else []
-            stats_row["memories_current"] = len(records)
+            records = await bot.store.list(user_key, kinds=("fact",)) if not stats_row.get("skipped") else []
+            stats_row["facts_current"] = len(records)
             if records:  # the ceiling of any recall over facts: the gold turns that taught at least one
                 taught = {r.source.message_id for r in records}
                 gold = {e for q in conv.questions for e in q.evidence}
@@ -707,16 +680,10 @@ async def main() -> None:
             print(conv.sample_id, json.dumps(stats_row), flush=True)
             systems: dict[str, Any] = {}
             for name in args.systems:
-                if name == "memory-mmr":
-                    systems[name] = DiverseRecall(MemoryRecall(conv, bot.memories, settings, "memory", records),
-                                                  embedder)
-                elif name == "memory+turns":
-                    systems[name] = FusedRecall(MemoryRecall(conv, bot.memories, settings, "memory", records),
-                                                TurnBaseline(conv, embedder, hybrid=False), conv)
-                elif name == "evidence":
+                if name == "evidence":
                     systems[name] = EvidenceOracle(conv, args.keep_names)
-                elif name.startswith("memory"):
-                    systems[name] = MemoryRecall(conv, bot.memories, settings, name, records)
+                elif name == "memory":
+                    systems[name] = MemoryRecall(conv, bot.memories, settings, tuple(args.kinds))
                 else:
                     systems[name] = TurnBaseline(conv, embedder, hybrid=name == "turns-hybrid")
             await evaluate(conv, systems, set(args.answer), bot.model, args.k, args.answer_k, scores, details,
@@ -725,10 +692,13 @@ async def main() -> None:
     result["questions"] = len(details)
     result["ingestion"] = ingestion
     totals = {key: round(sum(row.get(key, 0) for row in ingestion.values()), 1)
-              for key in ["turns", "facts_extracted", "facts_stored", "extraction_s", "store_s", "memories_current"]}
+              for key in ["turns", "facts_extracted", "facts_stored", "passages_stored", "extraction_s", "store_s",
+                          "facts_current"]}
     totals["extraction_s_per_turn"] = round(totals["extraction_s"] / max(1, totals["turns"]), 2)
     result["ingestion_total"] = totals
     result["systems"] = {name: summarize(scores[name], args.k) for name in args.systems}
+    result["per_conversation"] = per_conversation(details, args.systems, args.k)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out.with_suffix(".png"), 10 if 10 in args.k else args.k[0])

@@ -110,12 +110,14 @@ class MemoryBot:
         self.memories = MemoryOps(
             self.store, self.db, access=self.access,
             ttl_days=self.settings.memory_ttl_days, history_turns=self.settings.history_turns,
+            channels=tuple(sorted(self.settings.memory_recall_channels)),
         )
         extractor = FactExtractor(self.model)
         self.writeback = WritebackWorker(
             self.db, self.memories, extractor, self.model,
             max_backoff=self.settings.writeback_max_backoff_seconds,
             quiet_seconds=self.settings.writeback_quiet_seconds,
+            keep_messages=self.settings.memory_keep_messages,
         )
         self._handler = MessageHandler(
             self.settings, self.model, self.memories, self.writeback, self.db, self.access

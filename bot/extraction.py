@@ -1,19 +1,24 @@
-"""Turning one exchange into short standalone facts about the user, with the local model.
+"""Turning one user message into short standalone facts about the user, with the local model.
 
-A short prompt asks for `{"facts": [...]}`; the answer is validated against a JSON schema and retried
-once with a firmer instruction. Small talk yields no facts. What still does not parse raises
-`ExtractionError` (the caller logs it with the raw output); it never turns silently into "no facts".
+Only the user's own words are a source of facts: the bot's message before them is context for "it" and
+"that", and the bot's reply is never read. A short prompt asks for `{"facts": [...]}`; the answer is validated
+against a JSON schema and retried once with a firmer instruction. Messages that surely hold no fact (only
+questions, no words) never reach the model; a fact whose words the message does not hold is dropped. What
+still does not parse raises `ExtractionError` (the caller logs it with the raw output); it never turns
+silently into "no facts".
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-from datetime import date, datetime, timedelta
+from datetime import datetime
 
 import jsonschema
 
+from bot.dates import resolve_relative_dates
 from bot.llm.base import ChatMessage, GenerationParams
 from bot.llm.runner import LocalModel
 from bot.text import strip_reasoning
@@ -35,24 +40,33 @@ FACTS_SCHEMA = {
     "required": ["facts"],
 }
 
-SYSTEM_PROMPT = """You extract lasting facts about the user from their message, for a memory.
+SYSTEM_PROMPT = """You extract lasting facts about the user from the user's message, for a memory.
 Reply with JSON only: {"facts": ["...", "..."]}.
-Only write facts that this message states. Each fact is one short sentence that stands alone, about the
-user, starting with "The user". Keep names, places, dates, preferences, plans, people, work, pets and hobbies.
-Write dates as full dates; today is {today}.
+Write one fact for each thing the message says about the user: name, home, work, family and friends, pets,
+health, diet, likes and dislikes, plans, and what they did or what happened to them. A message often says
+several things: write a fact for each. Each fact is one short sentence that stands alone and starts with
+"The user" (in the message's own language if it is not English). Copy names, places and dates exactly.
+Only the user's own words are facts: the assistant's words before them only explain "it" or "that".
 Greetings, small talk, questions and requests are not facts: reply {"facts": []}."""
 
 # Short, plain examples: the small model copied richer ones (a nurse in Leeds with two cats) into a fifth of
-# the facts it extracted from unrelated messages in the LoCoMo benchmark.
+# the facts it extracted from unrelated messages in the LoCoMo benchmark. Every example's words are ones a
+# real message would not share by chance, and the grounding check drops a fact whose words are not in the
+# message, so a copied example is not kept.
 EXAMPLES = [
-    ("I'm Sam and I play the violin.",
-     '{"facts": ["The user\'s name is Sam.", "The user plays the violin."]}'),
+    ("I'm Sam and I play the violin. We moved to Oslo in 2019 with my wife Ines.",
+     '{"facts": ["The user\'s name is Sam.", "The user plays the violin.", "The user moved to Oslo in 2019.", '
+     '"The user\'s wife is Ines."]}'),
     ("hey, how are you today?", '{"facts": []}'),
-    ("can you explain how rainbows form?", '{"facts": []}'),
+    ("what's my name again, and where did I say I work?", '{"facts": []}'),
+    ("Me llamo Lucía y trabajo de enfermera.",
+     '{"facts": ["El usuario se llama Lucía.", "El usuario trabaja de enfermera."]}'),
     # last, so a fact wrapped in a request is still seen as a fact (measured: 5 of 5 such messages, not 3)
-    ("I'm allergic to nuts, so please don't suggest recipes with them.",
-     '{"facts": ["The user is allergic to nuts."]}'),
+    ("My dog Biscuit hates baths, so please don't suggest a groomer.",
+     '{"facts": ["The user has a dog named Biscuit.", "The user\'s dog Biscuit hates baths."]}'),
 ]
+CONTEXT_NOTE = 'The assistant had said: "{context}"\nThe user\'s message: {text}'
+MAX_CONTEXT_CHARS = 300  # the end of the assistant's message: what the user most likely answers
 
 # Words that carry no fact of their own: a fact needs other words that the message itself contains.
 _GENERIC = frozenset("""
@@ -60,7 +74,20 @@ a an the and or but of to in on at for with from by as is are was were be been b
 did not no user user's users their his her they them it its this that these those there here now also very
 really just so name named called likes like loves love enjoys enjoy prefers prefer wants want lives live works
 work working job has having own owns is's s will would can could should one some any more most about into
+el la los las un una usuario usuaria de del en y que se es su der die das ein eine nutzer benutzer und ist
 """.split())
+# How a fact names the user, in the languages the examples show and their neighbours.
+_SUBJECTS = ("the user", "el usuario", "la usuaria", "der nutzer", "die nutzerin", "der benutzer",
+             "die benutzerin", "l'utilisateur", "l’utilisateur", "o usuário", "a usuária", "l'utente")
+_QUESTION_START = re.compile(
+    r"^(?:what|what's|whats|where|where's|who|who's|whom|when|why|how|how's|which|can|could|do|does|did|is|are|"
+    r"was|were|will|would|should|shall|have|has|may|might|am|any|qué|que|dónde|donde|quién|cuándo|cómo|por qué|"
+    r"puedes|sabes|was|wo|wer|wann|warum|wie|welche|kannst|weißt|hast|bist|ist|sind)\b",
+    re.IGNORECASE,
+)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+
 
 MIN_MESSAGE_CHARS = 200  # a message is never cut shorter than this to fit the extraction prompt
 RETRY_NOTE = 'Your last answer was not valid. Answer with one JSON object like {"facts": []} and nothing else.'
@@ -74,72 +101,79 @@ class ExtractionError(ValueError):
         self.raw = raw
 
 
-def build_messages(user_text: str, today: datetime) -> list[ChatMessage]:
-    messages = [ChatMessage("system", SYSTEM_PROMPT.replace("{today}", today.strftime("%A, %d %B %Y")))]
+def build_messages(user_text: str, context: str | None = None) -> list[ChatMessage]:
+    """The extraction prompt: instructions, the examples, then the message (after the assistant's words it
+    answers, if any). The prompt does not change from one message to the next until the message itself, so a
+    backend that reuses prompt starts (llama.cpp) processes only the message."""
+    messages = [ChatMessage("system", SYSTEM_PROMPT)]
     for said, answer in EXAMPLES:
         messages += [ChatMessage("user", said), ChatMessage("assistant", answer)]
+    if context:
+        user_text = CONTEXT_NOTE.format(context=context[-MAX_CONTEXT_CHARS:], text=user_text)
     messages.append(ChatMessage("user", user_text))
     return messages
 
 
 def _words(text: str) -> set[str]:
-    return {w.rstrip("s") for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _GENERIC}
+    return {w.rstrip("s") for w in re.findall(r"\w+", text.lower()) if w not in _GENERIC}
 
 
-def grounded(fact: str, message: str, user_name: str | None = None) -> bool:
-    """Whether the fact is about the user ("The user ..." or their name) and comes from the message: most of its
-    telling words appear there.
+def grounded(fact: str, message: str, user_name: str | None = None, context: str | None = None) -> bool:
+    """Whether the fact is about the user ("The user ...", its translation, or their name) and comes from the
+    message: most of its telling words appear there, and every name and number in it does.
 
-    Resolved dates ("7 May 2023" for "yesterday") count as appearing, so the date words are left out.
+    With `context` (the bot's words the user answered), a name or word the user refers to ("yes, I loved it")
+    may come from there, but at least one telling word that is not a name must be the user's own: the user
+    said something about it, not only the bot. Resolved dates ("7 May 2023" for "yesterday") count as
+    appearing, so the date words are left out.
     """
     lowered = fact.lower()
-    if "the user" not in lowered and not (user_name and user_name.lower() in lowered):
+    if not any(subject in lowered for subject in _SUBJECTS) and not (user_name and user_name.lower() in lowered):
         return False
     telling = _words(fact) - _DATE_WORDS
     if not telling:
         return False
-    found = telling & _words(message)
-    return len(found) * 2 > len(telling)
+    own = _words(message)
+    said = own | _words(context or "")
+    names = _names(fact, user_name)
+    if not names <= said:  # a name or number nobody said is made up
+        return False
+    if context and not any(_said(word, own) for word in telling - names):
+        return False
+    return sum(_said(word, said) for word in telling) * 2 > len(telling)
 
 
+def _said(word: str, said: set[str]) -> bool:
+    """Whether the message has `word` or another form of it ("painted" / "painting", "vive" / "vivo"): a
+    shared start of all but the last three letters (at least three)."""
+    if word in said:
+        return True
+    return any(len(os.path.commonprefix([word, other])) >= max(3, min(len(word), len(other)) - 3) for other in said)
+
+
+def _names(fact: str, user_name: str | None) -> set[str]:
+    """Capitalised words (past the first) and numbers of a fact, as `_words` writes them; dates excluded."""
+    words = re.findall(r"\w+", fact)[1:]
+    names = {w for w in words if w[0].isupper() or w.isdigit()} - set((user_name or "").split())
+    return _words(" ".join(names)) - _DATE_WORDS - {"user"}
+
+
+def states_nothing(text: str) -> bool:
+    """Whether a message surely holds no fact: no letters at all (emoji, numbers), or only questions."""
+    if not re.search(r"[^\W\d_]", text):
+        return True
+    sentences = [s.strip() for s in _SENTENCES.split(text) if s.strip()]
+    return bool(sentences) and all(s.endswith("?") and _QUESTION_START.match(s.lstrip("¿¡")) for s in sentences)
+
+
+# Words of the dates `resolve_relative_dates` writes (English, Spanish, German).
 _DATE_WORDS = frozenset(
     "january february march april may june july august september october november december monday tuesday "
-    "wednesday thursday friday saturday sunday".split()
+    "wednesday thursday friday saturday sunday week weekend morning afternoon evening night summer winter "
+    "spring autumn fall enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre "
+    "diciembre semana fin mañana tarde noche januar februar märz mai juni juli oktober dezember woche "
+    "wochenende morgen abend nacht jahr vom".split()
 ) | {str(n) for n in range(1, 32)} | {str(y) for y in range(1950, 2100)}
-
-
-_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-
-
-def resolve_dates(fact: str, said_at: datetime) -> str:
-    """Replace relative times ("yesterday", "last year") with the dates they meant when the message was said.
-
-    The small model does not do this reliably itself, and a memory read months later needs the real date.
-    """
-    day = said_at.date()
-
-    def on(d: date) -> str:
-        return f"on {d.day} {d:%B %Y}"
-
-    rules: list[tuple[str, str]] = [
-        (r"\byesterday\b", on(day - timedelta(days=1))),
-        (r"\b(?:today|tonight|this morning|this evening)\b", on(day)),
-        (r"\btomorrow\b", on(day + timedelta(days=1))),
-        (r"\blast week\b", f"in the week before {day.day} {day:%B %Y}"),
-        (r"\bnext week\b", f"in the week after {day.day} {day:%B %Y}"),
-        (r"\blast month\b", f"in {(day.replace(day=1) - timedelta(days=1)):%B %Y}"),
-        (r"\bnext month\b", f"in {(day.replace(day=28) + timedelta(days=4)):%B %Y}"),
-        (r"\bthis month\b", f"in {day:%B %Y}"),
-        (r"\blast year\b", f"in {day.year - 1}"),
-        (r"\bnext year\b", f"in {day.year + 1}"),
-        (r"\bthis year\b", f"in {day.year}"),
-    ]
-    for pattern, replacement in rules:
-        fact = re.sub(pattern, replacement, fact, flags=re.IGNORECASE)
-    for i, name in enumerate(_WEEKDAYS):
-        back = (day.weekday() - i) % 7 or 7
-        fact = re.sub(rf"\blast {name}\b", on(day - timedelta(days=back)), fact, flags=re.IGNORECASE)
-    return fact
 
 
 def parse_facts(raw: str) -> list[str]:
@@ -171,30 +205,36 @@ class FactExtractor:
         )
 
     async def extract(self, user_text: str, said_at: datetime, user_name: str | None = None, *,
-                      preemptible: bool = True) -> list[str]:
-        """Facts in `user_text`. Raises `Preempted` if a reply needs the model (unless not `preemptible`),
-        `ExtractionError` if the answer is invalid.
+                      context: str | None = None, preemptible: bool = True) -> list[str]:
+        """Facts about the user in `user_text`, said at `said_at`. `context` is the bot's message the user
+        answered: it helps read "it" and "that" and is never a source of facts. Raises `Preempted` if a reply
+        needs the model (unless not `preemptible`), `ExtractionError` if the answer is invalid.
 
-        Facts whose words are not in the message (the model making things up) are dropped and logged.
+        Relative dates are resolved against `said_at` before the model reads the message (and again in its
+        facts); code blocks are left out. Facts whose words are not in the message (the model making things
+        up, or repeating the bot) are dropped and logged.
         """
-        facts = await self._answer(user_text, said_at, preemptible)
-        kept = [fact for fact in facts if grounded(fact, user_text, user_name)]
+        text = resolve_relative_dates(_CODE_BLOCK.sub(" [code] ", user_text), said_at).strip()
+        if states_nothing(text):
+            return []
+        facts = await self._answer(text, context, preemptible)
+        kept = [fact for fact in facts if grounded(fact, text, user_name, context)]
         if len(kept) < len(facts):  # the facts' text only at DEBUG: logs should not hold what users said
             _log.info("dropped %d fact(s) not found in the message", len(facts) - len(kept))
             _log.debug("dropped facts: %r", [f for f in facts if f not in kept])
-        return [resolve_dates(fact, said_at) for fact in kept]
+        return [resolve_relative_dates(fact, said_at) for fact in kept]
 
-    def _fitted(self, user_text: str, said_at: datetime) -> list[ChatMessage]:
+    def _fitted(self, user_text: str, context: str | None) -> list[ChatMessage]:
         """The extraction prompt, the message cut until it leaves room for an answer and one retry."""
         room = self._model.context_tokens - 2 * self._params.max_new_tokens - self._model.count_tokens(RETRY_NOTE)
         while True:
-            messages = build_messages(user_text, said_at)
+            messages = build_messages(user_text, context)
             if self._model.prompt_tokens(messages) <= room or len(user_text) <= MIN_MESSAGE_CHARS:
                 return messages
             user_text = user_text[: max(MIN_MESSAGE_CHARS, int(len(user_text) * 0.8))]
 
-    async def _answer(self, user_text: str, said_at: datetime, preemptible: bool) -> list[str]:
-        messages = self._fitted(user_text, said_at)
+    async def _answer(self, user_text: str, context: str | None, preemptible: bool) -> list[str]:
+        messages = self._fitted(user_text, context)
         raw = await self._model.generate(messages, self._params, background=True, preemptible=preemptible)
         try:
             return parse_facts(raw)

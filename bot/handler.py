@@ -66,6 +66,8 @@ class MessageHandler:
             await reply.send(EMPTY_MESSAGE)
             return
         erasures = self._memories.erasures(msg.user)
+        earlier = self._memories.history.recent(msg.conversation_key, msg.user.key)
+        answered = earlier[-1].reply if earlier else None  # the bot's message the user may be answering
         reply_text = ""
         try:
             reply_text = await self._reply(msg, text, was_cut, reply)
@@ -80,7 +82,7 @@ class MessageHandler:
                               msg.platform, msg.message_id)
                     self._memories.history.forget_message(msg.ref)
                 else:
-                    await self._queue_writeback(msg, text, reply_text, reply)
+                    await self._queue_writeback(msg, text, reply_text, answered, reply)
 
     async def learn_edit(self, msg: IncomingMessage) -> None:
         """Queue an edited message's new text for learning, without a new reply. Nothing is learned where the
@@ -102,18 +104,21 @@ class MessageHandler:
         return truncate(clean_input(msg.text), self._s.max_input_chars)
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
-        memories = in_prompt_order(await self._recall(msg, text), stable=self._model.reuses_prompt_prefix)
+        profile, recalled = await self._recall(msg, text)
+        memories = in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix)
         messages = build_prompt(
             bot_name=self._s.bot_name,
             user_name=msg.user_name,
             text=text,
+            profile=profile,
             memories=memories,
             history=self._memories.history.recent(msg.conversation_key, msg.user.key),
             now=msg.sent_at,
             budget=self._s.context_tokens - self._s.max_new_tokens,
             count_prompt=self._model.prompt_tokens,
         )
-        self._memories.note_used(msg.user, shown_memories(messages, memories))  # what `why` will list
+        # what `why` will list
+        self._memories.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
         note = f"\n\n(Your message was long, so I read only its first {self._s.max_input_chars} characters.)"
         try:
             async with reply.typing():
@@ -140,18 +145,25 @@ class MessageHandler:
         if note:
             yield note
 
-    async def _recall(self, msg: IncomingMessage, text: str) -> list[MemoryRecord]:
+    async def _recall(self, msg: IncomingMessage, text: str) -> tuple[list[MemoryRecord], list[MemoryRecord]]:
+        """The user's profile and, within what is left of the memory budget, the memories best for `text`."""
         try:
+            profile = await self._memories.profile(msg)
             found = await self._memories.recall(msg, text, self._s.memory_top_k, self._s.memory_min_score)
         except StoreError as exc:
             _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
-            return []
-        return fit_memories(found, self._s.memory_token_budget, self._model.count_tokens)
+            return [], []
+        pinned = {record.id for record in profile}
+        budget = self._s.memory_token_budget - sum(self._model.count_tokens(r.text) + 2 for r in profile)
+        fitted = fit_memories([r for r in found if r.id not in pinned], budget, self._model.count_tokens,
+                              msg.user_name)
+        return profile, fitted
 
-    async def _queue_writeback(self, msg: IncomingMessage, text: str, reply_text: str, reply: ReplyTarget) -> None:
+    async def _queue_writeback(self, msg: IncomingMessage, text: str, reply_text: str, answered: str | None,
+                               reply: ReplyTarget) -> None:
         if await self._db.is_paused(msg.user.key):
             # told once per pause, and only in a DM: in a channel it would tell everyone
             if msg.is_direct and await self._db.take_pause_notice(msg.user.key):
                 await reply.send(PAUSED_NOTICE)
             return
-        await self._writeback.submit(msg, text, reply_text)
+        await self._writeback.submit(msg, text, reply_text, answered)

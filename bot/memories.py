@@ -1,7 +1,8 @@
 """What users (and the bot itself) can do with memories, once for every platform.
 
-Adapters map their commands onto `MemoryOps`; the reply path uses `recall`, the write-back worker `learn`.
-Every operation is scoped to one user: another user's memory id behaves exactly like an unknown one.
+Adapters map their commands onto `MemoryOps`; the reply path uses `profile` and `recall`, the write-back worker
+`learn` (facts) and `keep_passage` (the user's own words). Every operation is scoped to one user: another
+user's memory id behaves exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import Any
 from bot import supersede
 from bot.access import AccessPolicy
 from bot.database import BotDatabase
+from bot.dates import time_window
 from bot.errors import UserError
 from bot.history import ConversationHistory
 from bot.message import IncomingMessage, MessageRef, UserRef
-from memory.records import MemoryRecord, Source
-from memory.store import SUPERSEDED_BY, MemoryStore
+from memory.recall import CHANNELS, RecallQuery
+from memory.records import FACT, KINDS, MESSAGE, MemoryRecord, Source
+from memory.store import ATTRIBUTE, SUPERSEDED_BY, MemoryStore, source_fields
 
 _log = logging.getLogger(__name__)
 
@@ -63,8 +66,9 @@ class MemoryOps:
     as it gates messages. Listing, exporting, forgetting and pausing are always open to the user."""
 
     def __init__(self, store: MemoryStore, db: BotDatabase, *, access: AccessPolicy | None = None,
-                 ttl_days: int = 0, history_turns: int = 6) -> None:
+                 ttl_days: int = 0, history_turns: int = 6, channels: tuple[str, ...] = CHANNELS) -> None:
         self._store = store
+        self._channels = channels
         self._db = db
         self._access = access
         # One lock per user, held while a fact is stored and while the user forgets or pauses, so a write-back
@@ -81,18 +85,40 @@ class MemoryOps:
 
     # --- used by the bot
 
-    async def recall(self, msg: IncomingMessage, query: str, limit: int, min_score: float) -> list[MemoryRecord]:
-        """The user's memories most relevant to `query`; DM-only facts are recalled in DMs only.
+    async def recall(self, msg: IncomingMessage, query: str, limit: int, min_score: float, *,
+                     kinds: tuple[str, ...] = KINDS) -> list[MemoryRecord]:
+        """The user's facts and message passages most relevant to `query`, through every recall channel (meaning,
+        keywords, names, the time the query names; see `memory/recall.py`); DM-only memories in DMs only.
 
         The user's own name is left out of the query: every memory is about them, so their name matches
-        the facts that repeat it, not the ones the question is about. The best fact of each source message
-        comes before a second fact from the same message (see `one_per_source`).
+        the facts that repeat it, not the ones the question is about. The best memory of each source message
+        comes before a second one from the same message (see `one_per_source`).
         """
-        found = await self._store.search(
-            msg.user.key, without_names(query, [msg.user_name]), limit * RECALL_CANDIDATES,
-            include_private=msg.is_direct, min_score=min_score,
+        text = without_names(query, [msg.user_name])
+        found = await self._store.recall(
+            msg.user.key, RecallQuery.of(text, time_window(query, msg.sent_at), self._channels),
+            limit * RECALL_CANDIDATES, include_private=msg.is_direct, min_score=min_score, kinds=kinds,
         )
         return one_per_source(found)[:limit]
+
+    async def profile(self, msg: IncomingMessage) -> list[MemoryRecord]:
+        """The user's profile: current facts filling one of `supersede.PROFILE` (name, home, job...), one each,
+        in that order; DM-only ones in DMs only."""
+        found = await self._store.profile(msg.user.key, supersede.PROFILE, include_private=msg.is_direct)
+        return _one_per_attribute(found)
+
+    async def passages(self, text: str) -> list[str]:
+        """A message split into the passages `keep_passage` stores (each short enough for the embedder)."""
+        return await self._store.passages(text)
+
+    async def keep_passage(self, user_key: str, text: str, index: int, source: Source, *, resumed: bool) -> None:
+        """Store one passage of the user's message as said (episodic memory). `resumed`: an earlier attempt may
+        have stored it just before a crash, so it is looked for first and never stored twice."""
+        if resumed and await self._store.find_passage(user_key, source.message_id, index) is not None:
+            return
+        created_at = _parse_time(source.time)
+        await self._store.add(user_key, text, source, kind=MESSAGE, passage=index, created_at=created_at,
+                              expires_on=self._expiry(created_at))
 
     def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
         """Remember which memories went into the user's latest reply, for `why` (for the most recent users)."""
@@ -116,12 +142,16 @@ class MemoryOps:
         similar = [replace(record, score=score) for record, score in zip(similar, scores, strict=True)]
         if any(_same_fact(record, fact) for record in similar):
             return None
+        attribute = supersede.profile_attribute(fact)
+        if attribute:  # the profile holds one value per attribute, however unlike the old fact's words are
+            profile = await self._store.profile(user_key, (attribute,), include_private=True)
+            similar += [record for record in profile if record.id not in {r.id for r in similar}]
         replaced = [similar[i] for i in supersede.replaced([r.text for r in similar], fact)]
         if replaced:
             # The newest version takes the place of the first outdated fact (mem0's history keeps both);
             # any further outdated ones are marked superseded: kept for export, no longer recalled.
             first, *others = replaced
-            metadata = source.to_metadata()
+            metadata = {**source.to_metadata(), **source_fields(source), ATTRIBUTE: attribute}
             if expires_on := self._expiry(_parse_time(source.time)):
                 metadata["expiration_date"] = expires_on
             if await self._store.update(user_key, first.id, text=fact, metadata=metadata, context=context):
@@ -130,8 +160,8 @@ class MemoryOps:
                 return first.id
             # the outdated fact was deleted meanwhile (retention purge): the new one is simply added
         created_at = _parse_time(source.time)
-        return await self._store.add(user_key, fact, source, context=context, created_at=created_at,
-                                     expires_on=self._expiry(created_at))
+        return await self._store.add(user_key, fact, source, attribute=attribute, context=context,
+                                     created_at=created_at, expires_on=self._expiry(created_at))
 
     def _expiry(self, created_at: datetime | None) -> str | None:
         if self._ttl_days <= 0:
@@ -142,7 +172,9 @@ class MemoryOps:
     # --- user commands
 
     async def list(self, user: UserRef, *, page: int = 1, page_size: int = 10) -> MemoryPage:
-        records = await self._store.list(user.key)
+        """The user's facts, a page at a time: the profile first (in `supersede.PROFILE` order), then newest
+        first. The passages of their messages are not listed (`why` and `export` show them)."""
+        records = _profile_first(await self._store.list(user.key, kinds=(FACT,)))
         pages = max(1, math.ceil(len(records) / page_size))
         if page < 1 or page > pages:
             raise UserError(f"There is no page {page}; pages go from 1 to {pages}.")
@@ -329,6 +361,22 @@ class MemoryOps:
 
     async def is_paused(self, user: UserRef) -> bool:
         return await self._db.is_paused(user.key)
+
+
+def _one_per_attribute(records: list[MemoryRecord]) -> list[MemoryRecord]:
+    """The newest fact of each profile attribute (`records` newest first), in `supersede.PROFILE` order."""
+    newest: dict[str, MemoryRecord] = {}
+    for record in records:
+        if record.attribute and record.attribute not in newest:
+            newest[record.attribute] = record
+    return [newest[a] for a in supersede.PROFILE if a in newest]
+
+
+def _profile_first(records: list[MemoryRecord]) -> list[MemoryRecord]:
+    """`records` (newest first) with the profile's facts first."""
+    profile = _one_per_attribute(records)
+    ids = {r.id for r in profile}
+    return profile + [r for r in records if r.id not in ids]
 
 
 def one_per_source(records: list[MemoryRecord]) -> list[MemoryRecord]:

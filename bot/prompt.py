@@ -1,12 +1,14 @@
 """Building the model's prompt: system text, the user's memories as a bullet list, recent history.
 
-The small default model used memories best as a bullet list in the system prompt. Memories first get their
-own token budget (best first); then the whole prompt is fitted into the model's budget.
+The small default model used memories best as a bullet list in the system prompt. The list starts with the
+user's profile (always there, whatever the message), then the recalled facts and passages of what the user
+said earlier, quoted with the day they said it. Recalled memories first get their own token budget (best
+first); then the whole prompt is fitted into the model's budget, the profile kept to the last.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from bot.history import Turn
@@ -23,12 +25,28 @@ MEMORIES = (
 )
 
 
-def fit_memories(records: list[MemoryRecord], budget: int, count: Callable[[str], int]) -> list[MemoryRecord]:
+def bullet(record: MemoryRecord, user_name: str) -> str:
+    """A memory as the model reads it: a fact as it is, a passage of the user's message quoted with its day."""
+    if not record.is_message:
+        return f"- {record.text}"
+    when = _day(record.source.time)
+    return f'- {"On " + when + ", " if when else ""}{user_name} said: "{record.text}"'
+
+
+def _day(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).strftime("%d %B %Y").lstrip("0")
+    except ValueError:
+        return ""
+
+
+def fit_memories(records: list[MemoryRecord], budget: int, count: Callable[[str], int],
+                 user_name: str = "") -> list[MemoryRecord]:
     """The best-first prefix of `records` whose bullets fit in `budget` tokens."""
     kept: list[MemoryRecord] = []
     used = 0
     for record in records:
-        cost = count(f"- {record.text}\n")
+        cost = count(bullet(record, user_name) + "\n")
         if used + cost > budget:
             break
         kept.append(record)
@@ -60,15 +78,17 @@ def build_prompt(
     now: datetime,
     budget: int,
     count_prompt: Callable[[list[ChatMessage]], int],
+    profile: Sequence[MemoryRecord] = (),
 ) -> list[ChatMessage]:
-    """Chat messages for the model within `budget` prompt tokens.
+    """Chat messages for the model within `budget` prompt tokens; `profile` comes first in the memories.
 
-    What does not fit goes in this order: the oldest history turns, then the oldest memories, and only then
-    the end of the message itself, so the model never gets a prompt longer than its context window.
+    What does not fit goes in this order: the oldest history turns, then the oldest memories, then the
+    profile, and only then the end of the message itself, so the model never gets a prompt longer than its
+    context window.
     """
-    turns, kept = list(history), list(memories)
+    turns, kept, pinned = list(history), list(memories), list(profile)
     while True:
-        messages = _messages(bot_name, user_name, text, kept, turns, now)
+        messages = _messages(bot_name, user_name, text, pinned + kept, turns, now)
         excess = count_prompt(messages) - budget
         if excess <= 0:
             return messages
@@ -76,6 +96,8 @@ def build_prompt(
             turns.pop(0)
         elif kept:
             kept.remove(min(kept, key=lambda m: m.created_at or now))
+        elif pinned:
+            pinned.pop()
         elif len(text) > MIN_TEXT_CHARS:
             text = text[: max(MIN_TEXT_CHARS, len(text) - 4 * excess - 16)]
         else:
@@ -85,17 +107,17 @@ def build_prompt(
 MIN_TEXT_CHARS = 32
 
 
-def shown_memories(messages: list[ChatMessage], memories: list[MemoryRecord]) -> list[MemoryRecord]:
+def shown_memories(messages: list[ChatMessage], memories: list[MemoryRecord], user_name: str) -> list[MemoryRecord]:
     """Which of `memories` made it into the prompt `build_prompt` gave (it may have dropped some to fit)."""
     lines = set(messages[0].content.splitlines()) if messages else set()
-    return [m for m in memories if f"- {m.text}" in lines]
+    return [m for m in memories if bullet(m, user_name) in lines]
 
 
 def _messages(bot_name: str, user_name: str, text: str, memories: list[MemoryRecord], turns: list[Turn],
               now: datetime) -> list[ChatMessage]:
     system = SYSTEM.format(bot_name=bot_name, today=now.strftime("%A, %d %B %Y"), user_name=user_name)
     if memories:
-        bullets = "\n".join(f"- {m.text}" for m in memories)
+        bullets = "\n".join(bullet(m, user_name) for m in memories)
         system += "\n\n" + MEMORIES.format(user_name=user_name, bullets=bullets)
     messages = [ChatMessage("system", system)]
     for turn in turns:

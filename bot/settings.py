@@ -15,6 +15,8 @@ from typing import Any, get_type_hints
 
 from dotenv import dotenv_values
 
+from memory.recall import CHANNELS
+
 MIN_PROMPT_TOKENS = 512  # the smallest prompt (instructions, a message, fact extraction) worth running
 
 
@@ -71,6 +73,13 @@ class Settings:
     memory_top_k: int = _setting(8, "How many memories are recalled for a message at most.")
     memory_token_budget: int = _setting(400, "Token budget for recalled memories in the prompt.")
     memory_min_score: float = _setting(0.1, "Recalled memories need at least this similarity (0..1).")
+    memory_keep_messages: bool = _setting(
+        True, "Also keep the user's own messages (split into passages) as memories beside the facts learned from "
+              "them; false keeps facts only.")
+    memory_recall_channels: frozenset[str] = _setting(
+        frozenset({"dense", "keyword", "entity", "time"}),
+        "Recall channels fused for each message: dense (meaning), keyword (shared words; PostgreSQL and embedded "
+        "store), entity (names and numbers), time (a time the message names).")
     memory_ttl_days: int = _setting(0, "Days a memory is kept after it was said, fixed when it is learned; "
                                        "expired ones are never recalled and are purged daily. 0: forever.")
     embedder_model: str = _setting(
@@ -218,6 +227,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(
             f"EMBEDDER_BACKEND must be sentence_transformers, llama_cpp or empty, not {s.embedder_backend!r}"
         )
+    if not s.memory_recall_channels or s.memory_recall_channels - set(CHANNELS):
+        raise SettingsError(f"MEMORY_RECALL_CHANNELS must name one or more of {', '.join(CHANNELS)}")
     if s.vector_store not in {"qdrant", "pgvector"}:
         raise SettingsError(f"VECTOR_STORE must be qdrant or pgvector, not {s.vector_store!r}")
     if s.vector_store == "pgvector" and not s.pgvector_url:

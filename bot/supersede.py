@@ -3,8 +3,9 @@
 mem0 2.2.1 only adds memories, so "lives in Lisbon" and a later "moved to Porto" would both be recalled as
 true. Two rules decide, both deterministic and explainable:
 
-1. Single-valued attributes: a person has one name, one home town, one job, one diet. A new fact about
-   the same attribute with another value replaces the old one.
+1. Single-valued attributes: a person has one name, one home town, one job, one diet (and pronouns, a time
+   zone, a preferred language, an age). A new fact about the same attribute with another value replaces the
+   old one. These facts form the user's profile (`PROFILE`), always in the prompt.
 2. Negation: "The user doesn't eat meat any more" replaces "The user eats meat" (and the other way round):
    the same statement with and without a negation.
 
@@ -31,7 +32,16 @@ _ATTRIBUTES: dict[str, re.Pattern[str]] = {
                        r"(?P<value>vegetarian|vegan|pescatarian|carnivore)$"
                        r"|^the user (?P<value2>eats? meat)$"),
     "age": re.compile(r"^the user is (?:now )?(?P<value>\d+)(?: years old)?$"),
+    "language": re.compile(r"^the user'?s (?:native |first |mother |preferred |main )(?:language|tongue) is "
+                           r"(?P<value>.+)$"
+                           r"|^the user (?:prefers|wants) (?:to (?:talk|chat|speak) in|answers in|replies in) "
+                           r"(?P<value2>.+)$"),
+    "timezone": re.compile(r"^the user'?s time ?zone is (?P<value>.+)$"
+                           r"|^the user is in the (?P<value2>.+?) time ?zone$"),
+    "pronouns": re.compile(r"^the user'?s pronouns are (?P<value>.+)$|^the user uses (?P<value2>.+?) pronouns$"),
 }
+# The profile: single-valued attributes always shown to the model and listed first, in this order.
+PROFILE = ("name", "pronouns", "home", "timezone", "language", "job", "diet", "age")
 
 _NEGATION = re.compile(
     r"\b(?:no longer|not any ?more|any ?more|anymore|not|n't|never|stopped|quit|gave up)\b|n't"
@@ -61,6 +71,12 @@ def attribute(fact: str) -> tuple[str, str] | None:
             value = next(v for v in match.groups() if v)
             return name, value.strip()
     return None
+
+
+def profile_attribute(fact: str) -> str | None:
+    """The profile attribute (one of `PROFILE`) the fact fills, or None."""
+    found = attribute(fact)
+    return found[0] if found and found[0] in PROFILE else None
 
 
 def _stem(word: str) -> str:

@@ -1,8 +1,9 @@
-"""Memory write-back in the background: queued exchanges become stored facts, durably.
+"""Memory write-back in the background: queued exchanges become stored memories, durably.
 
-The reply path only inserts a row (`submit`); a worker task extracts facts with the local model when no
-reply needs it, stores them with their provenance, and deletes the row. The extracted facts and how many are
-stored are kept in the row, so a retry neither extracts again nor stores a fact twice. A failing store is
+The reply path only inserts a row (`submit`); a worker task first keeps the user's message itself (its
+passages, episodic memory; `keep_messages`), then extracts facts with the local model when no reply needs it,
+stores them with their provenance, and deletes the row. The passages, the extracted facts and how many of each
+are stored are kept in the row, so a retry neither extracts again nor stores anything twice. A failing store is
 retried with exponential backoff; an answer the model cannot produce validly, or an exchange that failed
 MAX_ATTEMPTS times, is set aside (kept, logged). Each fact is stored under the user's lock after checking
 that the user has not forgotten everything or paused learning meanwhile. Extraction gives way to replies,
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +36,9 @@ MAX_PREEMPTIONS = 3  # replies an extraction gives way to before it runs to the 
 ERROR_PAUSE_SECONDS = 5.0  # how long the worker rests after an error of its own (e.g. the queue database)
 
 
-def exchange_payload(msg: IncomingMessage, text: str, reply_text: str) -> dict[str, Any]:
+def exchange_payload(msg: IncomingMessage, text: str, reply_text: str, context: str | None = None) -> dict[str, Any]:
+    """The queued row: the user's text, the bot's reply, the bot's message before it (`context`, for "it" and
+    "that"), the user's name and the source."""
     source = Source(
         platform=msg.platform,
         workspace=msg.workspace,
@@ -45,7 +49,8 @@ def exchange_payload(msg: IncomingMessage, text: str, reply_text: str) -> dict[s
         origin="extracted",
         private=msg.is_direct,
     )
-    return {"text": text, "reply": reply_text, "user_name": msg.user_name, "source": source.__dict__}
+    return {"text": text, "reply": reply_text, "context": context, "user_name": msg.user_name,
+            "source": source.__dict__}
 
 
 class WritebackWorker:
@@ -57,6 +62,7 @@ class WritebackWorker:
         model: LocalModel,
         max_backoff: float = 300.0,
         quiet_seconds: float = 0.0,
+        keep_messages: bool = True,
     ) -> None:
         self._db = db
         self._memories = memories
@@ -64,14 +70,16 @@ class WritebackWorker:
         self._model = model
         self._max_backoff = max_backoff
         self._quiet = quiet_seconds
+        self._keep_messages = keep_messages
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._gave_way = 0  # extractions stopped for a reply since the last one that ran to the end
 
-    async def submit(self, msg: IncomingMessage, text: str, reply_text: str) -> None:
-        """Queue an exchange for write-back (a fast, durable insert)."""
-        await self._db.enqueue(msg.user.key, exchange_payload(msg, text, reply_text))
+    async def submit(self, msg: IncomingMessage, text: str, reply_text: str, context: str | None = None) -> None:
+        """Queue an exchange for write-back (a fast, durable insert). `context` is the bot's message the user
+        answered, if any: it helps the extractor read "it" and "that", and is never a source of facts."""
+        await self._db.enqueue(msg.user.key, exchange_payload(msg, text, reply_text, context))
         self._wake.set()
 
     def start(self) -> None:
@@ -162,10 +170,25 @@ class WritebackWorker:
             await self._db.done(exchange.id)
             return
         source = Source(**payload["source"])
+        if self._keep_messages:
+            # an earlier attempt may have stored one passage more than it recorded (a crash in between)
+            resumed = "passages" in payload
+            if not resumed:
+                payload = {**payload, "passages": await self._memories.passages(payload["text"]),
+                           "passages_stored": 0}
+                await self._db.save_progress(exchange.id, payload)
+            passages, first = payload["passages"], payload["passages_stored"]
+
+            async def keep(index: int) -> None:
+                await self._memories.keep_passage(user_key, passages[index], index, source,
+                                                  resumed=resumed and index == first)
+
+            if (payload := await self._store_all(exchange, payload, "passages", keep)) is None:
+                return
         if "facts" not in payload:
             try:
                 facts = await self._extractor.extract(payload["text"], datetime.fromisoformat(source.time),
-                                                      payload.get("user_name"),
+                                                      payload.get("user_name"), context=payload.get("context"),
                                                       preemptible=self._gave_way < MAX_PREEMPTIONS)
             except Preempted:  # the exchange keeps its place in the queue
                 self._gave_way += 1
@@ -177,24 +200,40 @@ class WritebackWorker:
             self._gave_way = 0
             payload = {**payload, "facts": facts, "stored": 0}
             await self._db.save_progress(exchange.id, payload)
+
         facts = payload["facts"]
-        for index in range(payload["stored"], len(facts)):
+
+        async def learn(index: int) -> None:
+            await self._memories.learn(user_key, facts[index], source, context=payload["text"])
+
+        if await self._store_all(exchange, payload, "facts", learn) is None:
+            return
+        _log.info("exchange %s: stored %d passage(s) and %d fact(s)", exchange.id,
+                  len(payload.get("passages", ())), len(payload["facts"]))
+        await self._db.done(exchange.id)
+
+    async def _store_all(self, exchange: PendingExchange, payload: dict[str, Any], key: str,
+                         store: Callable[[int], Awaitable[None]]) -> dict[str, Any] | None:
+        """Store `payload[key]` from the first one not yet stored, one at a time under the user's lock, keeping
+        count in the row (`stored`, or `passages_stored`). None if the exchange ended meanwhile: the user forgot
+        everything or paused learning (the row is done), or the store failed (retried later)."""
+        counter = "stored" if key == "facts" else f"{key}_stored"
+        for index in range(payload[counter], len(payload[key])):
             # The embedder and the model share the CPU cores: storing waits while a reply is generated.
             await self._model.wait_for_idle()
-            async with self._memories.user_lock(user_key):
-                if not await self._db.is_pending(exchange.id) or await self._db.is_paused(user_key):
+            async with self._memories.user_lock(exchange.user_key):
+                if not await self._db.is_pending(exchange.id) or await self._db.is_paused(exchange.user_key):
                     _log.info("exchange %s dropped: the user forgot everything or paused learning", exchange.id)
                     await self._db.done(exchange.id)
-                    return
+                    return None
                 try:
-                    await self._memories.learn(user_key, facts[index], source, context=payload["text"])
+                    await store(index)
                 except StoreError as exc:
                     await self._fail(exchange, f"memory store: {exc}")
-                    return
-                payload = {**payload, "stored": index + 1}
+                    return None
+                payload = {**payload, counter: index + 1}
                 await self._db.save_progress(exchange.id, payload)
-        _log.info("exchange %s: stored %d fact(s)", exchange.id, len(facts))
-        await self._db.done(exchange.id)
+        return payload
 
     def _backoff(self, attempts: int) -> float:
         return min(self._max_backoff, 2.0 ** min(attempts, 20))

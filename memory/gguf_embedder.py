@@ -193,6 +193,10 @@ class LlamaCppEmbedding:
         self.max_tokens = min(context, self._llama._model.n_ctx_train())
         self._lock = threading.Lock()
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model reads for `text` ([CLS] and [SEP] included), as `max_tokens` counts them."""
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+
     def embed(self, text: str, memory_action: str | None = None) -> list[float]:
         import llama_cpp
 

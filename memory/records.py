@@ -1,4 +1,10 @@
-"""What the memory store holds: a fact about one user and the source it was learned from."""
+"""What the memory store holds: facts about one user and the user's own messages, each with the source it came
+from.
+
+Two kinds of memory share one store, one identity and one provenance: a `fact` is a short standalone statement
+learned from what the user said (or asked the bot to remember); a `message` is a passage of the user's own words,
+kept as said (episodic memory), so that nothing the extractor missed is lost to recall.
+"""
 
 from __future__ import annotations
 
@@ -41,10 +47,16 @@ class Source:
         )
 
 
+FACT = "fact"
+MESSAGE = "message"
+KINDS = (FACT, MESSAGE)
+
+
 @dataclass(frozen=True)
 class MemoryRecord:
-    """One stored fact about a user. `score` is set on search results only; `superseded_by` names
-    the newer fact that replaced this one (it is then kept for history, not recalled)."""
+    """One stored memory of a user: a fact or a passage of their message (`kind`). `score` is set on search
+    results only; `superseded_by` names the newer fact that replaced this one (it is then kept for history, not
+    recalled); `attribute` names the profile entry a fact fills (name, home, job...; see `bot/profile.py`)."""
 
     id: str
     text: str
@@ -53,6 +65,17 @@ class MemoryRecord:
     source: Source
     score: float | None = None
     superseded_by: str | None = None
+    kind: str = FACT
+    attribute: str | None = None
+
+    @property
+    def is_message(self) -> bool:
+        return self.kind == MESSAGE
+
+    @property
+    def shown(self) -> str:
+        """The memory as listed to its user: a fact as it is, a passage of their message quoted."""
+        return f'You said: "{self.text}"' if self.is_message else self.text
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +83,8 @@ class MemoryRecord:
             "text": self.text,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "kind": self.kind,
+            **({"attribute": self.attribute} if self.attribute else {}),
             "source": asdict(self.source),
             **({"score": self.score} if self.score is not None else {}),
             **({"superseded_by": self.superseded_by} if self.superseded_by else {}),

@@ -1,9 +1,12 @@
-"""`MemoryStore`: per-user facts in mem0, every call serialized on one dedicated thread.
+"""`MemoryStore`: per-user memories in mem0 (facts and passages of the user's messages), every call serialized on
+one dedicated thread.
 
 Embedded Qdrant allows one client per folder and is not thread-safe (concurrent calls lost writes), and
-the embedder and the store block, so all work runs on a single worker thread off the event loop. Facts
+the embedder and the store block, so all work runs on a single worker thread off the event loop. Memories
 are stored as given (`infer=False`): extraction is the caller's job, mem0's LLM is never called. A fact's
-vector is anchored to the message it was learned from (`_anchor`); the message itself is not stored.
+vector is anchored to the message it was learned from (`_anchor`). Recall runs every channel the store offers
+(`memory/recall.py`): on embedded Qdrant over the cached user (`memory/vector_cache.py`), on a server where
+the data lives (`memory/server_channels.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from memory.config import StoreConfig
-from memory.records import MemoryRecord, Source
+from memory.passages import split_passages
+from memory.recall import Hit, RecallQuery, UserChannels, run_channels
+from memory.records import FACT, KINDS, MESSAGE, MemoryRecord, Source
+from memory.server_channels import ServerUser, create_text_index
 from memory.vector_cache import VectorCache, expired, unit
 
 _log = logging.getLogger(__name__)
@@ -30,6 +36,11 @@ T = TypeVar("T")
 
 # Payload keys memorybot writes beside the source.
 SUPERSEDED_BY = "superseded_by"
+KIND = "kind"  # "fact" or "message"; memories stored before messages were kept have none: facts
+ATTRIBUTE = "attribute"  # the profile entry a fact fills
+PASSAGE = "passage"  # a message passage's place in its message (0, 1, ...)
+SOURCE_TS = "source_ts"  # when the source was said, POSIX seconds: the time channel filters on it
+PASSAGE_MARGIN = 16  # tokens left free under the embedder's limit when a message is split
 
 
 class StoreError(RuntimeError):
@@ -79,6 +90,9 @@ class MemoryStore:
                                  f"{self._config.connect_timeout:.0f} s ({exc})") from exc
         if getattr(vector_store, "is_local", False):  # embedded Qdrant: see memory/vector_cache.py
             self._cache = VectorCache(vector_store.client, vector_store.collection_name)
+        self._text_search = self._config.provider == "pgvector"
+        if self._text_search:
+            await self._call(create_text_index, vector_store)
 
     async def close(self) -> None:
         self._embed.cache_clear()
@@ -104,13 +118,23 @@ class MemoryStore:
         text: str,
         source: Source,
         *,
+        kind: str = FACT,
+        attribute: str | None = None,
+        passage: int | None = None,
         context: str | None = None,
         created_at: datetime | None = None,
         expires_on: str | None = None,
     ) -> str:
-        """Store one fact for `user_key`; return its id. `context` is the message the fact was learned from:
-        it is not stored, only folded into the fact's vector (see `_anchor`)."""
-        metadata = source.to_metadata()
+        """Store one memory for `user_key`; return its id. A fact may fill a profile `attribute`; a message
+        passage says where in its message it stands (`passage`). `context` is the message a fact was learned
+        from: folded into the fact's vector (see `_anchor`), not stored with it."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind of memory {kind!r}")
+        metadata = {**source.to_metadata(), **source_fields(source), KIND: kind}
+        if attribute:
+            metadata[ATTRIBUTE] = attribute
+        if passage is not None:
+            metadata[PASSAGE] = passage
         if created_at is not None:
             metadata["created_at"] = created_at.isoformat()
         return await self._call(self._add, user_key, text, metadata, expires_on, context)
@@ -280,6 +304,32 @@ class MemoryStore:
 
     # --- reads
 
+    async def passages(self, text: str) -> list[str]:
+        """`text` split into passages the embedder reads whole (see `memory/passages.py`)."""
+        return await self._call(self._passages, text)
+
+    def _passages(self, text: str) -> list[str]:
+        model = self._mem0.embedding_model
+        if hasattr(model, "count_tokens"):  # the llama.cpp embedder
+            count, limit = model.count_tokens, model.max_tokens
+        else:  # sentence-transformers, through mem0's huggingface embedder
+            encoder = model.model
+            count, limit = (lambda t: len(encoder.tokenizer(t)["input_ids"])), encoder.max_seq_length
+        return split_passages(text, count, limit - PASSAGE_MARGIN)
+
+    async def find_passage(self, user_key: str, message_id: str, passage: int) -> str | None:
+        """The id of this passage of the user's message if it is stored (to store it once after a crash)."""
+        found = await self._call(self._points, user_key, {"source_message_id": message_id, KIND: MESSAGE})
+        return next((i for i, payload in found if payload.get(PASSAGE) == passage), None)
+
+    def _points(self, user_key: str, filters: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """(id, payload) of the user's points matching `filters` (mem0 filter syntax; only equality with the
+        cache)."""
+        if self._cache:
+            return self._cache.points(user_key, lambda p: all(p.get(k) == v for k, v in filters.items()))
+        rows = self._rows({"user_id": user_key, **filters})
+        return [(str(row.id), dict(row.payload or {})) for row in rows]
+
     async def similarity(self, text: str, others: list[str]) -> list[float]:
         """Cosine similarity of `text` to each of `others`, fact to fact (stored vectors are anchored to
         their messages, so search scores do not say how alike two facts are)."""
@@ -302,42 +352,66 @@ class MemoryStore:
         return _record(item)
 
     async def search(
-        self, user_key: str, query: str, limit: int, *, include_private: bool, min_score: float = 0.0
+        self, user_key: str, query: str, limit: int, *, include_private: bool, min_score: float = 0.0,
+        kinds: tuple[str, ...] = (FACT,),
     ) -> list[MemoryRecord]:
-        """The user's current facts most relevant to `query`, best first."""
+        """The user's current memories of these kinds (facts by default) most similar to `query`, best first."""
+        return await self.recall(user_key, RecallQuery(query, channels=frozenset({"dense"})), limit,
+                                 include_private=include_private, min_score=min_score, kinds=kinds)
+
+    async def recall(
+        self, user_key: str, query: RecallQuery, limit: int, *, include_private: bool, min_score: float = 0.0,
+        kinds: tuple[str, ...] = KINDS, depth: int = 50,
+    ) -> list[MemoryRecord]:
+        """The user's current memories most relevant to `query` through its channels, fused (see
+        `memory/recall.py`), best first. Each channel looks at its best `depth` (at least `limit`)."""
+        return await self._call(self._recall, user_key, query, limit, include_private, min_score, kinds,
+                                max(depth, limit))
+
+    def _recall(self, user_key: str, query: RecallQuery, limit: int, include_private: bool, min_score: float,
+                kinds: tuple[str, ...], depth: int) -> list[MemoryRecord]:
+        vector = self._embed(query.text)
+        user = self._channels(user_key, include_private, kinds, vector)
+        hits = run_channels(user, query, depth if len(query.channels) > 1 else limit, min_score)
+        return [_record_from_hit(hit) for hit in hits[:limit]]
+
+    def _channels(self, user_key: str, include_private: bool, kinds: tuple[str, ...],
+                  vector: np.ndarray) -> UserChannels:
+        def keep(payload: dict[str, Any]) -> bool:
+            return not (payload.get(SUPERSEDED_BY) or expired(payload)
+                        or (payload.get("source_private") and not include_private)) \
+                and payload.get(KIND, FACT) in kinds
+
         if self._cache:
-            return await self._call(self._search_cached, user_key, query, limit, include_private, min_score)
+            return self._cache.user(user_key, keep, vector)
         filters: dict[str, Any] = {"user_id": user_key}
         if not include_private:
             filters["source_private"] = False
-        # Superseded facts stay in the store for history; fetch extra so they can be dropped here.
-        result = await self._call(
-            self._mem0.search, query, top_k=limit * 2, filters=filters, threshold=min_score
-        )
-        records = [_record(item) for item in result["results"] if not _superseded(item)]
-        return records[:limit]
+        return ServerUser(self._mem0.vector_store, filters, keep, vector.tolist(), self._text_search)
 
-    def _search_cached(self, user_key: str, query: str, limit: int, include_private: bool,
-                       min_score: float) -> list[MemoryRecord]:
-        assert self._cache is not None
-        vector = self._embed(query)
-
-        def keep(payload: dict[str, Any]) -> bool:
-            return not (payload.get(SUPERSEDED_BY) or expired(payload)
-                        or (payload.get("source_private") and not include_private))
-
-        found = self._cache.search(user_key, vector, limit, keep)
-        return [_record_from_payload(i, payload, score) for i, payload, score in found if score >= min_score]
+    async def profile(self, user_key: str, attributes: tuple[str, ...], *, include_private: bool
+                      ) -> list[MemoryRecord]:
+        """The user's current facts that fill one of these profile attributes, newest first."""
+        # the cache holds the user's payloads anyway; a server filters on its side
+        wanted = {} if self._cache else {ATTRIBUTE: {"in": list(attributes)}}
+        found = await self._call(self._points, user_key, wanted)
+        records = [_record_from_hit(Hit(i, p, float("nan"))) for i, p in found
+                   if p.get(ATTRIBUTE) in attributes and not p.get(SUPERSEDED_BY) and not expired(p)
+                   and (include_private or not p.get("source_private"))]
+        records.sort(key=lambda r: r.updated_at or r.created_at or datetime.min.astimezone(), reverse=True)
+        return records
 
     async def list(
-        self, user_key: str, *, include_superseded: bool = False, include_expired: bool = False
+        self, user_key: str, *, include_superseded: bool = False, include_expired: bool = False,
+        kinds: tuple[str, ...] = KINDS,
     ) -> list[MemoryRecord]:
-        """All of the user's facts, newest first."""
+        """All of the user's memories of these kinds, newest first."""
         result = await self._call(
             self._mem0.get_all, filters={"user_id": user_key}, top_k=self._config.max_list,
             show_expired=include_expired,
         )
-        items = [i for i in result["results"] if include_superseded or not _superseded(i)]
+        items = [i for i in result["results"] if (include_superseded or not _superseded(i))
+                 and (i.get("metadata") or {}).get(KIND, FACT) in kinds]
         records = [_record(i) for i in items]
         records.sort(key=lambda r: r.created_at or datetime.min.astimezone(), reverse=True)
         return records
@@ -376,9 +450,19 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def _record_from_payload(memory_id: str, payload: dict[str, Any], score: float) -> MemoryRecord:
+def source_fields(source: Source) -> dict[str, Any]:
+    """Payload fields derived from a source: when it was said, as POSIX seconds (for the time channel)."""
+    try:
+        return {SOURCE_TS: datetime.fromisoformat(source.time).timestamp()}
+    except ValueError:
+        return {}
+
+
+def _record_from_hit(hit: Hit) -> MemoryRecord:
     """A record from a raw vector-store payload (mem0 keeps metadata keys at the top level of it)."""
-    return _record({"id": memory_id, "memory": payload.get("data", ""), "created_at": payload.get("created_at"),
+    payload = hit.payload
+    score = None if hit.score != hit.score else hit.score  # NaN: no similarity computed
+    return _record({"id": hit.id, "memory": payload.get("data", ""), "created_at": payload.get("created_at"),
                     "updated_at": payload.get("updated_at"), "metadata": payload, "score": score})
 
 
@@ -392,4 +476,6 @@ def _record(item: dict[str, Any]) -> MemoryRecord:
         source=Source.from_metadata(metadata),
         score=item.get("score"),
         superseded_by=metadata.get(SUPERSEDED_BY),
+        kind=str(metadata.get(KIND, FACT)),
+        attribute=metadata.get(ATTRIBUTE),
     )

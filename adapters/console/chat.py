@@ -60,7 +60,7 @@ def format_record(record: MemoryRecord) -> str:
     where = f"{record.source.platform}/{record.source.workspace}/{record.source.channel}"
     link = f" {record.source.link}" if record.source.link else ""
     how = "you told me to remember" if record.source.origin == "explicit" else "learned"
-    return f"[{record.id}] {record.text}\n      {how} {when} in {where}{link}"
+    return f"[{record.id}] {record.shown}\n      {how} {when} in {where}{link}"
 
 
 class ConsoleSession:

@@ -191,4 +191,4 @@ def format_page(page: MemoryPage, *, paused: bool = False, page_size: int = PAGE
 def format_record(number: int, record: MemoryRecord) -> str:
     when = discord.utils.format_dt(record.created_at, "d") if record.created_at else "unknown date"
     link = f" · [source](<{record.source.link}>)" if record.source.link else ""
-    return f"{number}. `{record.id}` {record.text} · {when}{link}"
+    return f"{number}. `{record.id}` {record.shown} · {when}{link}"

@@ -57,7 +57,7 @@ def _line(record: MemoryRecord) -> str:
     when = record.created_at.date().isoformat() if record.created_at else "?"
     link = record.source.link
     where = f" · <{link}|source>" if link and link.startswith("https://") else ""
-    return f"`{record.id}` {escape(record.text)} _({when}{where})_"
+    return f"`{record.id}` {escape(record.shown)} _({when}{where})_"
 
 
 class MemoryCommands:

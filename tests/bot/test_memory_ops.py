@@ -156,8 +156,9 @@ async def test_a_deleted_message_is_forgotten_stored_queued_and_in_history(bot):
     await bot.handle(message("I live in Porto", message_id="m3"), RecordingReply())
     bot.memories.note_used(dana.user, [tea])
     assert await bot.db.pending_count() == 1
-    # the same message id in another channel is another message (Slack); None matches any channel (Discord)
-    assert await bot.memories.forget_message(MessageRef("console", "local", "terminal", "m1")) == 1
+    # the same message id in another channel is another message (Slack); None matches any channel (Discord).
+    # Its fact and the message itself (kept as said) both go.
+    assert await bot.memories.forget_message(MessageRef("console", "local", "terminal", "m1")) == 2
     assert await texts(bot) == ["The user has a dog called Rex"] and await texts(bot, "eve") == ["The user plays chess"]
     assert bot.memories.why(dana.user) == []
     assert await bot.store.history(dana.user.key, tea.id) == []
@@ -182,7 +183,8 @@ async def test_an_older_bot_database_learns_where_stored_memories_came_from(make
         assert not bot.db.sources_missing
         assert await bot.memories.forget_message(MessageRef("console", "local", None, "m2")) == 0
         assert await bot.db.pending_count() == 0
-        assert await bot.memories.forget_message(MessageRef("console", "local", None, "m1")) == 1
+        # its fact and the message itself
+        assert await bot.memories.forget_message(MessageRef("console", "local", None, "m1")) == 2
         assert await texts(bot) == []
 
 
@@ -302,3 +304,53 @@ def test_recall_takes_the_best_fact_of_each_message_first():
     records = [MemoryRecord(id=str(i), text=f"fact {i}", created_at=None, updated_at=None, source=src[m])
                for i, m in enumerate(["m1", "m1", "m2", "m1"])]
     assert [r.id for r in one_per_source(records)] == ["0", "2", "1", "3"]
+
+
+async def test_the_profile_comes_first_with_one_value_per_attribute(bot):
+    msg = message("x")
+    for i, fact in enumerate(["I like tea", "My name is Priya", "I play chess", "I live in Lisbon"]):
+        await bot.memories.remember(replace(message("x", message_id=f"m{i}"),
+                                            sent_at=msg.sent_at + timedelta(minutes=i)), fact)
+    assert await texts(bot) == ["My name is Priya", "I live in Lisbon", "I play chess", "I like tea"]
+    source = Source("console", "local", "terminal", "m9", None, (msg.sent_at + timedelta(days=1)).isoformat())
+    await bot.memories.learn(msg.user.key, "The user lives in a flat by the river in Porto.", source)
+    profile = await bot.memories.profile(msg)
+    assert [(r.attribute, r.text) for r in profile] == [
+        ("name", "My name is Priya"), ("home", "The user lives in a flat by the river in Porto.")]
+    assert len(await texts(bot)) == 4
+
+
+async def test_the_users_words_are_kept_recalled_and_forgotten_like_facts(make_settings, vector_store):
+    settings = make_settings(rate_limit_messages=0, **vector_store)
+    backend = ScriptedBackend(reply="ok", facts=["The user repaired a Vespa."])
+    async with MemoryBot(settings, backend=backend) as bot:
+        said = "I finally repaired the carburettor of my old Vespa, it runs again"
+        await bot.handle(message(said), RecordingReply())
+        await bot.handle(message("I like tea", message_id="m2"), RecordingReply())
+        await bot.writeback.drain()
+        dana = message("x").user
+        assert await texts(bot) == ["The user repaired a Vespa."]  # /memories lists facts only
+        found = await bot.memories.recall(message("carburettor?"), "carburettor", 5, 0.1)
+        assert {(r.kind, r.text) for r in found} >= {("message", said), ("fact", "The user repaired a Vespa.")}
+        exported = await bot.memories.export(dana)
+        assert sorted(m["kind"] for m in exported["memories"]) == ["fact", "message", "message"]
+        assert await bot.memories.forget_message(MessageRef("console", "local", "terminal", "m1")) == 2
+        assert [r.text for r in await bot.store.list(dana.key)] == ["I like tea"]
+        assert await bot.memories.forget_all(dana) == 1
+
+
+async def test_keeping_messages_can_be_turned_off(make_settings):
+    settings = make_settings(memory_keep_messages=False)
+    async with MemoryBot(settings, backend=ScriptedBackend(reply="ok", facts=["The user has a dog."])) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())
+        await bot.writeback.drain()
+        assert [r.kind for r in await bot.store.list(message("x").user.key)] == ["fact"]
+
+
+async def test_a_passage_stored_just_before_a_crash_is_not_stored_again(bot):
+    dana = message("x").user
+    source = Source("console", "local", "terminal", "m1", None, "2026-11-26T10:00:00+00:00")
+    await bot.memories.keep_passage(dana.key, "I have a dog", 0, source, resumed=False)
+    await bot.memories.keep_passage(dana.key, "I have a dog", 0, source, resumed=True)
+    await bot.memories.keep_passage(dana.key, "and a cat", 1, source, resumed=True)
+    assert sorted(r.text for r in await bot.store.list(dana.key)) == ["I have a dog", "and a cat"]

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from bot.history import Turn
@@ -17,9 +18,9 @@ def count(messages) -> int:
     return sum(len(m.content.split()) + 3 for m in messages)
 
 
-def build(text="hello there", memories=(), history=(), budget=10_000):
+def build(text="hello there", memories=(), history=(), budget=10_000, profile=()):
     return build_prompt(bot_name="bot", user_name="Dana", text=text, memories=list(memories),
-                        history=list(history), now=NOW, budget=budget, count_prompt=count)
+                        history=list(history), now=NOW, budget=budget, count_prompt=count, profile=list(profile))
 
 
 def test_memories_are_a_bullet_list_in_the_system_prompt():
@@ -57,6 +58,18 @@ def test_history_goes_first_then_oldest_memories_then_the_message_end():
 def test_shown_memories_are_those_left_after_fitting():
     memories = [record("new fact " * 5, 20), record("old fact " * 5, 1)]
     full = build(memories=memories)
-    assert shown_memories(full, memories) == memories
+    assert shown_memories(full, memories, "Dana") == memories
     fitted = build(memories=memories, budget=count(full) - 5)  # the oldest memory has to go
-    assert shown_memories(fitted, memories) == memories[:1]
+    assert shown_memories(fitted, memories, "Dana") == memories[:1]
+
+
+def test_profile_first_passages_quoted_with_their_day_and_profile_kept_longest():
+    profile = [replace(record("The user's name is Dana.", 2), attribute="name")]
+    passage = replace(record("I fixed the boiler myself", 3), kind="message")
+    messages = build(memories=[record("The user has a cat.", 1), passage], profile=profile)
+    assert ("- The user's name is Dana.\n- The user has a cat.\n"
+            '- On 26 November 2026, Dana said: "I fixed the boiler myself"') in messages[0].content
+    assert shown_memories(messages, profile + [passage], "Dana") == profile + [passage]
+    tight = build(memories=[record("The user has a cat.", 1), passage], profile=profile,
+                  budget=count(build(profile=profile)))
+    assert "Dana." in tight[0].content and "cat" not in tight[0].content and "boiler" not in tight[0].content

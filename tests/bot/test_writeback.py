@@ -189,7 +189,7 @@ async def test_a_deletion_interrupted_by_the_store_is_finished_later(make_settin
             await bot.forget_message(said.ref)
         assert (await bot.memories.list(said.user)).total == 1
         bot.store.delete_from_source = real_delete
-        assert await bot.memories.finish_forgetting() == 1
+        assert await bot.memories.finish_forgetting() == 2  # the fact and the message itself
         assert (await bot.memories.list(said.user)).total == 0 and await bot.memories.finish_forgetting() == 0
 
 
@@ -310,3 +310,27 @@ async def test_an_extraction_failing_after_forget_all_is_not_set_aside(make_sett
         await bot.memories.forget_all(message("x").user)
         await bot.writeback.drain()
         assert await bot.db.user_keys() == set()  # nothing of the message is kept, not even set aside
+
+
+async def test_the_bots_words_are_context_never_facts(make_settings):
+    backend = ScriptedBackend(reply="You should avoid peanuts.",
+                              facts=["The user should avoid peanuts.", "The user lives in Lisbon."])
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.handle(message("I live in Lisbon, what should I cook?"), RecordingReply())
+        await bot.handle(message("ok, sounds good", message_id="m2"), RecordingReply())
+        await bot.writeback.drain()
+        assert [r.text for r in (await bot.memories.list(message("x").user)).records] == ["The user lives in Lisbon."]
+        extractions = [call for call in backend.calls if "JSON" in call[0].content]
+        assert "had said" not in extractions[0][-1].content
+        assert 'The assistant had said: "You should avoid peanuts."' in extractions[1][-1].content
+
+
+async def test_questions_and_emoji_never_reach_the_extractor(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user lives in Lisbon."])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        for i, text in enumerate(["What city do I live in, and what should I avoid eating?", "🎉🎉🎉"]):
+            await bot.handle(message(text, message_id=f"m{i}"), RecordingReply())
+        await bot.writeback.drain()
+        assert not [call for call in backend.calls if "JSON" in call[0].content]
+        kinds = [r.kind for r in await bot.store.list(message("x").user.key)]
+        assert kinds == ["message", "message"]  # kept as said, nothing learned from them

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from memory.config import StoreConfig
+from memory.recall import RecallQuery
 from memory.records import Source
 from memory.store import MemoryStore, StoreError
 
@@ -183,3 +184,66 @@ async def test_an_unreachable_database_server_fails_at_start(tmp_path):
         async with MemoryStore(config):
             pass
     assert "s3cr3t" not in str(raised.value)
+
+
+def said(day, message_id="m1", private=False):
+    return Source(platform="console", workspace="local", channel="terminal", message_id=message_id, link=None,
+                  time=datetime(2026, 3, day, 12, tzinfo=UTC).isoformat(), private=private)
+
+
+async def test_messages_and_facts_share_the_store_but_not_the_list(store):
+    fact = await store.add("u", "The user has a cat named Miso.", said(1))
+    passage = await store.add("u", "My cat Miso knocked the plant over again", said(1), kind="message", passage=0)
+    assert [r.id for r in await store.list("u", kinds=("fact",))] == [fact]
+    assert {r.id: r.kind for r in await store.list("u")} == {fact: "fact", passage: "message"}
+    assert [r.id for r in await store.search("u", "the plant", 5, include_private=True)] == [fact]
+    assert await store.find_passage("u", "m1", 0) == passage
+    assert await store.find_passage("u", "m1", 1) is None and await store.find_passage("v", "m1", 0) is None
+    assert await store.delete_all("u") == 2
+
+
+async def test_recall_finds_by_meaning_words_names_and_time(store):
+    ids = {}
+    for day, text in [(1, "I repaired the carburettor of my old Vespa"), (2, "We adopted a kitten"),
+                      (20, "I went hiking in the hills"), (21, "Dinner with Joaquim was lovely")]:
+        ids[text] = await store.add("u", text, said(day, f"m{day}"), kind="message", passage=0)
+    await store.add("v", "I repaired a carburettor too", said(1), kind="message", passage=0)
+
+    async def recall(text, window=None, channels=("dense", "keyword", "entity", "time")):
+        query = RecallQuery.of(text, window, channels)
+        return [r.id for r in await store.recall("u", query, 2, include_private=True, min_score=0.2)]
+
+    assert (await recall("carburettor"))[0] == ids["I repaired the carburettor of my old Vespa"]
+    assert (await recall("Joaquim", channels=("keyword",))) == [ids["Dinner with Joaquim was lovely"]]
+    late = (datetime(2026, 3, 15, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    assert set(await recall("what did I do", late, ("time",))) == {ids["I went hiking in the hills"],
+                                                                  ids["Dinner with Joaquim was lovely"]}
+    assert await recall("what did I do", (late[1], late[1]), ("time",)) == []
+
+
+async def test_recall_keeps_private_superseded_and_other_kinds_out(store):
+    secret = await store.add("u", "I am planning a surprise for Ana", said(1, private=True), kind="message")
+    old = await store.add("u", "The user lives in Lisbon.", said(1))
+    await store.update("u", old, metadata={"superseded_by": "x"})
+    query = RecallQuery.of("surprise for Ana in Lisbon")
+    shared = await store.recall("u", query, 5, include_private=False)
+    assert shared == []
+    private = await store.recall("u", query, 5, include_private=True)
+    assert [r.id for r in private] == [secret]
+    assert await store.recall("u", query, 5, include_private=True, kinds=("fact",)) == []
+
+
+async def test_profile_lists_current_attribute_facts(store):
+    home = await store.add("u", "The user lives in Lisbon.", said(1), attribute="home")
+    await store.add("u", "The user likes tea.", said(2))
+    name = await store.add("u", "The user's name is Priya.", said(3, private=True), attribute="name")
+    assert [r.id for r in await store.profile("u", ("home", "name"), include_private=True)] == [name, home]
+    assert [r.attribute for r in await store.profile("u", ("home", "name"), include_private=False)] == ["home"]
+    assert await store.profile("v", ("home",), include_private=True) == []
+
+
+async def test_long_messages_become_passages_the_embedder_reads_whole(store):
+    text = " ".join(f"On day {i} I walked the dog to the harbour and back." for i in range(60))
+    passages = await store.passages(text)
+    assert len(passages) > 2 and " ".join(passages) == text
+    assert await store.passages("short one") == ["short one"]
