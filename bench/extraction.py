@@ -14,8 +14,10 @@ The set (bench/extraction_set.jsonl) is one JSON object a line:
   said_at (ISO time), user_name, context (the bot's previous message, or null), text, facts, never.
   `text` is a string, or a list of strings and {"repeat": STRING, "times": N} parts joined (long pastes).
   `facts` are the gold facts. An extracted fact matches a gold fact when it contains, case-insensitively, every
-  string of the gold fact's "all" and at least one string of each list in its "any". `never` holds strings no
-  extracted fact may contain: what only the bot or other people said, a negated thing, an example value.
+  string of the gold fact's "all" and at least one string of each list in its "any". A gold fact marked
+  "optional" is true and worth keeping but not required (an extra detail, a negation beside the update): it makes
+  a fact correct but does not count towards recall. `never` holds strings no extracted fact may contain: what
+  only the bot or other people said, a negated thing, an example value.
 
 Scoring, per kind, per split and overall:
   precision  extracted facts that are correct / extracted facts. Correct: matches a gold fact of its message and
@@ -96,6 +98,7 @@ def fold(text: str) -> str:
 class GoldFact:
     all: tuple[str, ...]
     any: tuple[tuple[str, ...], ...]
+    optional: bool = False  # a true fact worth keeping but not required: counts for precision, not recall
 
     def matches(self, fact: str) -> bool:
         text = fold(fact)
@@ -140,7 +143,8 @@ def parse_item(row: dict[str, Any]) -> Item:
         raise ValueError(f"unknown kind {row['kind']!r} or split {row['split']!r}")
     facts = []
     for fact in row["facts"]:
-        gold = GoldFact(tuple(fact.get("all", [])), tuple(tuple(g) for g in fact.get("any", [])))
+        gold = GoldFact(tuple(fact.get("all", [])), tuple(tuple(g) for g in fact.get("any", [])),
+                        bool(fact.get("optional", False)))
         terms = [*gold.all, *(t for g in gold.any for t in g)]
         if not terms or any(not g for g in gold.any) or not all(t.strip() for t in terms):
             raise ValueError(f"gold fact {fact} has an empty term or no terms")
@@ -246,9 +250,10 @@ async def extract(extractor: FactExtractor, item: Item, max_input_chars: int, wi
 def score(item: Item, outcome: Outcome) -> dict[str, Any]:
     never_hits = {f: [n for n in item.never if fold(n) in fold(f)] for f in outcome.facts}
     correct = [f for f in outcome.facts if not never_hits[f] and any(g.matches(f) for g in item.facts)]
-    matched = [g for g in item.facts if any(g.matches(f) for f in correct)]
+    required = [g for g in item.facts if not g.optional]
+    matched = [g for g in required if any(g.matches(f) for f in correct)]
     unresolved = [f for f in outcome.facts if _RELATIVE.search(f)]
-    dated = [g for g in item.facts if g.dated]
+    dated = [g for g in required if g.dated]
     text = item.text if len(item.text) <= 400 else f"{item.text[:400]}… ({len(item.text)} characters)"
     return {
         "id": item.id, "kind": item.kind, "split": item.split, "said_at": item.said_at.isoformat(),
@@ -256,9 +261,10 @@ def score(item: Item, outcome: Outcome) -> dict[str, Any]:
         "extracted": outcome.facts,
         "correct": correct,
         "wrong": [f for f in outcome.facts if f not in correct],
-        "gold": [g.describe() for g in item.facts],
+        "gold": [g.describe() for g in required],
+        "acceptable": [g.describe() for g in item.facts if g.optional],
         "matched": [g.describe() for g in matched],
-        "missed": [g.describe() for g in item.facts if g not in matched],
+        "missed": [g.describe() for g in required if g not in matched],
         "from_bot_or_others": {f: hits for f, hits in never_hits.items() if hits},
         "unresolved_relative_date": unresolved,
         "dated": bool(dated),

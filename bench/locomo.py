@@ -10,9 +10,10 @@ repository). Each conversation is one user's memory space (platform "locomo", wo
 "memory"), ingested session by session, in order, through the write-back worker's own steps: the turn kept as
 the user's message (`MemoryOps.passages` / `keep_passage`), then `FactExtractor.extract` on "Speaker: text"
 with the session's date as the time it was said, then `MemoryOps.learn`, each with a `Source` whose
-`message_id` is the turn's `dia_id`, so every stored memory maps back to the turn it came from. Extraction
-results are cached by a hash of (prompt, generation parameters, model) in
-`bench/data/locomo/extraction-cache.sqlite3`, and the built store is kept (`bench/data/locomo/store-<facts>`,
+`message_id` is the turn's `dia_id`, so every stored memory maps back to the turn it came from. The model's
+answers (extraction and question answering) are cached by a hash of (prompt, generation parameters, model) in
+`bench/data/locomo/answer-cache.sqlite3`, so the extractor's own checks rerun on every ingest, and the built
+store is kept (`bench/data/locomo/store-<facts>`,
 rebuilt per conversation when its turns or the write path's code change, or with `--fresh`), so a rerun after a
 recall change takes minutes.
 
@@ -58,7 +59,7 @@ os.environ.setdefault("MEM0_TELEMETRY", "False")
 from tqdm import tqdm  # noqa: E402
 
 from bot.app import MemoryBot  # noqa: E402
-from bot.extraction import ExtractionError, FactExtractor, build_messages  # noqa: E402
+from bot.extraction import ExtractionError, FactExtractor  # noqa: E402
 from bot.llm.base import ChatMessage, GenerationParams  # noqa: E402
 from bot.llm.runner import LocalModel  # noqa: E402
 from bot.memories import MemoryOps, without_names  # noqa: E402
@@ -202,32 +203,61 @@ def locomo_f1(prediction: str, answer: str, category: int) -> float:
     return token_f1(prediction, answer)
 
 
-# --- the extraction cache
+# --- the model's answers, cached
 
 
-class ExtractionCache:
-    """Extraction results keyed by a hash of (model, prompt messages, generation parameters), in SQLite."""
+class AnswerCache:
+    """The model's raw answers keyed by a hash of (model, prompt messages, generation parameters), in SQLite."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS extraction (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
+                         "seconds REAL NOT NULL)")
 
     @staticmethod
     def key(model: str, messages: list[ChatMessage], params: GenerationParams) -> str:
         blob = json.dumps([model, [asdict(m) for m in messages], asdict(params)], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT result FROM extraction WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+    def get(self, key: str) -> tuple[str, float] | None:
+        row = self._db.execute("SELECT answer, seconds FROM answers WHERE key = ?", (key,)).fetchone()
+        return (str(row[0]), float(row[1])) if row else None
 
-    def put(self, key: str, result: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO extraction VALUES (?, ?)", (key, json.dumps(result)))
+    def put(self, key: str, answer: str, seconds: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)", (key, answer, seconds))
         self._db.commit()
 
     def close(self) -> None:
         self._db.close()
+
+
+class CachedModel:
+    """The bot's `LocalModel` with its answers cached: the extractor runs its whole path (date resolution,
+    filters, checks) on every ingest, and only the model's answer to an unchanged prompt is reused."""
+
+    def __init__(self, model: LocalModel, cache: AnswerCache, name: str) -> None:
+        self._model, self._cache, self._name = model, cache, name
+        self.hits = 0
+        self.seconds = 0.0  # model time of the answers used, as measured when each was first computed
+        self.seconds_this_run = 0.0
+
+    def __getattr__(self, name: str) -> Any:  # context_tokens, count_tokens, prompt_tokens
+        return getattr(self._model, name)
+
+    async def generate(self, messages: list[ChatMessage], params: GenerationParams, **kwargs: Any) -> str:
+        key = AnswerCache.key(self._name, messages, params)
+        if (found := self._cache.get(key)) is not None:
+            self.hits += 1
+            self.seconds += found[1]
+            return found[0]
+        started = time.perf_counter()
+        answer = await self._model.generate(messages, params, **kwargs)
+        took = time.perf_counter() - started
+        self._cache.put(key, answer, took)
+        self.seconds += took
+        self.seconds_this_run += took
+        return answer
 
 
 # --- ingestion through the write-back path
@@ -258,15 +288,15 @@ class IngestStats:
 
 
 async def ingest(
-    conv: Conversation, model: LocalModel, memories: MemoryOps, cache: ExtractionCache, model_name: str, facts: str,
-    keep_messages: bool,
+    conv: Conversation, model: CachedModel, memories: MemoryOps, facts: str, keep_messages: bool,
+    extract: bool = True,
 ) -> IngestStats:
-    """Every turn, in session order: keep the turn as the user's message, extract facts (cached) and learn them,
-    all with the turn as their source."""
-    extractor = FactExtractor(model)
-    params = extractor._params  # part of the cache key: a changed extraction setting is a new result
+    """Every turn, in session order: keep the turn as the user's message, extract facts (the model's answers
+    cached) and learn them, all with the turn as their source."""
+    extractor = FactExtractor(model)  # type: ignore[arg-type]  # a LocalModel with cached answers
     stats = IngestStats()
     user_key = user_of(conv.sample_id).key
+    hits, seconds, seconds_this_run = model.hits, model.seconds, model.seconds_this_run
     for turn in tqdm(conv.turns, desc=f"ingest {conv.sample_id}", unit="turn"):
         stats.turns += 1
         source = Source(platform="locomo", workspace=conv.sample_id, channel=f"session_{turn.session}",
@@ -277,30 +307,22 @@ async def ingest(
                 await memories.keep_passage(user_key, passage, index, source, resumed=False)
                 stats.passages_stored += 1
             stats.store_s += time.perf_counter() - started
-        # the day (relative dates are resolved against it) and the speaker (facts that name them pass the
-        # grounding check) are part of the key
-        key = ExtractionCache.key(model_name, build_messages(turn.text) + [ChatMessage(
-            "user", f"said on {turn.said_at.date()}, grounded for {turn.speaker}")], params)
-        result = cache.get(key)
-        if result is None:
-            started = time.perf_counter()
-            try:
-                result = {"facts": await extractor.extract(turn.text, turn.said_at, turn.speaker), "error": None}
-            except ExtractionError as exc:  # the worker sets such an exchange aside: no facts from it
-                result = {"facts": [], "error": str(exc)}
-            result["seconds"] = round(time.perf_counter() - started, 3)
-            stats.extraction_s_this_run += result["seconds"]
-            cache.put(key, result)
-        else:
-            stats.cache_hits += 1
-        stats.extraction_s += result["seconds"]
-        stats.extraction_errors += result["error"] is not None
-        stats.facts_extracted += len(result["facts"])
+        if not extract:
+            continue
+        try:
+            found = await extractor.extract(turn.text, turn.said_at, turn.speaker, preemptible=False)
+        except ExtractionError:  # the worker sets such an exchange aside: no facts from it
+            stats.extraction_errors += 1
+            found = []
+        stats.facts_extracted += len(found)
         started = time.perf_counter()
-        for fact in result["facts"]:
+        for fact in found:
             text = as_speaker(fact, turn.speaker) if facts == "speaker" else fact
             stats.facts_stored += await memories.learn(user_key, text, source, context=turn.text) is not None
         stats.store_s += time.perf_counter() - started
+    stats.cache_hits = model.hits - hits
+    stats.extraction_s = round(model.seconds - seconds, 1)
+    stats.extraction_s_this_run = round(model.seconds_this_run - seconds_this_run, 1)
     return stats
 
 
@@ -453,9 +475,10 @@ async def evaluate(
     scores: dict[str, SystemScores],
     details: list[dict[str, Any]],
     keep_names: bool,
+    answer_questions: int,
 ) -> None:
     params = GenerationParams(max_new_tokens=32, temperature=0.0, repetition_penalty=1.15, stop=("\n",))
-    for q in tqdm(conv.questions, desc=f"questions {conv.sample_id}", unit="q"):
+    for number, q in enumerate(tqdm(conv.questions, desc=f"questions {conv.sample_id}", unit="q")):
         row: dict[str, Any] = {"sample_id": q.sample_id, "question": q.question, "answer": q.answer,
                                "category": q.category, "evidence": q.evidence, "systems": {}}
         # The conversation is one user's memory space, and the bot drops the user's own name from a query
@@ -471,7 +494,7 @@ async def evaluate(
                 values = [evidence_recall(hits, q.evidence, k) for k in ks]
                 s.recall[q.category].append(values)
                 out["recall"] = dict(zip(map(str, ks), values, strict=True))
-            if name in answering:
+            if name in answering and number < answer_questions:
                 messages = answer_messages(conv, q.question, hits[:answer_k])
                 s.prompt_tokens.append(model.prompt_tokens(messages))
                 started = time.perf_counter()
@@ -601,6 +624,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--answer", nargs="*", choices=SYSTEMS, default=["memory", "turns"],
                         help="systems that also answer with the model (costs ~2-4 s per question each)")
     parser.add_argument("--answer-k", type=int, default=10, help="retrieved items shown to the answering model")
+    parser.add_argument("--answer-questions", type=int, default=20,
+                        help="answer the first N questions of each conversation (recall covers all of them)")
     parser.add_argument("--channels", nargs="+", choices=CHANNELS,
                         help="recall channels of the memory system (default: the bot's, MEMORY_RECALL_CHANNELS)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
@@ -612,6 +637,8 @@ def parse_args() -> argparse.Namespace:
                         help="the generation backend for extraction and answers (llama_cpp is ~2x faster here)")
     parser.add_argument("--keep-names", action="store_true",
                         help="search with the question as asked, the speakers' names left in")
+    parser.add_argument("--messages-only", action="store_true",
+                        help="an ablation: ingest the turns as messages without extracting facts (no model time)")
     parser.add_argument("--fresh", action="store_true", help="rebuild the memory store even if it is up to date")
     parser.add_argument("--data-dir", type=Path, default=BENCH_DATA, help="cache and memory store")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "locomo.json")
@@ -624,7 +651,8 @@ def parse_args() -> argparse.Namespace:
 async def main() -> None:
     args = parse_args()
     conversations = load_conversations(args.data, args.conversations, args.limit_questions, args.max_sessions)
-    run_dir = args.data_dir / (f"store-{args.facts}" + ("" if args.backend == "transformers" else f"-{args.backend}"))
+    run_dir = args.data_dir / ("store-messages-only" if args.messages_only else f"store-{args.facts}"
+                               + ("" if args.backend == "transformers" else f"-{args.backend}"))
     prepare_data_dir(run_dir, args.fresh)
     marker = run_dir / "ingested.json"
     ingested: dict[str, Any] = json.loads(marker.read_text()) if marker.exists() else {}
@@ -633,12 +661,13 @@ async def main() -> None:
                              **overrides)
     # extraction results depend on the backend too (llama.cpp decodes under a JSON grammar)
     model_id = settings.model if args.backend == "transformers" else f"{settings.model}@{args.backend}"
-    cache = ExtractionCache(args.data_dir / "extraction-cache.sqlite3")
+    cache = AnswerCache(args.data_dir / "answer-cache.sqlite3")
     result: dict[str, Any] = {
         "config": {"data": args.data.name, "conversations": [c.sample_id for c in conversations],
                    "limit_questions": args.limit_questions, "max_sessions": args.max_sessions,
                    "k": args.k, "answer_k": args.answer_k,
                    "facts": args.facts, "keep_names": args.keep_names, "model": model_id,
+                   "messages_only": args.messages_only,
                    "memory_min_score": settings.memory_min_score,
                    "channels": sorted(settings.memory_recall_channels), "kinds": args.kinds,
                    "keep_messages": settings.memory_keep_messages,
@@ -665,8 +694,8 @@ async def main() -> None:
             else:  # stale or missing: this conversation's memories are rebuilt from the extraction cache
                 await bot.store.delete_all(user_key)
                 started = time.perf_counter()
-                stats = await ingest(conv, bot.model, bot.memories, cache, model_id, args.facts,
-                                     settings.memory_keep_messages)
+                stats = await ingest(conv, CachedModel(bot.model, cache, model_id), bot.memories, args.facts,
+                                     settings.memory_keep_messages, extract=not args.messages_only)
                 stats_row = asdict(stats) | {"wall_s": round(time.perf_counter() - started, 1), "signature": signature}
                 ingested[conv.sample_id] = stats_row
                 marker.write_text(json.dumps(ingested, indent=1))
@@ -686,8 +715,8 @@ async def main() -> None:
                     systems[name] = MemoryRecall(conv, bot.memories, settings, tuple(args.kinds))
                 else:
                     systems[name] = TurnBaseline(conv, embedder, hybrid=name == "turns-hybrid")
-            await evaluate(conv, systems, set(args.answer), bot.model, args.k, args.answer_k, scores, details,
-                           args.keep_names)
+            await evaluate(conv, systems, set(args.answer), CachedModel(bot.model, cache, model_id),  # type: ignore[arg-type]
+                           args.k, args.answer_k, scores, details, args.keep_names, args.answer_questions)
     cache.close()
     result["questions"] = len(details)
     result["ingestion"] = ingestion

@@ -14,7 +14,8 @@ The rules for the ambiguous cases (each has a test):
 - "this Saturday" is the coming one within 0-6 days (today included); "last Saturday" the most recent one before
   today; English "next Saturday" the one in next Monday-to-Sunday week (said on a Thursday: 9 days on), but Spanish
   "el próximo sábado" and German "nächsten Samstag" the coming one (1-7 days on), as they are mostly meant.
-  A bare "Saturday" / "on Saturday" is left alone. Weeks run Monday to Sunday; a weekend is named by its Saturday.
+  "on Saturday" alone: the last one in a past-tense clause, else the coming one (1-7 days on); a bare "Saturday"
+  is left alone. Weeks run Monday to Sunday; a weekend is named by its Saturday.
 - "in December" without a year: the next December (this month included), unless its clause is in the past tense
   ("went", "was", "-ed" verbs...) and has no future word ("will", "going to"...), then the most recent one; left
   alone where it recurs or names no one year ("born in May", "my birthday is in June", "usually in July").
@@ -506,8 +507,16 @@ _DE_RULES = [
     _rule("de", _W_DE_UNITS, rf"\bin\s+{_DE_N}\s+{_DE_UNIT}\b", _quantity(1)),
 ]
 
+def _bare_weekday(m: re.Match[str], ref: date) -> _Span | None:
+    """"on Thursday" alone: the last one in a past-tense clause, else the coming one (1-7 days on)."""
+    if _blocked(m):
+        return None
+    return _Span("day", _weekday_date("last" if _is_past(m) else "coming", _WEEKDAY_INDEX[m["wd"].lower()], ref))
+
+
 _RESOLVE_RULES = [
     *_EN_RULES,
+    _rule("en", _W_EN_WD, rf"\bon\s+{_EN_WD}\b(?!\s*,?\s*\d)", _bare_weekday),
     _rule("en", _W_EN_MONTHS, rf"\b(?P<mod>in|last|next|this)\s+(?P<q>early\s+|mid-?\s*|late\s+)?{_EN_MON}\b"
                               r"(?!\s*,?\s*\d|\s+of\s+\d)", _en_month),
     *_ES_RULES,

@@ -18,6 +18,7 @@ from datetime import datetime
 
 import jsonschema
 
+from bot import supersede
 from bot.dates import resolve_relative_dates
 from bot.llm.base import ChatMessage, GenerationParams
 from bot.llm.runner import LocalModel
@@ -61,11 +62,15 @@ EXAMPLES = [
     ("what's my name again, and where did I say I work?", '{"facts": []}'),
     ("Me llamo Lucía y trabajo de enfermera.",
      '{"facts": ["El usuario se llama Lucía.", "El usuario trabaja de enfermera."]}'),
+    ("Ich wohne in Bremen und trinke keinen Tee.",
+     '{"facts": ["Der Nutzer wohnt in Bremen.", "Der Nutzer trinkt keinen Tee."]}'),
+    ("Assistant: Do you still have the old Vespa?\nUser: yes, and I ride it every day",
+     '{"facts": ["The user has an old Vespa.", "The user rides the Vespa every day."]}'),
     # last, so a fact wrapped in a request is still seen as a fact (measured: 5 of 5 such messages, not 3)
     ("My dog Biscuit hates baths, so please don't suggest a groomer.",
      '{"facts": ["The user has a dog named Biscuit.", "The user\'s dog Biscuit hates baths."]}'),
 ]
-CONTEXT_NOTE = 'The assistant had said: "{context}"\nThe user\'s message: {text}'
+CONTEXT_NOTE = "Assistant: {context}\nUser: {text}"
 MAX_CONTEXT_CHARS = 300  # the end of the assistant's message: what the user most likely answers
 
 # Words that carry no fact of their own: a fact needs other words that the message itself contains.
@@ -74,6 +79,7 @@ a an the and or but of to in on at for with from by as is are was were be been b
 did not no user user's users their his her they them it its this that these those there here now also very
 really just so name named called likes like loves love enjoys enjoy prefers prefer wants want lives live works
 work working job has having own owns is's s will would can could should one some any more most about into
+year years old age aged go goes going by
 el la los las un una usuario usuaria de del en y que se es su der die das ein eine nutzer benutzer und ist
 """.split())
 # How a fact names the user, in the languages the examples show and their neighbours.
@@ -81,12 +87,26 @@ _SUBJECTS = ("the user", "el usuario", "la usuaria", "der nutzer", "die nutzerin
              "die benutzerin", "l'utilisateur", "l’utilisateur", "o usuário", "a usuária", "l'utente")
 _QUESTION_START = re.compile(
     r"^(?:what|what's|whats|where|where's|who|who's|whom|when|why|how|how's|which|can|could|do|does|did|is|are|"
-    r"was|were|will|would|should|shall|have|has|may|might|am|any|qué|que|dónde|donde|quién|cuándo|cómo|por qué|"
+    r"was|were|will|would|should|shall|have|has|may|might|am|any|if|qué|que|dónde|donde|quién|cuándo|cómo|por qué|"
     r"puedes|sabes|was|wo|wer|wann|warum|wie|welche|kannst|weißt|hast|bist|ist|sind)\b",
     re.IGNORECASE,
 )
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+# Facts about the message rather than the user ("The user's message says ...", "The user asks ...").
+_ABOUT_THE_MESSAGE = re.compile(r"^the user(?:'s)? (?:message|says|said|asks|asked|is asking|wants to know|"
+                                r"would like to know|writes|wrote|mentions|mentioned|thanks)\b|`|\b\w+_\w+\b",
+                                re.IGNORECASE)  # (backticks and snake_case names: a remark about code)
+# How people say their own name; a "name is X" fact needs one of these before X in the message.
+_SELF_NAMING = (r"(?:i'm|i am|im|i’m|my name is|my name's|name's|call me|it's|this is|go by|me llamo|mi nombre es|"
+                r"soy|ich heiße|ich heisse|ich bin|mein name ist|nennt mich|je m'appelle|je suis)")
+# Clauses and the words that start them: who a clause is about.
+_CLAUSES = re.compile(r"[,.;:!?()]+|\s(?:and|but|so|because|y|pero|und|aber|weil)\s", re.IGNORECASE)
+_FIRST_PERSON = frozenset("i i'm im i've i'd i'll i’m we we're we've yo ich wir me".split())
+_THIRD_PERSON = frozenset("you you're youre your you've you'll he she they it he's she's they're his her their my "
+                          "our a an the someone "
+                          "somebody everyone apparently mi mis su sus él ella mein meine meinen sein seine ihr "
+                          "ihre er es".split())
 
 
 MIN_MESSAGE_CHARS = 200  # a message is never cut shorter than this to fit the extraction prompt
@@ -141,6 +161,41 @@ def grounded(fact: str, message: str, user_name: str | None = None, context: str
     if context and not any(_said(word, own) for word in telling - names):
         return False
     return sum(_said(word, said) for word in telling) * 2 > len(telling)
+
+
+def about_the_user(fact: str, message: str) -> bool:
+    """Whether a grounded fact says something the user said of themselves: not a remark about the message
+    ("The user asks ..."), not a name the message gives someone else, and not what the message says another
+    person ("my sister", "he") did, made into "The user ..."."""
+    if _ABOUT_THE_MESSAGE.search(fact) or re.search(r"\bthe user\b", message, re.IGNORECASE):
+        return False  # (people do not call themselves "the user": such a message dictates facts to the bot)
+    found = supersede.attribute(fact)
+    if found and found[0] == "name":
+        return re.search(rf"\b{_SELF_NAMING}\s+{re.escape(found[1])}\b", message.lower()) is not None
+    if not re.match(r"^the user (?!'s)", fact.lower()):  # "The user's sister ..." is about the sister: fine
+        return True
+    return _subject_of(_best_clause(fact, message)) != "other"
+
+
+def _best_clause(fact: str, message: str) -> list[str]:
+    """The message's clauses up to (and with) the one sharing most telling words with the fact."""
+    clauses = [c.strip() for c in _CLAUSES.split(message) if c and c.strip()]
+    telling = _words(fact) - _DATE_WORDS
+    overlap = [sum(_said(w, telling) for w in _words(c)) for c in clauses]
+    best = max(range(len(clauses)), key=lambda i: (overlap[i], -i)) if clauses else 0
+    return clauses[: best + 1]
+
+
+def _subject_of(clauses: list[str]) -> str:
+    """"self" or "other" for the last clause, from its first word or, for a clause without a subject ("...
+    and speaks four languages"), the nearest clause before it that has one; "unknown" without any."""
+    for clause in reversed(clauses):
+        first = clause.split()[0].lower().replace("’", "'") if clause.split() else ""
+        if first in _FIRST_PERSON:
+            return "self"
+        if first in _THIRD_PERSON:
+            return "other"
+    return "unknown"
 
 
 def _said(word: str, said: set[str]) -> bool:
@@ -218,7 +273,7 @@ class FactExtractor:
         if states_nothing(text):
             return []
         facts = await self._answer(text, context, preemptible)
-        kept = [fact for fact in facts if grounded(fact, text, user_name, context)]
+        kept = [fact for fact in facts if grounded(fact, text, user_name, context) and about_the_user(fact, text)]
         if len(kept) < len(facts):  # the facts' text only at DEBUG: logs should not hold what users said
             _log.info("dropped %d fact(s) not found in the message", len(facts) - len(kept))
             _log.debug("dropped facts: %r", [f for f in facts if f not in kept])

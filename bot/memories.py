@@ -35,7 +35,6 @@ DUPLICATE_SCORE = 0.95  # similarity above which a new fact is the same as a sto
 SET_ASIDE_DAYS = 30  # how long an exchange the model could not learn from is kept for inspection
 MAX_USERS_REMEMBERED = 10_000  # `why` answers for this many most recent users
 MAX_CHANGES_REMEMBERED = 10_000  # deleted or edited messages kept in mind (replies still running, late edits)
-RECALL_CANDIDATES = 3  # recall ranks this many times the facts it returns, to spread them over messages
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,14 @@ class MemoryOps:
 
         The user's own name is left out of the query: every memory is about them, so their name matches
         the facts that repeat it, not the ones the question is about. The best memory of each source message
-        comes before a second one from the same message (see `one_per_source`).
+        comes before a second one from the same message (see `memory.recall.run_channels`).
         """
         text = without_names(query, [msg.user_name])
         found = await self._store.recall(
             msg.user.key, RecallQuery.of(text, time_window(query, msg.sent_at), self._channels),
-            limit * RECALL_CANDIDATES, include_private=msg.is_direct, min_score=min_score, kinds=kinds,
+            limit, include_private=msg.is_direct, min_score=min_score, kinds=kinds,
         )
-        return one_per_source(found)[:limit]
+        return found
 
     async def profile(self, msg: IncomingMessage) -> list[MemoryRecord]:
         """The user's profile: current facts filling one of `supersede.PROFILE` (name, home, job...), one each,
@@ -377,22 +376,6 @@ def _profile_first(records: list[MemoryRecord]) -> list[MemoryRecord]:
     profile = _one_per_attribute(records)
     ids = {r.id for r in profile}
     return profile + [r for r in records if r.id not in ids]
-
-
-def one_per_source(records: list[MemoryRecord]) -> list[MemoryRecord]:
-    """`records` (best first) with the best fact of each source message first, then the others in order.
-
-    One message often yields several facts that sit close together in vector space; without this they fill
-    the prompt with one message's worth of knowledge.
-    """
-    seen: set[tuple[str, str, str, str]] = set()
-    first, rest = [], []
-    for record in records:
-        s = record.source
-        key = (s.platform, s.workspace, s.channel, s.message_id)
-        (rest if key in seen else first).append(record)
-        seen.add(key)
-    return first + rest
 
 
 def without_names(text: str, names: Iterable[str]) -> str:

@@ -15,8 +15,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+T = TypeVar("T")
 RRF_K = 60  # the usual constant: ranks beyond ~K weigh about the same
 DENSE, KEYWORD, ENTITY, TIME = "dense", "keyword", "entity", "time"
 CHANNELS = (DENSE, KEYWORD, ENTITY, TIME)
@@ -82,9 +83,9 @@ def match_expression(terms: Sequence[str]) -> str | None:
     return " OR ".join(quoted) or None
 
 
-def fuse(rankings: dict[str, list[str]], k: int = RRF_K) -> list[str]:
-    """Ids ranked by reciprocal-rank fusion of the channels' rankings (best first; ties keep first-seen order)."""
-    scores: dict[str, float] = defaultdict(float)
+def fuse(rankings: dict[str, list[T]], k: int = RRF_K) -> list[T]:
+    """Items ranked by reciprocal-rank fusion of the channels' rankings (best first; ties keep first-seen order)."""
+    scores: dict[T, float] = defaultdict(float)
     for ranking in rankings.values():
         for rank, item in enumerate(ranking):
             scores[item] += 1.0 / (k + rank + 1)
@@ -109,15 +110,28 @@ class UserChannels(Protocol):
     def within(self, window: tuple[datetime, datetime], depth: int) -> list[Hit]: ...
 
 
+def source_of(hit: Hit) -> tuple[str, ...]:
+    """The message a memory came from: its facts and its passages share it."""
+    p = hit.payload
+    return (str(p.get("source_platform")), str(p.get("source_workspace")), str(p.get("source_channel")),
+            str(p.get("source_message_id")))
+
+
 def run_channels(user: UserChannels, query: RecallQuery, depth: int, min_score: float) -> list[Hit]:
-    """Every enabled channel's top `depth`, fused. Dense hits below `min_score` are left out; a keyword, entity or
-    time hit counts whatever its similarity (the words or the time matched)."""
-    rankings: dict[str, list[str]] = {}
-    hits: dict[str, Hit] = {}
+    """Every enabled channel's top `depth`, fused by source message: a message ranks by what all its memories
+    (its passages and the facts learned from it) found in every channel, and its best memory comes first; the
+    other memories of a message follow once every message has had its best (one message's facts sit close
+    together and would otherwise fill the prompt with one message's worth). Dense hits below `min_score` are
+    left out; a keyword, entity or time hit counts whatever its similarity (the words or the time matched)."""
+    rankings: dict[str, list[tuple[str, ...]]] = {}
+    by_source: dict[tuple[str, ...], list[Hit]] = {}
 
     def add(channel: str, found: list[Hit]) -> None:
-        rankings[channel] = [hit.id for hit in found]
-        hits.update((hit.id, hit) for hit in found)
+        rankings[channel] = list(dict.fromkeys(source_of(hit) for hit in found))
+        for hit in found:
+            kept = by_source.setdefault(source_of(hit), [])
+            if all(hit.id != other.id for other in kept):
+                kept.append(hit)
 
     if DENSE in query.channels:
         add(DENSE, [hit for hit in user.dense(depth) if hit.score >= min_score])
@@ -127,4 +141,11 @@ def run_channels(user: UserChannels, query: RecallQuery, depth: int, min_score: 
         add(ENTITY, user.keyword(query.entities, depth))
     if TIME in query.channels and query.window is not None:
         add(TIME, user.within(query.window, depth))
-    return [hits[item] for item in fuse(rankings)]
+    order = fuse(rankings)
+    best = [max(by_source[source], key=_similarity) for source in order]
+    rest = [hit for source in order for hit in sorted(by_source[source], key=_similarity, reverse=True)[1:]]
+    return best + rest
+
+
+def _similarity(hit: Hit) -> float:
+    return hit.score if hit.score == hit.score else -1.0  # NaN (unknown) last

@@ -41,6 +41,7 @@ ATTRIBUTE = "attribute"  # the profile entry a fact fills
 PASSAGE = "passage"  # a message passage's place in its message (0, 1, ...)
 SOURCE_TS = "source_ts"  # when the source was said, POSIX seconds: the time channel filters on it
 PASSAGE_MARGIN = 16  # tokens left free under the embedder's limit when a message is split
+MAX_CHARS_PER_TOKEN = 8  # and at most this many characters a token: a passage stays a readable size
 
 
 class StoreError(RuntimeError):
@@ -231,8 +232,8 @@ class MemoryStore:
     async def delete_from_source(
         self, platform: str, workspace: str, channel: str | None, message_id: str
     ) -> dict[str, list[str]]:
-        """Delete every fact, of any user, learned from this message (`channel` None: any channel, where
-        message ids are unique in a workspace); returns the deleted ids by user id."""
+        """Delete every memory, of any user, from this message (its facts and its passages; `channel` None: any
+        channel, where message ids are unique in a workspace); returns the deleted ids by user id."""
         filters = {"source_platform": platform, "source_workspace": workspace, "source_message_id": message_id}
         if channel is not None:
             filters["source_channel"] = channel
@@ -311,11 +312,15 @@ class MemoryStore:
     def _passages(self, text: str) -> list[str]:
         model = self._mem0.embedding_model
         if hasattr(model, "count_tokens"):  # the llama.cpp embedder
-            count, limit = model.count_tokens, model.max_tokens
+            tokens, limit = model.count_tokens, model.max_tokens
         else:  # sentence-transformers, through mem0's huggingface embedder
             encoder = model.model
-            count, limit = (lambda t: len(encoder.tokenizer(t)["input_ids"])), encoder.max_seq_length
-        return split_passages(text, count, limit - PASSAGE_MARGIN)
+            tokens, limit = (lambda t: len(encoder.tokenizer(t)["input_ids"])), encoder.max_seq_length
+
+        def cost(passage: str) -> int:  # a word too long for the tokenizer is one unknown token, however long
+            return max(tokens(passage), len(passage) // MAX_CHARS_PER_TOKEN)
+
+        return split_passages(text, cost, limit - PASSAGE_MARGIN)
 
     async def find_passage(self, user_key: str, message_id: str, passage: int) -> str | None:
         """The id of this passage of the user's message if it is stored (to store it once after a crash)."""

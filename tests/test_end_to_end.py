@@ -98,3 +98,24 @@ async def test_killed_process_finishes_writeback_after_restart(real_settings):
         await bot.writeback.drain()
     texts = [f["text"].lower() for f in memories_json(real_settings, "--platform", "console", "--user", "dana")]
     assert any("vegetarian" in t for t in texts), texts
+
+
+async def test_a_new_user_is_learned_from_their_own_words(real_settings):
+    """The issue's first chat: every fact of a message is learned, a question teaches nothing (the bot's answer
+    is never a source), and the profile (name, home) is in the next prompt whatever is asked."""
+    async with MemoryBot(real_settings) as bot:
+        session = ConsoleSession(bot, "priya", out=StringIO())
+        await session.on_line("Hi! I'm Priya. I live in Lisbon and I'm allergic to peanuts. "
+                              "I mostly write Rust at work.")
+        await bot.writeback.drain()
+        user = session.message("x").user
+        learned = [r.text.lower() for r in (await bot.memories.list(user, page_size=100)).records]
+        for word in ("priya", "lisbon", "peanut", "rust"):
+            assert any(word in fact for fact in learned), (word, learned)
+        await session.on_line("What city do I live in, and what should I avoid eating?")
+        await bot.writeback.drain()
+        assert [r.text.lower() for r in (await bot.memories.list(user, page_size=100)).records] == learned
+        profile = await bot.memories.profile(session.message("tell me a joke"))
+        assert {r.attribute for r in profile} >= {"name", "home"}
+        kept = [r.text for r in await bot.store.list(user.key, kinds=("message",))]
+        assert len(kept) == 2 and kept[-1].startswith("Hi! I'm Priya.")

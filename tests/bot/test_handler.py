@@ -156,3 +156,21 @@ async def test_failed_start_names_the_model_file_and_releases_everything(make_se
             pass
     async with MemoryBot(settings, backend=ScriptedBackend()) as bot:  # the store's folder lock was released
         assert (await bot.memories.list(message("x").user)).total == 0
+
+
+async def test_the_profile_is_always_in_the_prompt_and_earlier_words_are_quoted(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(memory_top_k=3, rate_limit_messages=0), backend=backend) as bot:
+        await bot.memories.remember(message("x", message_id="n"), "My name is Dana")
+        for i in range(8):
+            await bot.memories.remember(message("x", message_id=f"g{i}"), f"I own garden tool number {i}")
+        await bot.handle(message("I fixed the old lawnmower's blade", message_id="m1"), RecordingReply())
+        await bot.writeback.drain()
+        await bot.handle(message("Which garden tools do I have? And the lawnmower?", message_id="m2"),
+                         RecordingReply())
+        system = backend.calls[-1][0].content
+        assert system.count("garden tool number") <= 3
+        assert "- My name is Dana" in system  # whatever the question
+        assert 'Dana said: "I fixed the old lawnmower\'s blade"' in system
+        why = bot.memories.why(message("x").user)
+        assert why[0].text == "My name is Dana" and any(r.kind == "message" for r in why)

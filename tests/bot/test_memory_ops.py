@@ -10,7 +10,7 @@ from bot.app import MemoryBot
 from bot.errors import UserError
 from bot.message import MessageRef
 from bot.settings import SettingsError
-from memory.records import MemoryRecord, Source
+from memory.records import Source
 from memory.store import SUPERSEDED_BY
 from tests.bot.helpers import RecordingReply, message
 from tests.fakes.model import ScriptedBackend
@@ -295,15 +295,6 @@ def test_the_users_own_name_is_left_out_of_a_query():
     assert without_names("What is Dana's dog called, Dana?", ["Dana"]) == "What is their dog called, they?"
     assert without_names("Danai and Al talk about Also", ["Dana", "Al"]) == "Danai and they talk about Also"
     assert without_names("Is (A.) here?", ["(A.)", " ", "x"]) == "Is (A.) here?"
-
-
-def test_recall_takes_the_best_fact_of_each_message_first():
-    from bot.memories import one_per_source
-
-    src = {m: Source("console", "local", "t", m, None, "2026-11-26T10:00:00+00:00") for m in ("m1", "m2")}
-    records = [MemoryRecord(id=str(i), text=f"fact {i}", created_at=None, updated_at=None, source=src[m])
-               for i, m in enumerate(["m1", "m1", "m2", "m1"])]
-    assert [r.id for r in one_per_source(records)] == ["0", "2", "1", "3"]
 
 
 async def test_the_profile_comes_first_with_one_value_per_attribute(bot):

@@ -321,8 +321,8 @@ async def test_the_bots_words_are_context_never_facts(make_settings):
         await bot.writeback.drain()
         assert [r.text for r in (await bot.memories.list(message("x").user)).records] == ["The user lives in Lisbon."]
         extractions = [call for call in backend.calls if "JSON" in call[0].content]
-        assert "had said" not in extractions[0][-1].content
-        assert 'The assistant had said: "You should avoid peanuts."' in extractions[1][-1].content
+        assert "Assistant:" not in extractions[0][-1].content
+        assert extractions[1][-1].content == "Assistant: You should avoid peanuts.\nUser: ok, sounds good"
 
 
 async def test_questions_and_emoji_never_reach_the_extractor(make_settings):
@@ -334,3 +334,18 @@ async def test_questions_and_emoji_never_reach_the_extractor(make_settings):
         assert not [call for call in backend.calls if "JSON" in call[0].content]
         kinds = [r.kind for r in await bot.store.list(message("x").user.key)]
         assert kinds == ["message", "message"]  # kept as said, nothing learned from them
+
+
+async def test_bad_input_is_kept_whole_and_teaches_nothing_made_up(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=["The user lives in Lisbon.", "The user's friend Ana is a nurse."])
+    async with MemoryBot(make_settings(rate_limit_messages=0, max_input_chars=60_000), backend=backend) as bot:
+        texts = ["x" * 50_000, "🙂" * 300, "```\nrm -rf / # Lisbon\n```", "Ana dice que vive en Lisboa\u200b\u202e",
+                 "Ana lives in Lisbon and she is a nurse."]
+        for i, text in enumerate(texts):
+            await bot.handle(message(text, message_id=f"m{i}"), RecordingReply())
+        await bot.writeback.drain(timeout=120)
+        stored = await bot.store.list(message("x").user.key)
+        assert [r.text for r in stored if r.kind == "fact"] == []  # nothing the user said about themselves
+        passages = [r for r in stored if r.kind == "message" and r.source.message_id == "m0"]
+        assert len(passages) > 1 and "".join(r.text for r in sorted(passages, key=lambda r: r.id)) .count("x") \
+            == 50_000

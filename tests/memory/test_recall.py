@@ -38,15 +38,15 @@ class Channels:
 
     def dense(self, depth):
         self.calls.append("dense")
-        return [Hit("a", {}, 0.9), Hit("low", {}, 0.05)]
+        return [hit("a", "m1", 0.9), hit("low", "m2", 0.05)]
 
     def keyword(self, terms, depth):
         self.calls.append(f"keyword {' '.join(terms)}")
-        return [Hit("k", {}, 0.01)]
+        return [hit("k", "m3", 0.01)]
 
     def within(self, window, depth):
         self.calls.append("time")
-        return [Hit("t", {}, 0.2)]
+        return [hit("t", "m4", 0.2)]
 
 
 def test_run_channels_uses_only_what_the_query_has_and_min_score_only_for_meaning():
@@ -58,6 +58,29 @@ def test_run_channels_uses_only_what_the_query_has_and_min_score_only_for_meanin
     channels = Channels()
     run_channels(channels, RecallQuery.of("hello", None, ["dense"]), 10, 0.1)
     assert channels.calls == ["dense"]
+
+
+def hit(memory_id: str, message_id: str, score: float) -> Hit:
+    return Hit(memory_id, {"source_platform": "console", "source_message_id": message_id}, score)
+
+
+class Found:
+    """Channels that found fixed hits: two facts and the passage of message m1, a fact of m2, a passage of m3."""
+
+    def dense(self, depth):
+        return [hit("m1-fact", "m1", 0.8), hit("m2-fact", "m2", 0.7), hit("m1-fact2", "m1", 0.6)]
+
+    def keyword(self, terms, depth):
+        return [hit("m3-said", "m3", 0.1), hit("m1-said", "m1", 0.5)]
+
+    def within(self, window, depth):
+        return []
+
+
+def test_messages_rank_by_all_their_memories_and_show_their_best_first():
+    hits = run_channels(Found(), RecallQuery.of("what about the harbour"), 10, 0.0)
+    # m1 was found by both channels; each message's best memory comes before any second one
+    assert [h.id for h in hits] == ["m1-fact", "m3-said", "m2-fact", "m1-fact2", "m1-said"]
 
 
 def test_short_text_is_one_passage():
