@@ -7,7 +7,6 @@
 Every message of the set goes through `bot.extraction.FactExtractor(model).extract(text, said_at, user_name,
 context=context, preemptible=False)`, prepared as the handler prepares it (control and zero-width characters
 out, cut to MAX_INPUT_CHARS; a message left empty is never queued, so it yields no facts without the model).
-An extractor without the `context` parameter is called without it (the run's config says which).
 
 The set (bench/extraction_set.jsonl) is one JSON object a line:
   id, kind, split ("tune" or "check": every fifth item of a kind, to check prompt tuning on unseen items),
@@ -39,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -220,11 +218,7 @@ def extractor_log() -> Iterator[list[str]]:
         logger.propagate = propagate
 
 
-def takes_context() -> bool:
-    return "context" in inspect.signature(FactExtractor.extract).parameters
-
-
-async def extract(extractor: FactExtractor, item: Item, max_input_chars: int, with_context: bool) -> Outcome:
+async def extract(extractor: FactExtractor, item: Item, max_input_chars: int) -> Outcome:
     text, _ = truncate(clean_input(item.text), max_input_chars)  # as the handler queues it
     if not text:
         return Outcome(skipped="empty after cleaning (the handler queues nothing)")
@@ -232,11 +226,8 @@ async def extract(extractor: FactExtractor, item: Item, max_input_chars: int, wi
     with extractor_log() as lines:
         started = time.perf_counter()
         try:
-            if with_context:
-                outcome.facts = await extractor.extract(text, item.said_at, item.user_name, context=item.context,
-                                                        preemptible=False)
-            else:
-                outcome.facts = await extractor.extract(text, item.said_at, item.user_name, preemptible=False)
+            outcome.facts = await extractor.extract(text, item.said_at, item.user_name, context=item.context,
+                                                    preemptible=False)
         except ExtractionError as exc:  # the worker sets such an exchange aside: no facts from it
             outcome.error, outcome.raw = str(exc), exc.raw
         outcome.seconds = time.perf_counter() - started
@@ -345,7 +336,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7, loc="upper center", ncol=3)
     cfg = result["config"]
     ax.set_title(f"fact extraction: {cfg['model']} ({cfg['backend']}), split {cfg['split']}, {cfg['items']} messages"
-                 f"{'' if cfg['context_passed'] else ', no bot context'}", fontsize=9)
+                 , fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -364,17 +355,17 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-async def run(items: list[Item], settings: Settings) -> tuple[list[dict[str, Any]], bool]:
+async def run(items: list[Item], settings: Settings) -> list[dict[str, Any]]:
     backend = await asyncio.to_thread(load_backend, settings)
     model = LocalModel(backend, settings.generation_queue_size)
-    extractor, with_context = FactExtractor(model), takes_context()
+    extractor = FactExtractor(model)
     rows: list[dict[str, Any]] = []
     try:
         for item in tqdm(items, desc="extract", unit="msg"):
-            rows.append(score(item, await extract(extractor, item, settings.max_input_chars, with_context)))
+            rows.append(score(item, await extract(extractor, item, settings.max_input_chars)))
     finally:
         await model.close()
-    return rows, with_context
+    return rows
 
 
 def parse_args() -> argparse.Namespace:
@@ -403,14 +394,14 @@ async def main() -> None:
         settings = load_settings(env_file=None, data_dir=data_dir, model=args.model, model_backend=args.backend)
         started = time.perf_counter()
         try:
-            rows, with_context = await run(items, settings)
+            rows = await run(items, settings)
         except ModelError as exc:
             raise SystemExit(f"model {args.model}: {exc}") from None
     result: dict[str, Any] = {
         "config": {"set": args.set.name, "set_sha256": digest(args.set),
                    "extractor_sha256": digest(REPO / "bot" / "extraction.py"),
                    "model": args.model, "backend": args.backend, "kinds": args.kinds, "split": args.split,
-                   "limit": args.limit, "items": len(rows), "context_passed": with_context,
+                   "limit": args.limit, "items": len(rows),
                    "max_input_chars": settings.max_input_chars, "model_threads": settings.model_threads,
                    "cpus": os.cpu_count()},
         **report(rows),

@@ -1,7 +1,7 @@
 """LoCoMo memory benchmark: evidence recall@k and answer F1 through the bot's real memory path, against raw turns.
 
     .venv/bin/python bench/locomo.py [DATA] [--conversations conv-26 ...] [--limit-questions N] [--max-sessions N]
-        [--k 5 10 20] [--systems memory turns turns-hybrid evidence] [--answer [SYSTEM ...]]
+        [--k 5 10 20] [--systems memory turns turns-hybrid evidence] [--answer [SYSTEM ...]] [--answer-questions 20]
         [--channels dense keyword entity time] [--kinds fact message] [--facts user|speaker]
         [--backend transformers|llama_cpp] [--fresh] [--out bench/results/locomo.json]
 
@@ -621,8 +621,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-sessions", type=int, help="ingest only the first N sessions (and their questions)")
     parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="recall@k cut-offs")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=["memory", "turns", "turns-hybrid"])
-    parser.add_argument("--answer", nargs="*", choices=SYSTEMS, default=["memory", "turns"],
-                        help="systems that also answer with the model (costs ~2-4 s per question each)")
+    parser.add_argument("--answer", nargs="*", choices=SYSTEMS,
+                        help="systems that also answer with the model (~2-4 s per question each); the flag alone: "
+                             "every system run")
     parser.add_argument("--answer-k", type=int, default=10, help="retrieved items shown to the answering model")
     parser.add_argument("--answer-questions", type=int, default=20,
                         help="answer the first N questions of each conversation (recall covers all of them)")
@@ -644,7 +645,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "locomo.json")
     args = parser.parse_args()
     args.k = sorted(set(args.k))
-    args.answer = [s for s in args.answer if s in args.systems]
+    args.answer = args.systems if args.answer == [] else [s for s in args.answer or [] if s in args.systems]
     return args
 
 

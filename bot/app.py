@@ -19,8 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+from bot import supersede
 from bot.access import AccessPolicy
-from bot.database import BotDatabase
+from bot.database import SCHEMA_VERSION, BotDatabase
 from bot.extraction import FactExtractor
 from bot.handler import MessageHandler
 from bot.llm import load_backend
@@ -105,6 +106,10 @@ class MemoryBot:
             await self.db.fill_sources([(user_key, MessageRef(s.platform, s.workspace, s.channel, s.message_id))
                                         for user_key, s in stored])
             _log.info("recorded the source messages of %d stored memories", len(stored))
+        if self.db.version < SCHEMA_VERSION:  # memories stored before kinds, the profile and the time channel
+            upgraded = await self.store.upgrade(supersede.profile_attribute)
+            await self.db.upgraded(SCHEMA_VERSION)
+            _log.info("gave %d stored memories their kind, profile attribute and time", upgraded)
         backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
         self.model = LocalModel(backend, self.settings.generation_queue_size)
         self.memories = MemoryOps(

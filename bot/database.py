@@ -18,7 +18,7 @@ import aiosqlite
 
 from bot.message import MessageRef
 
-SCHEMA_VERSION = 1  # 1: learned_from
+SCHEMA_VERSION = 2  # 1: learned_from filled in; 2: stored memories carry their kind, attribute and time
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_exchanges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,12 +90,22 @@ class BotDatabase:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        """Open the file. `sources_missing` is true until `learned_from` has been filled in from the memory
-        store (`fill_sources`): for a new file too, which may sit next to a store that already has facts."""
+        """Open the file. `version` says which one-time upgrades of the memory store it has seen (a new file
+        has seen none: it may sit next to a store that already has memories): 1, `learned_from` filled in
+        (`fill_sources`); 2, the store's memories given their kind, profile attribute and time (`upgraded`)."""
         self._db = await connect(self._path, _SCHEMA)
         async with self.db.execute("PRAGMA user_version") as cursor:
-            version = int((await cursor.fetchone() or (0,))[0])
-        self.sources_missing = version < SCHEMA_VERSION
+            self.version = int((await cursor.fetchone() or (0,))[0])
+
+    @property
+    def sources_missing(self) -> bool:
+        return self.version < 1
+
+    async def upgraded(self, version: int) -> None:
+        """Record that the one-time upgrade to `version` is done."""
+        await self.db.execute(f"PRAGMA user_version = {int(version)}")
+        await self.db.commit()
+        self.version = version
 
     async def close(self) -> None:
         if self._db is not None:
@@ -210,9 +220,8 @@ class BotDatabase:
                 "json_extract(payload, '$.source.workspace'), json_extract(payload, '$.source.channel'), "
                 f"json_extract(payload, '$.source.message_id'), user_key, {now} FROM {table}"
             )
-        await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         await self.db.commit()
-        self.sources_missing = False
+        await self.upgraded(1)
 
     async def users_with_message(self, ref: MessageRef) -> set[str]:
         """Users whose exchange from this message was queued at some point (it may still be, or set aside)."""

@@ -104,7 +104,7 @@ _SELF_NAMING = (r"(?:i'm|i am|im|i’m|my name is|my name's|name's|call me|it's|
 _CLAUSES = re.compile(r"[,.;:!?()]+|\s(?:and|but|so|because|y|pero|und|aber|weil)\s", re.IGNORECASE)
 _FIRST_PERSON = frozenset("i i'm im i've i'd i'll i’m we we're we've yo ich wir me".split())
 _THIRD_PERSON = frozenset("you you're youre your you've you'll he she they it he's she's they're his her their my "
-                          "our a an the someone "
+                          "our a an the that that's this it's there there's someone "
                           "somebody everyone apparently mi mis su sus él ella mein meine meinen sein seine ihr "
                           "ihre er es".split())
 
@@ -129,7 +129,7 @@ def build_messages(user_text: str, context: str | None = None) -> list[ChatMessa
     for said, answer in EXAMPLES:
         messages += [ChatMessage("user", said), ChatMessage("assistant", answer)]
     if context:
-        user_text = CONTEXT_NOTE.format(context=context[-MAX_CONTEXT_CHARS:], text=user_text)
+        user_text = CONTEXT_NOTE.format(context=context, text=user_text)
     messages.append(ChatMessage("user", user_text))
     return messages
 
@@ -167,14 +167,17 @@ def about_the_user(fact: str, message: str) -> bool:
     """Whether a grounded fact says something the user said of themselves: not a remark about the message
     ("The user asks ..."), not a name the message gives someone else, and not what the message says another
     person ("my sister", "he") did, made into "The user ..."."""
-    if _ABOUT_THE_MESSAGE.search(fact) or re.search(r"\bthe user\b", message, re.IGNORECASE):
+    if _ABOUT_THE_MESSAGE.search(fact) or re.search(r"\bthe user\b", message, re.IGNORECASE) or "@" in fact:
         return False  # (people do not call themselves "the user": such a message dictates facts to the bot)
     found = supersede.attribute(fact)
     if found and found[0] == "name":
         return re.search(rf"\b{_SELF_NAMING}\s+{re.escape(found[1])}\b", message.lower()) is not None
+    clauses = _best_clause(fact, message)
+    if clauses and _QUESTION_START.match(clauses[-1]):  # "since I'm vegan, what can I cook?": not a statement
+        return False
     if not re.match(r"^the user (?!'s)", fact.lower()):  # "The user's sister ..." is about the sister: fine
         return True
-    return _subject_of(_best_clause(fact, message)) != "other"
+    return _subject_of(clauses) != "other"
 
 
 def _best_clause(fact: str, message: str) -> list[str]:
@@ -187,14 +190,15 @@ def _best_clause(fact: str, message: str) -> list[str]:
 
 
 def _subject_of(clauses: list[str]) -> str:
-    """"self" or "other" for the last clause, from its first word or, for a clause without a subject ("...
-    and speaks four languages"), the nearest clause before it that has one; "unknown" without any."""
+    """"self" or "other" for the last clause, from its first pronoun or determiner ("lol that's ..." is about
+    "that") or, for a clause without one ("... and speaks four languages"), the nearest clause before it that
+    has one; "unknown" without any."""
     for clause in reversed(clauses):
-        first = clause.split()[0].lower().replace("’", "'") if clause.split() else ""
-        if first in _FIRST_PERSON:
-            return "self"
-        if first in _THIRD_PERSON:
-            return "other"
+        for word in clause.lower().replace("’", "'").split():
+            if word in _FIRST_PERSON:
+                return "self"
+            if word in _THIRD_PERSON:
+                return "other"
     return "unknown"
 
 
@@ -272,6 +276,7 @@ class FactExtractor:
         text = resolve_relative_dates(_CODE_BLOCK.sub(" [code] ", user_text), said_at).strip()
         if states_nothing(text):
             return []
+        context = context[-MAX_CONTEXT_CHARS:] if context else None  # what the model sees is what grounds
         facts = await self._answer(text, context, preemptible)
         kept = [fact for fact in facts if grounded(fact, text, user_name, context) and about_the_user(fact, text)]
         if len(kept) < len(facts):  # the facts' text only at DEBUG: logs should not hold what users said

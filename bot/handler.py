@@ -16,7 +16,7 @@ from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
 from bot.memories import MemoryOps
 from bot.message import IncomingMessage, ReplyTarget
-from bot.prompt import build_prompt, fit_memories, in_prompt_order, shown_memories
+from bot.prompt import build_prompt, bullet, fit_memories, in_prompt_order, shown_memories
 from bot.settings import Settings
 from bot.text import clean_input, strip_reasoning, truncate, without_reasoning
 from bot.writeback import WritebackWorker
@@ -70,7 +70,7 @@ class MessageHandler:
         answered = earlier[-1].reply if earlier else None  # the bot's message the user may be answering
         reply_text = ""
         try:
-            reply_text = await self._reply(msg, text, was_cut, reply)
+            reply_text = await self._reply(msg, text, was_cut, earlier, reply)
         finally:
             # no forget-all, deletion or edit between the checks and the queue
             async with self._memories.message_lock(msg.ref), self._memories.user_lock(msg.user.key):
@@ -103,7 +103,8 @@ class MessageHandler:
         cut."""
         return truncate(clean_input(msg.text), self._s.max_input_chars)
 
-    async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, reply: ReplyTarget) -> str:
+    async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, history: list[Turn],
+                     reply: ReplyTarget) -> str:
         profile, recalled = await self._recall(msg, text)
         memories = in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix)
         messages = build_prompt(
@@ -112,7 +113,7 @@ class MessageHandler:
             text=text,
             profile=profile,
             memories=memories,
-            history=self._memories.history.recent(msg.conversation_key, msg.user.key),
+            history=history,
             now=msg.sent_at,
             budget=self._s.context_tokens - self._s.max_new_tokens,
             count_prompt=self._model.prompt_tokens,
@@ -154,7 +155,8 @@ class MessageHandler:
             _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
             return [], []
         pinned = {record.id for record in profile}
-        budget = self._s.memory_token_budget - sum(self._model.count_tokens(r.text) + 2 for r in profile)
+        budget = self._s.memory_token_budget - sum(self._model.count_tokens(bullet(r, msg.user_name) + "\n")
+                                                   for r in profile)
         fitted = fit_memories([r for r in found if r.id not in pinned], budget, self._model.count_tokens,
                               msg.user_name)
         return profile, fitted

@@ -25,8 +25,8 @@ from bot.errors import UserError
 from bot.history import ConversationHistory
 from bot.message import IncomingMessage, MessageRef, UserRef
 from memory.recall import CHANNELS, RecallQuery
-from memory.records import FACT, KINDS, MESSAGE, MemoryRecord, Source
-from memory.store import ATTRIBUTE, SUPERSEDED_BY, MemoryStore, source_fields
+from memory.records import ATTRIBUTE, FACT, KINDS, MESSAGE, SUPERSEDED_BY, MemoryRecord, Source
+from memory.store import MemoryStore
 
 _log = logging.getLogger(__name__)
 
@@ -94,11 +94,10 @@ class MemoryOps:
         comes before a second one from the same message (see `memory.recall.run_channels`).
         """
         text = without_names(query, [msg.user_name])
-        found = await self._store.recall(
+        return await self._store.recall(
             msg.user.key, RecallQuery.of(text, time_window(query, msg.sent_at), self._channels),
             limit, include_private=msg.is_direct, min_score=min_score, kinds=kinds,
         )
-        return found
 
     async def profile(self, msg: IncomingMessage) -> list[MemoryRecord]:
         """The user's profile: current facts filling one of `supersede.PROFILE` (name, home, job...), one each,
@@ -113,7 +112,7 @@ class MemoryOps:
     async def keep_passage(self, user_key: str, text: str, index: int, source: Source, *, resumed: bool) -> None:
         """Store one passage of the user's message as said (episodic memory). `resumed`: an earlier attempt may
         have stored it just before a crash, so it is looked for first and never stored twice."""
-        if resumed and await self._store.find_passage(user_key, source.message_id, index) is not None:
+        if resumed and await self._store.find_passage(user_key, source, index) is not None:
             return
         created_at = _parse_time(source.time)
         await self._store.add(user_key, text, source, kind=MESSAGE, passage=index, created_at=created_at,
@@ -150,7 +149,7 @@ class MemoryOps:
             # The newest version takes the place of the first outdated fact (mem0's history keeps both);
             # any further outdated ones are marked superseded: kept for export, no longer recalled.
             first, *others = replaced
-            metadata = {**source.to_metadata(), **source_fields(source), ATTRIBUTE: attribute}
+            metadata = {**source.to_metadata(), ATTRIBUTE: attribute}
             if expires_on := self._expiry(_parse_time(source.time)):
                 metadata["expiration_date"] = expires_on
             if await self._store.update(user_key, first.id, text=fact, metadata=metadata, context=context):
@@ -214,7 +213,10 @@ class MemoryOps:
         query = query.strip()
         if not query:
             raise UserError("Tell me what to search for, e.g. \"food\".")
-        return await self._store.search(msg.user.key, query, limit, include_private=msg.is_direct)
+        # through every recall channel, as a reply recalls, but facts only: what `list` shows
+        return await self._store.recall(msg.user.key, RecallQuery.of(query, time_window(query, msg.sent_at),
+                                                                     self._channels),
+                                        limit, include_private=msg.is_direct, kinds=(FACT,))
 
     def user_lock(self, user_key: str) -> asyncio.Lock:
         """The lock write-back holds while it stores one of this user's facts."""

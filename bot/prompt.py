@@ -27,10 +27,11 @@ MEMORIES = (
 
 def bullet(record: MemoryRecord, user_name: str) -> str:
     """A memory as the model reads it: a fact as it is, a passage of the user's message quoted with its day."""
+    text = " ".join(record.text.split())  # one line each: a passage may hold several
     if not record.is_message:
-        return f"- {record.text}"
+        return f"- {text}"
     when = _day(record.source.time)
-    return f'- {"On " + when + ", " if when else ""}{user_name} said: "{record.text}"'
+    return f'- {"On " + when + ", " if when else ""}{user_name} said: "{text}"'
 
 
 def _day(iso: str) -> str:

@@ -5,7 +5,7 @@ passages, episodic memory; `keep_messages`), then extracts facts with the local 
 stores them with their provenance, and deletes the row. The passages, the extracted facts and how many of each
 are stored are kept in the row, so a retry neither extracts again nor stores anything twice. A failing store is
 retried with exponential backoff; an answer the model cannot produce validly, or an exchange that failed
-MAX_ATTEMPTS times, is set aside (kept, logged). Each fact is stored under the user's lock after checking
+MAX_ATTEMPTS times, is set aside (kept, logged). Each memory is stored under the user's lock after checking
 that the user has not forgotten everything or paused learning meanwhile. Extraction gives way to replies,
 but after MAX_PREEMPTIONS in a row the next one runs to the end, so a busy server still learns.
 """
@@ -170,21 +170,8 @@ class WritebackWorker:
             await self._db.done(exchange.id)
             return
         source = Source(**payload["source"])
-        if self._keep_messages:
-            # an earlier attempt may have stored one passage more than it recorded (a crash in between)
-            resumed = "passages" in payload
-            if not resumed:
-                payload = {**payload, "passages": await self._memories.passages(payload["text"]),
-                           "passages_stored": 0}
-                await self._db.save_progress(exchange.id, payload)
-            passages, first = payload["passages"], payload["passages_stored"]
-
-            async def keep(index: int) -> None:
-                await self._memories.keep_passage(user_key, passages[index], index, source,
-                                                  resumed=resumed and index == first)
-
-            if (payload := await self._store_all(exchange, payload, "passages", keep)) is None:
-                return
+        if self._keep_messages and (payload := await self._keep_passages(exchange, payload, source)) is None:
+            return
         if "facts" not in payload:
             try:
                 facts = await self._extractor.extract(payload["text"], datetime.fromisoformat(source.time),
@@ -211,6 +198,23 @@ class WritebackWorker:
         _log.info("exchange %s: stored %d passage(s) and %d fact(s)", exchange.id,
                   len(payload.get("passages", ())), len(payload["facts"]))
         await self._db.done(exchange.id)
+
+    async def _keep_passages(self, exchange: PendingExchange, payload: dict[str, Any],
+                             source: Source) -> dict[str, Any] | None:
+        """Store the passages of the user's message (episodic memory); the payload with them counted, or None
+        if the exchange ended meanwhile (see `_store_all`)."""
+        # an earlier attempt may have stored one passage more than it recorded (a crash in between)
+        resumed = "passages" in payload
+        if not resumed:
+            payload = {**payload, "passages": await self._memories.passages(payload["text"]), "passages_stored": 0}
+            await self._db.save_progress(exchange.id, payload)
+        passages, first = payload["passages"], payload["passages_stored"]
+
+        async def keep(index: int) -> None:
+            await self._memories.keep_passage(exchange.user_key, passages[index], index, source,
+                                              resumed=resumed and index == first)
+
+        return await self._store_all(exchange, payload, "passages", keep)
 
     async def _store_all(self, exchange: PendingExchange, payload: dict[str, Any], key: str,
                          store: Callable[[int], Awaitable[None]]) -> dict[str, Any] | None:

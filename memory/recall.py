@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+Keep = Callable[[dict[str, Any]], bool]  # which stored payloads a recall may return (scope, current, unexpired)
 RRF_K = 60  # the usual constant: ranks beyond ~K weigh about the same
 DENSE, KEYWORD, ENTITY, TIME = "dense", "keyword", "entity", "time"
 CHANNELS = (DENSE, KEYWORD, ENTITY, TIME)

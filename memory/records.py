@@ -17,8 +17,9 @@ from typing import Any
 class Source:
     """Provenance of a memory: where and when it was said, and how it got stored.
 
-    `origin` is "extracted" (learned from a conversation) or "explicit" (the user asked to remember it).
-    `private` marks facts learned in a direct message: they are recalled in direct messages only.
+    `origin` is "extracted" (learned from a conversation: a fact or the message itself) or "explicit" (the user
+    asked to remember it). `private` marks memories from a direct message: they are recalled in direct messages
+    only.
     """
 
     platform: str
@@ -31,7 +32,13 @@ class Source:
     private: bool = False
 
     def to_metadata(self) -> dict[str, Any]:
-        return {f"source_{k}": v for k, v in asdict(self).items()}
+        """The source as payload fields, with when it was said as POSIX seconds (for the time channel)."""
+        fields: dict[str, Any] = {f"source_{k}": v for k, v in asdict(self).items()}
+        try:
+            fields[SOURCE_TS] = datetime.fromisoformat(self.time).timestamp()
+        except ValueError:
+            pass
+        return fields
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> Source:
@@ -51,12 +58,19 @@ FACT = "fact"
 MESSAGE = "message"
 KINDS = (FACT, MESSAGE)
 
+# Payload keys memorybot writes beside the source (mem0 keeps metadata at the top level of a point's payload).
+KIND = "kind"  # FACT or MESSAGE; memories stored before messages were kept had none (see MemoryStore.upgrade)
+ATTRIBUTE = "attribute"  # the profile entry a fact fills
+PASSAGE = "passage"  # a message passage's place in its message (0, 1, ...)
+SOURCE_TS = "source_ts"  # when the source was said, POSIX seconds: the time channel filters on it
+SUPERSEDED_BY = "superseded_by"
+
 
 @dataclass(frozen=True)
 class MemoryRecord:
     """One stored memory of a user: a fact or a passage of their message (`kind`). `score` is set on search
     results only; `superseded_by` names the newer fact that replaced this one (it is then kept for history, not
-    recalled); `attribute` names the profile entry a fact fills (name, home, job...; see `bot/profile.py`)."""
+    recalled); `attribute` names the profile entry a fact fills (name, home, job...; see `bot/supersede.py`)."""
 
     id: str
     text: str

@@ -10,13 +10,13 @@ here (mem0's BM25 vectors need a model from the hub), and recalls through dense 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from memory.recall import Hit
+from memory.recall import Hit, Keep
+from memory.records import SOURCE_TS
 
-Keep = Callable[[dict[str, Any]], bool]
 TEXT_SEARCH_CONFIG = "english"
 
 
@@ -56,7 +56,7 @@ class ServerUser:
         return self._search(self._filters, depth)
 
     def within(self, window: tuple[datetime, datetime], depth: int) -> list[Hit]:
-        span = {"source_ts": {"gte": window[0].timestamp(), "lt": window[1].timestamp()}}
+        span = {SOURCE_TS: {"gte": window[0].timestamp(), "lt": window[1].timestamp()}}
         return self._search({**self._filters, **span}, depth)
 
     def keyword(self, terms: Sequence[str], depth: int) -> list[Hit]:

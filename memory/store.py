@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -25,8 +25,18 @@ import numpy as np
 
 from memory.config import StoreConfig
 from memory.passages import split_passages
-from memory.recall import Hit, RecallQuery, UserChannels, run_channels
-from memory.records import FACT, KINDS, MESSAGE, MemoryRecord, Source
+from memory.recall import DENSE, Hit, RecallQuery, UserChannels, run_channels
+from memory.records import (
+    ATTRIBUTE,
+    FACT,
+    KIND,
+    KINDS,
+    MESSAGE,
+    PASSAGE,
+    SUPERSEDED_BY,
+    MemoryRecord,
+    Source,
+)
 from memory.server_channels import ServerUser, create_text_index
 from memory.vector_cache import VectorCache, expired, unit
 
@@ -34,12 +44,6 @@ _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Payload keys memorybot writes beside the source.
-SUPERSEDED_BY = "superseded_by"
-KIND = "kind"  # "fact" or "message"; memories stored before messages were kept have none: facts
-ATTRIBUTE = "attribute"  # the profile entry a fact fills
-PASSAGE = "passage"  # a message passage's place in its message (0, 1, ...)
-SOURCE_TS = "source_ts"  # when the source was said, POSIX seconds: the time channel filters on it
 PASSAGE_MARGIN = 16  # tokens left free under the embedder's limit when a message is split
 MAX_CHARS_PER_TOKEN = 8  # and at most this many characters a token: a passage stays a readable size
 
@@ -56,6 +60,7 @@ class MemoryStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-store")
         self._mem0: Any = None
         self._cache: VectorCache | None = None
+        self._text_search = False  # PostgreSQL full-text search for the keyword channel (pgvector only)
         # Learning one fact embeds the fact, its message and its nearest stored facts; the facts of one message
         # share the message and mostly the neighbours. Remembering recent vectors saves those repeated calls.
         self._embed = lru_cache(maxsize=256)(self._embed_text)
@@ -98,8 +103,11 @@ class MemoryStore:
     async def close(self) -> None:
         self._embed.cache_clear()
         if self._mem0 is not None:
-            mem0, self._mem0, self._cache = self._mem0, None, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, _close_mem0, mem0)
+            mem0, cache, self._mem0, self._cache = self._mem0, self._cache, None, None
+            loop = asyncio.get_running_loop()
+            if cache is not None:  # its SQLite connections belong to the store's thread
+                await loop.run_in_executor(self._executor, cache.drop)
+            await loop.run_in_executor(self._executor, _close_mem0, mem0)
         self._executor.shutdown(wait=True)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -131,7 +139,7 @@ class MemoryStore:
         from: folded into the fact's vector (see `_anchor`), not stored with it."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind of memory {kind!r}")
-        metadata = {**source.to_metadata(), **source_fields(source), KIND: kind}
+        metadata = {**source.to_metadata(), KIND: kind}
         if attribute:
             metadata[ATTRIBUTE] = attribute
         if passage is not None:
@@ -165,7 +173,7 @@ class MemoryStore:
 
     async def update(self, user_key: str, memory_id: str, *, text: str | None = None,
                      metadata: dict[str, Any] | None = None, context: str | None = None) -> bool:
-        """Change a fact's text or metadata; False if it does not exist or belongs to someone else.
+        """Change a memory's text or metadata; False if it does not exist or belongs to someone else.
         A new text's vector is anchored to `context`, the message it came from, as in `add`."""
         if await self.get(user_key, memory_id) is None:
             return False
@@ -197,7 +205,7 @@ class MemoryStore:
         return unit(self._mem0.embedding_model.embed(text, None))
 
     async def delete(self, user_key: str, memory_id: str) -> bool:
-        """Delete one fact; False if it does not exist or belongs to someone else."""
+        """Delete one memory; False if it does not exist or belongs to someone else."""
         if await self.get(user_key, memory_id) is None:
             return False
         await self._call(self._delete, user_key, memory_id)
@@ -264,12 +272,34 @@ class MemoryStore:
         return list(listed[0] if listed and isinstance(listed[0], list) else listed)
 
     async def sources(self) -> list[tuple[str, Source]]:
-        """(user id, source) of every fact learned from a conversation (a full scan: for an upgrade)."""
+        """(user id, source) of every memory learned from a conversation (a full scan: for an upgrade)."""
         return await self._call(lambda: [
             (str(payload["user_id"]), Source.from_metadata(payload))
             for payload in (row.payload or {} for row in self._rows())
             if payload.get("user_id") and payload.get("source_origin") == "extracted"
         ])
+
+    async def upgrade(self, attribute_of: Callable[[str], str | None]) -> int:
+        """Give memories stored before messages were kept their kind (a fact), the time their source was said
+        and, for a fact, the profile attribute it fills (`attribute_of`); return how many changed (a full
+        scan, once: see `BotDatabase.version`)."""
+        return await self._call(self._upgrade, attribute_of)
+
+    def _upgrade(self, attribute_of: Callable[[str], str | None]) -> int:
+        changed = 0
+        for row in self._rows():
+            payload = dict(row.payload or {})
+            if KIND in payload:
+                continue
+            payload[KIND] = FACT
+            payload.update(Source.from_metadata(payload).to_metadata())
+            if attribute := attribute_of(str(payload.get("data", ""))):
+                payload[ATTRIBUTE] = attribute
+            self._mem0.vector_store.update(vector_id=str(row.id), payload=payload)
+            changed += 1
+        if self._cache:
+            self._cache.drop()
+        return changed
 
     async def user_keys(self) -> set[str]:
         """The user ids that have memories (a full scan: for admin tasks)."""
@@ -322,9 +352,10 @@ class MemoryStore:
 
         return split_passages(text, cost, limit - PASSAGE_MARGIN)
 
-    async def find_passage(self, user_key: str, message_id: str, passage: int) -> str | None:
+    async def find_passage(self, user_key: str, source: Source, passage: int) -> str | None:
         """The id of this passage of the user's message if it is stored (to store it once after a crash)."""
-        found = await self._call(self._points, user_key, {"source_message_id": message_id, KIND: MESSAGE})
+        found = await self._call(self._points, user_key, {"source_channel": source.channel,
+                                                          "source_message_id": source.message_id, KIND: MESSAGE})
         return next((i for i, payload in found if payload.get(PASSAGE) == passage), None)
 
     def _points(self, user_key: str, filters: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -361,7 +392,7 @@ class MemoryStore:
         kinds: tuple[str, ...] = (FACT,),
     ) -> list[MemoryRecord]:
         """The user's current memories of these kinds (facts by default) most similar to `query`, best first."""
-        return await self.recall(user_key, RecallQuery(query, channels=frozenset({"dense"})), limit,
+        return await self.recall(user_key, RecallQuery(query, channels=frozenset({DENSE})), limit,
                                  include_private=include_private, min_score=min_score, kinds=kinds)
 
     async def recall(
@@ -403,7 +434,7 @@ class MemoryStore:
         records = [_record_from_hit(Hit(i, p, float("nan"))) for i, p in found
                    if p.get(ATTRIBUTE) in attributes and not p.get(SUPERSEDED_BY) and not expired(p)
                    and (include_private or not p.get("source_private"))]
-        records.sort(key=lambda r: r.updated_at or r.created_at or datetime.min.astimezone(), reverse=True)
+        records.sort(key=lambda r: r.updated_at or r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return records
 
     async def list(
@@ -418,7 +449,7 @@ class MemoryStore:
         items = [i for i in result["results"] if (include_superseded or not _superseded(i))
                  and (i.get("metadata") or {}).get(KIND, FACT) in kinds]
         records = [_record(i) for i in items]
-        records.sort(key=lambda r: r.created_at or datetime.min.astimezone(), reverse=True)
+        records.sort(key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return records
 
     async def history(self, user_key: str, memory_id: str) -> list[dict[str, Any]]:
@@ -453,14 +484,6 @@ def _parse_time(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return None
-
-
-def source_fields(source: Source) -> dict[str, Any]:
-    """Payload fields derived from a source: when it was said, as POSIX seconds (for the time channel)."""
-    try:
-        return {SOURCE_TS: datetime.fromisoformat(source.time).timestamp()}
-    except ValueError:
-        return {}
 
 
 def _record_from_hit(hit: Hit) -> MemoryRecord:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 
-from memory.recall import Hit, match_expression
-
-Keep = Callable[[dict[str, Any]], bool]
+from memory.recall import Hit, Keep, match_expression
+from memory.records import SOURCE_TS
 
 
 def unit(vector: Any) -> np.ndarray:
@@ -34,7 +33,7 @@ def unit(vector: Any) -> np.ndarray:
 
 def said_at(payload: dict[str, Any]) -> float:
     """When the memory's source was said, as a POSIX timestamp (NaN if unknown)."""
-    value = payload.get("source_ts")
+    value = payload.get(SOURCE_TS)
     if isinstance(value, int | float):
         return float(value)
     try:
@@ -87,7 +86,8 @@ class _UserPoints:
     def close(self) -> None:
         self._text.close()
 
-    def ranked(self, scores: np.ndarray, order: Any, keep: Keep, depth: int) -> list[Hit]:
+    def ranked(self, scores: np.ndarray, order: Sequence[int] | np.ndarray, keep: Keep, depth: int) -> list[Hit]:
+        """The first `depth` points in `order` that `keep` admits, with their similarity from `scores`."""
         found = []
         for i in order:
             if keep(self.payloads[i]):
@@ -134,6 +134,13 @@ class VectorCache:
     """Per-user points of one embedded-Qdrant collection. Not thread-safe: call it from the store's thread."""
 
     def __init__(self, client: Any, collection: str, max_users: int = 256) -> None:
+        probe = sqlite3.connect(":memory:")
+        try:  # some Python builds leave FTS5 out of SQLite: say so at start, not at every recall
+            probe.execute("CREATE VIRTUAL TABLE probe USING fts5(body)")
+        except sqlite3.OperationalError as exc:
+            raise RuntimeError("this Python's SQLite has no FTS5, which keyword recall needs") from exc
+        finally:
+            probe.close()
         self._client = client
         self._collection = collection
         self._max_users = max_users

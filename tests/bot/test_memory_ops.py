@@ -2,7 +2,7 @@
 
 import json
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,8 +10,8 @@ from bot.app import MemoryBot
 from bot.errors import UserError
 from bot.message import MessageRef
 from bot.settings import SettingsError
-from memory.records import Source
-from memory.store import SUPERSEDED_BY
+from memory.recall import RecallQuery
+from memory.records import SUPERSEDED_BY, Source
 from tests.bot.helpers import RecordingReply, message
 from tests.fakes.model import ScriptedBackend
 
@@ -345,3 +345,22 @@ async def test_a_passage_stored_just_before_a_crash_is_not_stored_again(bot):
     await bot.memories.keep_passage(dana.key, "I have a dog", 0, source, resumed=True)
     await bot.memories.keep_passage(dana.key, "and a cat", 1, source, resumed=True)
     assert sorted(r.text for r in await bot.store.list(dana.key)) == ["I have a dog", "and a cat"]
+
+
+async def test_memories_from_before_kinds_and_the_profile_are_upgraded_once(make_settings, vector_store):
+    settings = make_settings(rate_limit_messages=0, **vector_store)
+    async with MemoryBot(settings, backend=ScriptedBackend(reply="ok")) as bot:
+        dana = message("x")
+        home = await bot.memories.remember(dana, "I live in Lisbon")
+        vectors = bot.store._mem0.vector_store
+        old = dict(vectors.get(vector_id=home.id).payload)
+        for key in ("kind", "attribute", "source_ts"):  # as stored by the previous version
+            old.pop(key, None)
+        vectors.update(vector_id=home.id, payload=old)
+        await bot.db.upgraded(1)
+    async with MemoryBot(settings, backend=ScriptedBackend(reply="ok")) as bot:
+        assert bot.db.version == 2
+        assert [(r.attribute, r.kind) for r in await bot.memories.profile(dana)] == [("home", "fact")]
+        late = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+        query = RecallQuery.of("anything", late, ["time"])
+        assert [r.id for r in await bot.store.recall(dana.user.key, query, 5, include_private=True)] == [home.id]

@@ -197,8 +197,10 @@ async def test_messages_and_facts_share_the_store_but_not_the_list(store):
     assert [r.id for r in await store.list("u", kinds=("fact",))] == [fact]
     assert {r.id: r.kind for r in await store.list("u")} == {fact: "fact", passage: "message"}
     assert [r.id for r in await store.search("u", "the plant", 5, include_private=True)] == [fact]
-    assert await store.find_passage("u", "m1", 0) == passage
-    assert await store.find_passage("u", "m1", 1) is None and await store.find_passage("v", "m1", 0) is None
+    assert await store.find_passage("u", said(1), 0) == passage
+    assert await store.find_passage("u", said(1), 1) is None and await store.find_passage("v", said(1), 0) is None
+    elsewhere = Source("console", "local", "other-channel", "m1", None, said(1).time)  # Slack: ids per channel
+    assert await store.find_passage("u", elsewhere, 0) is None
     assert await store.delete_all("u") == 2
 
 
