@@ -104,7 +104,7 @@ _SELF_NAMING = (r"(?:i'm|i am|im|i’m|my name is|my name's|name's|call me|it's|
 _CLAUSES = re.compile(r"[,.;:!?()]+|\s(?:and|but|so|because|y|pero|und|aber|weil)\s", re.IGNORECASE)
 _FIRST_PERSON = frozenset("i i'm im i've i'd i'll i’m we we're we've yo ich wir me".split())
 _THIRD_PERSON = frozenset("you you're youre your you've you'll he she they it he's she's they're his her their my "
-                          "our a an the that that's this it's there there's someone "
+                          "our that that's this it's there there's someone "
                           "somebody everyone apparently mi mis su sus él ella mein meine meinen sein seine ihr "
                           "ihre er es".split())
 
@@ -175,8 +175,9 @@ def about_the_user(fact: str, message: str) -> bool:
     clauses = _best_clause(fact, message)
     if clauses and _QUESTION_START.match(clauses[-1]):  # "since I'm vegan, what can I cook?": not a statement
         return False
-    if not re.match(r"^the user (?!'s)", fact.lower()):  # "The user's sister ..." is about the sister: fine
-        return True
+    if possessed := re.match(r"^the user'?s (\w+)", fact.lower()):  # "The user's sister ...": is it the user's?
+        relation = _words(possessed[1])
+        return not relation or any(_said(word, _words(message)) for word in relation)
     return _subject_of(clauses) != "other"
 
 
