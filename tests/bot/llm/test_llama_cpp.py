@@ -110,7 +110,7 @@ async def test_the_next_reply_reuses_the_whole_last_prompt_when_the_same_memorie
     settings = replace(real_settings, model_backend="llama_cpp", max_new_tokens=24, writeback_quiet_seconds=600)
     async with MemoryBot(settings, backend=backend) as bot:
         first = message("x")
-        facts = ["My dog is called Biscuit", "I work as a nurse", "I play the cello"]
+        facts = ["My dog is called Biscuit", "I grow tomatoes", "I play the cello"]  # none fills the profile
         for days, fact in enumerate(facts):
             await bot.memories.remember(replace(first, sent_at=first.sent_at + timedelta(days=days)), fact)
         await bot.handle(message("Which instrument do I play?"), RecordingReply())
