@@ -3,10 +3,10 @@
     .venv/bin/python bench/recall.py [--memories 10000] [--queries 200] [--out bench/results/recall.json]
 
 Seeds `--memories` memories for one user (half facts, half passages of messages, said over the past year;
-seeded once into bench/data/recall and reused), then times the reply path's own calls, `MemoryOps.profile` and
-`MemoryOps.recall` (query reading, time window, embedding, every channel, fusion), for questions with and
-without names and times. Prints and writes p50/p95 per channel set, and peak resident memory; a PNG beside
-the JSON. No model is loaded: recall does not use it.
+written straight to the vector store once into the data folder, and reused), then times the reply path's own
+calls, `MemoryOps.profile` and `MemoryOps.recall` (query reading, time window, embedding, every channel,
+fusion), for questions with and without names and times. Prints and writes p50/p95 per channel set, and peak
+resident memory; a PNG beside the JSON. No model is loaded: recall does not use it.
 """
 
 from __future__ import annotations
@@ -19,17 +19,20 @@ import resource
 import statistics
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bot.app import open_memories  # noqa: E402
+from bot.app import open_memories, store_config  # noqa: E402
 from bot.message import IncomingMessage  # noqa: E402
-from bot.settings import load_settings  # noqa: E402
+from bot.settings import Settings, load_settings  # noqa: E402
+from memory.config import bundled_embedder_path  # noqa: E402
 from memory.recall import CHANNELS  # noqa: E402
-from memory.records import Source  # noqa: E402
+from memory.records import FACT, KIND, MESSAGE, PASSAGE, Source  # noqa: E402
+from memory.store import MemoryStore  # noqa: E402
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 PLACES = ["Lisbon", "Porto", "Madrid", "Berlin", "Oslo", "Kyoto", "Lima", "Accra", "Hanoi", "Quebec"]
@@ -51,23 +54,34 @@ def memory_text(i: int, rng: random.Random) -> str:
             f"laughed about it for hours.")
 
 
-async def seed(memories, user_key: str, count: int, folder: Path) -> float:
-    marker = folder / f"seeded-{count}"
+async def seed(settings: Settings, user_key: str, count: int) -> float:
+    """Store `count` memories for the user, once per data folder: embedded in batches and written to the vector
+    store in batches, with the payload mem0 writes (the write path's duplicate checks, one memory at a time,
+    would take most of an hour on 2 cores; recall reads the same points either way)."""
+    marker = settings.data_dir / f"seeded-{count}"
     if marker.exists():
         return 0.0
+    from sentence_transformers import SentenceTransformer
+
     rng = random.Random(7)
     started = time.perf_counter()
-    for i in range(count):
-        said = NOW - timedelta(days=rng.uniform(0, 365))
-        source = Source(platform="bench", workspace="local", channel="c", message_id=f"m{i}", link=None,
-                        time=said.isoformat())
-        text = memory_text(i, rng)
-        if i % 2:
-            await memories.learn(user_key, text, source)
-        else:
-            await memories.keep_passage(user_key, text, 0, source, resumed=False)
-        if i % 1000 == 0:
-            print(f"  seeded {i}/{count}", flush=True)
+    encoder = SentenceTransformer(settings.embedder_model or bundled_embedder_path(), device="cpu")
+    async with MemoryStore(store_config(settings)) as store:
+        vectors = store._mem0.vector_store  # the bench writes the points itself; recall goes through the bot
+        for first in range(0, count, 500):
+            ids, payloads, texts = [], [], []
+            for i in range(first, min(count, first + 500)):
+                said = NOW - timedelta(days=rng.uniform(0, 365))
+                source = Source(platform="bench", workspace="local", channel="c", message_id=f"m{i}", link=None,
+                                time=said.isoformat())
+                texts.append(memory_text(i, rng))
+                ids.append(str(uuid.uuid4()))
+                payloads.append({"data": texts[-1], "user_id": user_key, "created_at": said.isoformat(),
+                                 "updated_at": said.isoformat(), **source.to_metadata(),
+                                 KIND: FACT if i % 2 else MESSAGE, **({} if i % 2 else {PASSAGE: 0})})
+            embedded = encoder.encode(texts, batch_size=32, normalize_embeddings=True).tolist()
+            await asyncio.to_thread(vectors.insert, vectors=embedded, payloads=payloads, ids=ids)
+            print(f"  seeded {first + len(ids)}/{count}", flush=True)
     marker.touch()
     return time.perf_counter() - started
 
@@ -92,8 +106,8 @@ async def main() -> None:
     settings = load_settings(env_file=None, data_dir=args.data_dir)
     msg = message("")
     result: dict[str, object] = {"memories": args.memories, "queries": args.queries, "cpus": settings.model_threads}
+    result["seed_s"] = round(await seed(settings, msg.user.key, args.memories), 1)
     async with open_memories(settings) as memories:
-        result["seed_s"] = round(await seed(memories, msg.user.key, args.memories, args.data_dir), 1)
         await memories.recall(msg, "warm up", 8, 0.1)  # loads the user's memories into the cache
         timings: dict[str, dict[str, float]] = {}
         configurations = [(name,) for name in CHANNELS] + [CHANNELS]
