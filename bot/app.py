@@ -197,6 +197,7 @@ async def open_memories(settings: Settings) -> AsyncIterator[MemoryOps]:
     await db.open()
     try:
         async with MemoryStore(store_config(settings)) as store:
-            yield MemoryOps(store, db, ttl_days=settings.memory_ttl_days)
+            yield MemoryOps(store, db, ttl_days=settings.memory_ttl_days,
+                            channels=tuple(sorted(settings.memory_recall_channels)))
     finally:
         await db.close()

@@ -77,9 +77,9 @@ class Settings:
         True, "Also keep the user's own messages (split into passages) as memories beside the facts learned from "
               "them; false keeps facts only.")
     memory_recall_channels: frozenset[str] = _setting(
-        frozenset({"dense", "keyword", "entity", "time"}),
+        frozenset({"dense", "keyword", "time"}),
         "Recall channels fused for each message: dense (meaning), keyword (shared words; PostgreSQL and embedded "
-        "store), entity (names and numbers), time (a time the message names).")
+        "store), time (a time the message names), entity (names and numbers; off by default: it did not help).")
     memory_ttl_days: int = _setting(0, "Days a memory is kept after it was said, fixed when it is learned; "
                                        "expired ones are never recalled and are purged daily. 0: forever.")
     embedder_model: str = _setting(

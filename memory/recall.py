@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from memory.records import KIND, MESSAGE
+
 T = TypeVar("T")
 Keep = Callable[[dict[str, Any]], bool]  # which stored payloads a recall may return (scope, current, unexpired)
 RRF_K = 60  # the usual constant: ranks beyond ~K weigh about the same
@@ -120,10 +122,11 @@ def source_of(hit: Hit) -> tuple[str, ...]:
 
 def run_channels(user: UserChannels, query: RecallQuery, depth: int, min_score: float) -> list[Hit]:
     """Every enabled channel's top `depth`, fused by source message: a message ranks by what all its memories
-    (its passages and the facts learned from it) found in every channel, and its best memory comes first; the
-    other memories of a message follow once every message has had its best (one message's facts sit close
-    together and would otherwise fill the prompt with one message's worth). Dense hits below `min_score` are
-    left out; a keyword, entity or time hit counts whatever its similarity (the words or the time matched)."""
+    (its passages and the facts learned from it) found in every channel, and one memory of it comes first (its
+    passage if found, see `_shown_first`); the other memories of a message follow once every message has had
+    one (one message's facts sit close together and would otherwise fill the prompt with one message's worth).
+    Dense hits below `min_score` are left out; a keyword, entity or time hit counts whatever its similarity (the
+    words or the time matched)."""
     rankings: dict[str, list[tuple[str, ...]]] = {}
     by_source: dict[tuple[str, ...], list[Hit]] = {}
 
@@ -143,10 +146,12 @@ def run_channels(user: UserChannels, query: RecallQuery, depth: int, min_score: 
     if TIME in query.channels and query.window is not None:
         add(TIME, user.within(query.window, depth))
     order = fuse(rankings)
-    best = [max(by_source[source], key=_similarity) for source in order]
-    rest = [hit for source in order for hit in sorted(by_source[source], key=_similarity, reverse=True)[1:]]
+    best = [max(by_source[source], key=_shown_first) for source in order]
+    rest = [hit for source in order for hit in sorted(by_source[source], key=_shown_first, reverse=True)[1:]]
     return best + rest
 
 
-def _similarity(hit: Hit) -> float:
-    return hit.score if hit.score == hit.score else -1.0  # NaN (unknown) last
+def _shown_first(hit: Hit) -> tuple[bool, float]:
+    """Which memory of a message comes first: the user's own words (a passage keeps the details a fact drops),
+    then the most similar (NaN, unknown, last)."""
+    return hit.payload.get(KIND) == MESSAGE, hit.score if hit.score == hit.score else -1.0
