@@ -213,10 +213,7 @@ class MemoryOps:
         query = query.strip()
         if not query:
             raise UserError("Tell me what to search for, e.g. \"food\".")
-        # through every recall channel, as a reply recalls, but facts only: what `list` shows
-        return await self._store.recall(msg.user.key, RecallQuery.of(query, time_window(query, msg.sent_at),
-                                                                     self._channels),
-                                        limit, include_private=msg.is_direct, kinds=(FACT,))
+        return await self.recall(msg, query, limit, 0.0, kinds=(FACT,))  # as a reply recalls, facts only
 
     def user_lock(self, user_key: str) -> asyncio.Lock:
         """The lock write-back holds while it stores one of this user's facts."""
