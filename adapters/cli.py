@@ -11,7 +11,7 @@ import sys
 
 from bot.app import MemoryBot, open_memories
 from bot.llm.base import ModelError
-from bot.memories import MemoryOps
+from bot.memories import Memories
 from bot.message import UserRef
 from bot.settings import Settings, SettingsError, load_settings
 from memory.store import StoreError
@@ -75,8 +75,8 @@ async def _memories(settings: Settings, ref: UserRef) -> None:
         print(json.dumps(await _all_records(memories, ref), indent=2, ensure_ascii=False))
 
 
-async def _all_records(memories: MemoryOps, ref: UserRef) -> list[dict]:
-    page = await memories.list(ref, page=1, page_size=10_000)
+async def _all_records(memories: Memories, ref: UserRef) -> list[dict]:
+    page = await memories.controls.list(ref, page=1, page_size=10_000)
     return [record.to_json() for record in page.records]
 
 
@@ -85,11 +85,11 @@ async def _forget_user(settings: Settings, platform: str, workspace: str | None,
         if workspace is not None:
             refs = [UserRef(platform, workspace, user_id)]
         else:
-            refs = await memories.identities(platform, user_id)
+            refs = await memories.controls.identities(platform, user_id)
         if not refs:
             print(f"Nothing is remembered about {platform} user {user_id}.")
         for ref in refs:
-            count = await memories.forget_all(ref)
+            count = await memories.forgetting.forget_all(ref)
             _log.info("admin forget-user deleted %d memories of %s", count, ref.key)
             print(f"Deleted {count} memories and any pending write-back of {ref.key}.")
 

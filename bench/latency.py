@@ -134,7 +134,7 @@ async def seed(bot: MemoryBot, user_key: str, count: int) -> float:
 async def turn(bot: MemoryBot, recorder: PromptRecorder, text: str, i: int) -> dict[str, float]:
     msg = message(text, i)
     t0 = time.perf_counter()
-    memories = await bot.memories.recall(msg, text, bot.settings.memory_top_k, bot.settings.memory_min_score)
+    memories = await bot.memories.recall.relevant(msg, text, bot.settings.memory_top_k, bot.settings.memory_min_score)
     t1 = time.perf_counter()
     build_prompt(bot_name="memorybot", user_name="Alex", text=text, memories=memories, history=[],
                  now=msg.sent_at, budget=1800, count_prompt=bot.model.prompt_tokens)
@@ -208,12 +208,12 @@ async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
         result["seed_s"] = round(await seed(bot, user_key, args.memories), 1)
         result["memories_stored_at_least"] = args.memories
 
-        await bot.memories.recall(message("warm up", 0), "warm up", 8, 0.1)  # loads the user's vectors
+        await bot.memories.recall.relevant(message("warm up", 0), "warm up", 8, 0.1)  # loads the user's vectors
         recall = []
         for i in range(50):
             q = QUESTIONS[i % len(QUESTIONS)]
             t0 = time.perf_counter()
-            await bot.memories.recall(message(q, i), q, settings.memory_top_k, settings.memory_min_score)
+            await bot.memories.recall.relevant(message(q, i), q, settings.memory_top_k, settings.memory_min_score)
             recall.append((time.perf_counter() - t0) * 1000)
         result["recall_ms"] = {"p50": round(pct(recall, 0.5), 2), "p95": round(pct(recall, 0.95), 2)}
         print("recall", result["recall_ms"], flush=True)

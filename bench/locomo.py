@@ -8,8 +8,8 @@
 DATA defaults to ../shared/data/locomo/locomo-dev.json (CC BY-NC 4.0: evaluation only, never copied into the
 repository). Each conversation is one user's memory space (platform "locomo", workspace = sample_id, user
 "memory"), ingested session by session, in order, through the write-back worker's own steps: the turn kept as
-the user's message (`MemoryOps.passages` / `keep_passage`), then `FactExtractor.extract` on "Speaker: text"
-with the session's date as the time it was said, then `MemoryOps.learn`, each with a `Source` whose
+the user's message (`Learning.passages` / `keep_passage`), then `FactExtractor.extract` on "Speaker: text"
+with the session's date as the time it was said, then `Learning.learn`, each with a `Source` whose
 `message_id` is the turn's `dia_id`, so every stored memory maps back to the turn it came from. The model's
 answers (extraction and question answering) are cached by a hash of (prompt, generation parameters, model) in
 `bench/data/locomo/answer-cache.sqlite3`, so the extractor's own checks rerun on every ingest, and the built
@@ -19,7 +19,7 @@ recall change takes minutes.
 
 For every question of categories 1-4 (5, adversarial, is skipped by convention) each system retrieves; evidence
 recall@k is the share of the gold `dia_id`s covered by the provenance of the top k. Systems:
-  memory         the bot's recall (`MemoryOps.recall`): facts and message passages through every recall channel
+  memory         the bot's recall (`Recall.relevant`): facts and message passages through every recall channel
                  (`--channels`, default the bot's; `--kinds` restricts the kinds recalled, for ablations);
   turns          baseline: raw turns embedded with all-MiniLM-L6-v2 (sentence-transformers), top k by cosine;
   turns-hybrid   baseline: the same turns, cosine fused with FTS5 keyword (BM25) ranking by reciprocal rank;
@@ -62,7 +62,7 @@ from bot.app import MemoryBot  # noqa: E402
 from bot.extraction import ExtractionError, FactExtractor  # noqa: E402
 from bot.llm.base import ChatMessage, GenerationParams  # noqa: E402
 from bot.llm.runner import LocalModel  # noqa: E402
-from bot.memories import MemoryOps, without_names  # noqa: E402
+from bot.memories import Memories, without_names  # noqa: E402
 from bot.message import IncomingMessage, UserRef  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
 from memory.recall import CHANNELS  # noqa: E402
@@ -288,7 +288,7 @@ class IngestStats:
 
 
 async def ingest(
-    conv: Conversation, model: CachedModel, memories: MemoryOps, facts: str, keep_messages: bool,
+    conv: Conversation, model: CachedModel, memories: Memories, facts: str, keep_messages: bool,
     extract: bool = True,
 ) -> IngestStats:
     """Every turn, in session order: keep the turn as the user's message, extract facts (the model's answers
@@ -303,8 +303,8 @@ async def ingest(
                         message_id=turn.dia_id, link=None, time=turn.said_at.isoformat())
         if keep_messages:
             started = time.perf_counter()
-            for index, passage in enumerate(await memories.passages(turn.text)):
-                await memories.keep_passage(user_key, passage, index, source, resumed=False)
+            for index, passage in enumerate(await memories.learning.passages(turn.text)):
+                await memories.learning.keep_passage(user_key, passage, index, source, resumed=False)
                 stats.passages_stored += 1
             stats.store_s += time.perf_counter() - started
         if not extract:
@@ -318,7 +318,7 @@ async def ingest(
         started = time.perf_counter()
         for fact in found:
             text = as_speaker(fact, turn.speaker) if facts == "speaker" else fact
-            stats.facts_stored += await memories.learn(user_key, text, source, context=turn.text) is not None
+            stats.facts_stored += await memories.learning.learn(user_key, text, source, context=turn.text) is not None
         stats.store_s += time.perf_counter() - started
     stats.cache_hits = model.hits - hits
     stats.extraction_s = round(model.seconds - seconds, 1)
@@ -402,10 +402,10 @@ class EvidenceOracle:
 
 
 class MemoryRecall:
-    """The bot's recall for this conversation's user (`MemoryOps.recall`, as a reply does), asked the day after
+    """The bot's recall for this conversation's user (`Recall.relevant`, as a reply does), asked the day after
     the conversation's last session (a question's "last year" means what it meant then)."""
 
-    def __init__(self, conv: Conversation, memories: MemoryOps, settings: Settings, kinds: tuple[str, ...]) -> None:
+    def __init__(self, conv: Conversation, memories: Memories, settings: Settings, kinds: tuple[str, ...]) -> None:
         self._memories = memories
         self._kinds = kinds
         self._min_score = settings.memory_min_score
@@ -416,7 +416,7 @@ class MemoryRecall:
                                     sent_at=asked)
 
     async def search(self, question: str, limit: int) -> list[Hit]:
-        found = await self._memories.recall(self._msg, question, limit, self._min_score, kinds=self._kinds)
+        found = await self._memories.recall.relevant(self._msg, question, limit, self._min_score, kinds=self._kinds)
         return [Hit(r.text, (r.source.message_id,), r.source.time) for r in found]
 
 
@@ -587,7 +587,7 @@ def plot(result: dict[str, Any], path: Path, k: int) -> None:
 # --- main
 
 
-WRITE_PATH = ["bot/extraction.py", "bot/dates.py", "bot/memories.py", "bot/supersede.py", "memory/store.py",
+WRITE_PATH = ["bot/extraction.py", "bot/dates.py", "bot/memories/learning.py", "bot/supersede.py", "memory/store.py",
               "memory/passages.py"]
 
 

@@ -4,7 +4,7 @@
 
 Seeds `--memories` memories for one user (half facts, half passages of messages, said over the past year;
 written straight to the vector store once into the data folder, and reused), then times the reply path's own
-calls, `MemoryOps.profile` and `MemoryOps.recall` (query reading, time window, embedding, every channel,
+calls, `Recall.profile` and `Recall.relevant` (query reading, time window, embedding, every channel,
 fusion), for questions with and without names and times. Prints and writes p50/p95 per channel set, and peak
 resident memory; a PNG beside the JSON. No model is loaded: recall does not use it.
 """
@@ -108,17 +108,18 @@ async def main() -> None:
     result: dict[str, object] = {"memories": args.memories, "queries": args.queries, "cpus": settings.model_threads}
     result["seed_s"] = round(await seed(settings, msg.user.key, args.memories), 1)
     async with open_memories(settings) as memories:
-        await memories.recall(msg, "warm up", 8, 0.1)  # loads the user's memories into the cache
+        await memories.recall.relevant(msg, "warm up", 8, 0.1)  # loads the user's memories into the cache
         timings: dict[str, dict[str, float]] = {}
         configurations = [(name,) for name in CHANNELS] + [CHANNELS]
         for channels in configurations:
-            memories._channels = channels
+            memories.recall._channels = channels
             times = []
             for i in range(args.queries):
                 question = QUESTIONS[i % len(QUESTIONS)]
                 started = time.perf_counter()
-                await memories.profile(message(question))
-                await memories.recall(message(question), question, settings.memory_top_k, settings.memory_min_score)
+                await memories.recall.profile(message(question))
+                await memories.recall.relevant(message(question), question, settings.memory_top_k,
+                                               settings.memory_min_score)
                 times.append((time.perf_counter() - started) * 1000)
             label = "+".join(channels)
             timings[label] = {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(pct(times, 0.95), 2)}

@@ -2,7 +2,7 @@
 
     async with MemoryBot(settings) as bot:
         await bot.handle(message, reply)     # the reply flow
-        await bot.memories.list(user)        # user-facing memory operations
+        await bot.command(name, arg, msg, dialect)  # a user's command (bot/commands)
 
 Entering loads the model and the memory store and starts the write-back worker; leaving stops them.
 Pending write-back stays in SQLite and is finished on the next start.
@@ -21,13 +21,14 @@ from typing import TextIO
 
 from bot import supersede
 from bot.access import AccessPolicy
+from bot.commands import Dialect, Result, run_command
 from bot.database import SCHEMA_VERSION, BotDatabase
 from bot.extraction import FactExtractor
 from bot.handler import MessageHandler
 from bot.llm import load_backend
 from bot.llm.base import Backend
 from bot.llm.runner import LocalModel
-from bot.memories import MemoryOps
+from bot.memories import Memories
 from bot.message import IncomingMessage, MessageRef, ReplyTarget
 from bot.settings import Settings, SettingsError
 from bot.writeback import WritebackWorker
@@ -79,7 +80,7 @@ class MemoryBot:
         self.access = AccessPolicy(settings)
         self.db = BotDatabase(settings.queue_path)
         self.store = MemoryStore(store_config(settings))
-        self.memories: MemoryOps
+        self.memories: Memories
         self.model: LocalModel | None = None
         self.writeback: WritebackWorker
         self._handler: MessageHandler
@@ -112,9 +113,8 @@ class MemoryBot:
             _log.info("gave %d stored memories their kind, profile attribute and time", upgraded)
         backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
         self.model = LocalModel(backend, self.settings.generation_queue_size)
-        self.memories = MemoryOps(
-            self.store, self.db, access=self.access,
-            ttl_days=self.settings.memory_ttl_days, history_turns=self.settings.history_turns,
+        self.memories = Memories(
+            self.store, self.db, ttl_days=self.settings.memory_ttl_days, history_turns=self.settings.history_turns,
             channels=tuple(sorted(self.settings.memory_recall_channels)),
         )
         extractor = FactExtractor(self.model)
@@ -155,10 +155,14 @@ class MemoryBot:
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
         await self._handler.handle(msg, reply)
 
+    async def command(self, name: str, arg: str, msg: IncomingMessage, dialect: Dialect) -> Result:
+        """Run a user's command (`msg` is the command as a message; see `bot/commands`)."""
+        return await run_command(self.memories, self.access, name, arg, msg, dialect)
+
     async def forget_message(self, ref: MessageRef) -> None:
         """A message was deleted on its platform (or edited so that it is no longer for the bot): forget what
-        the bot learned from it (see `MemoryOps.forget_message`)."""
-        forgotten = await self.memories.forget_message(ref)
+        the bot learned from it (see `Forgetting.forget_message`)."""
+        forgotten = await self.memories.forgetting.forget_message(ref)
         if forgotten:
             _log.info("%s message %s: forgot %d memories learned from it", ref.platform, ref.message_id,
                       forgotten)
@@ -166,8 +170,11 @@ class MemoryBot:
     async def message_edited(self, msg: IncomingMessage, ref: MessageRef) -> None:
         """A message for the bot was edited (`ref` names it as the platform's deletions do): what its old text
         taught is forgotten and its new text is learned, without a new reply."""
-        if not await self.memories.relearn_message(ref, msg.edited_at, lambda: self._handler.learn_edit(msg)):
-            _log.info("%s message %s: edit ignored (deleted, or not newer than one handled)", ref.platform,
+        async with self.memories.forgetting.editing(ref, msg.edited_at) as is_new:
+            if is_new:
+                await self._handler.learn_edit(msg)
+                return
+        _log.info("%s message %s: edit ignored (deleted, or not newer than one handled)", ref.platform,
                       ref.message_id)
 
     async def _apply_retention(self) -> None:
@@ -177,11 +184,11 @@ class MemoryBot:
         last_purge = float("-inf")
         while True:
             try:
-                if forgotten := await self.memories.finish_forgetting():
+                if forgotten := await self.memories.forgetting.finish_forgetting():
                     _log.info("forgot %d memories of deleted or edited messages after a store failure", forgotten)
                 if time.monotonic() - last_purge >= RETENTION_INTERVAL_SECONDS:
                     last_purge = time.monotonic()
-                    if purged := await self.memories.purge_expired():
+                    if purged := await self.memories.forgetting.purge_expired():
                         _log.info("retention: purged %d expired memories", purged)
             except StoreError as exc:
                 _log.warning("memory maintenance failed, will try again: %s", exc)
@@ -191,13 +198,13 @@ class MemoryBot:
 
 
 @asynccontextmanager
-async def open_memories(settings: Settings) -> AsyncIterator[MemoryOps]:
+async def open_memories(settings: Settings) -> AsyncIterator[Memories]:
     """The memory operations without the model (for command-line listing and admin tasks)."""
     db = BotDatabase(settings.queue_path)
     await db.open()
     try:
         async with MemoryStore(store_config(settings)) as store:
-            yield MemoryOps(store, db, ttl_days=settings.memory_ttl_days,
+            yield Memories(store, db, ttl_days=settings.memory_ttl_days,
                             channels=tuple(sorted(settings.memory_recall_channels)))
     finally:
         await db.close()

@@ -50,10 +50,10 @@ several things: write a fact for each. Each fact is one short sentence that stan
 Only the user's own words are facts: the assistant's words before them only explain "it" or "that".
 Greetings, small talk, questions and requests are not facts: reply {"facts": []}."""
 
-# Short, plain examples: the small model copied richer ones (a nurse in Leeds with two cats) into a fifth of
-# the facts it extracted from unrelated messages in the LoCoMo benchmark. Every example's words are ones a
-# real message would not share by chance, and the grounding check drops a fact whose words are not in the
-# message, so a copied example is not kept.
+# Short, plain examples: the small model copies rich ones (a nurse in Leeds with two cats) into the facts it
+# extracts from unrelated messages, inventing memories. Every example's words are ones a real message would not
+# share by chance, and the grounding check drops a fact whose words are not in the message, so a copied example
+# is not kept.
 EXAMPLES = [
     ("I'm Sam and I play the violin. We moved to Oslo in 2019 with my wife Ines.",
      '{"facts": ["The user\'s name is Sam.", "The user plays the violin.", "The user moved to Oslo in 2019.", '
@@ -66,7 +66,7 @@ EXAMPLES = [
      '{"facts": ["Der Nutzer wohnt in Bremen.", "Der Nutzer trinkt keinen Tee."]}'),
     ("Assistant: Do you still have the old Vespa?\nUser: yes, and I ride it every day",
      '{"facts": ["The user has an old Vespa.", "The user rides the Vespa every day."]}'),
-    # last, so a fact wrapped in a request is still seen as a fact (measured: 5 of 5 such messages, not 3)
+    # last, so a fact wrapped in a request is still seen as a fact (placed last it works best; bench/README.md)
     ("My dog Biscuit hates baths, so please don't suggest a groomer.",
      '{"facts": ["The user has a dog named Biscuit.", "The user\'s dog Biscuit hates baths."]}'),
 ]

@@ -14,7 +14,7 @@ from bot.database import BotDatabase
 from bot.history import Turn
 from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
-from bot.memories import MemoryOps
+from bot.memories import Memories
 from bot.message import IncomingMessage, ReplyTarget
 from bot.prompt import build_prompt, bullet, fit_memories, in_prompt_order, shown_memories
 from bot.settings import Settings
@@ -37,7 +37,7 @@ class MessageHandler:
         self,
         settings: Settings,
         model: LocalModel,
-        memories: MemoryOps,
+        memories: Memories,
         writeback: WritebackWorker,
         db: BotDatabase,
         access: AccessPolicy,
@@ -65,7 +65,7 @@ class MessageHandler:
         if not text:
             await reply.send(EMPTY_MESSAGE)
             return
-        erasures = self._memories.erasures(msg.user)
+        erasures = self._memories.forgetting.erasures(msg.user)
         earlier = self._memories.history.recent(msg.conversation_key, msg.user.key)
         answered = earlier[-1].reply if earlier else None  # the bot's message the user may be answering
         reply_text = ""
@@ -73,11 +73,11 @@ class MessageHandler:
             reply_text = await self._reply(msg, text, was_cut, earlier, reply)
         finally:
             # no forget-all, deletion or edit between the checks and the queue
-            async with self._memories.message_lock(msg.ref), self._memories.user_lock(msg.user.key):
-                if self._memories.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
+            async with self._memories.locks.hold(message=msg.ref, user=msg.user.key):
+                if self._memories.forgetting.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
                     _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
                     self._memories.history.forget_user(msg.user.key)
-                elif self._memories.was_changed(msg):  # its new text, if any, is learned instead
+                elif self._memories.forgetting.was_changed(msg):  # its new text, if any, is learned instead
                     _log.info("%s message %s was deleted or edited during its reply; it is not kept",
                               msg.platform, msg.message_id)
                     self._memories.history.forget_message(msg.ref)
@@ -94,7 +94,7 @@ class MessageHandler:
         text, _ = self._prepared(msg)
         if not text:
             return
-        async with self._memories.user_lock(msg.user.key):
+        async with self._memories.locks.hold(user=msg.user.key):
             if not await self._db.is_paused(msg.user.key):
                 await self._writeback.submit(msg, text, "")
 
@@ -119,7 +119,7 @@ class MessageHandler:
             count_prompt=self._model.prompt_tokens,
         )
         # what `why` will list
-        self._memories.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
+        self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
         note = f"\n\n(Your message was long, so I read only its first {self._s.max_input_chars} characters.)"
         try:
             async with reply.typing():
@@ -149,8 +149,8 @@ class MessageHandler:
     async def _recall(self, msg: IncomingMessage, text: str) -> tuple[list[MemoryRecord], list[MemoryRecord]]:
         """The user's profile and, within what is left of the memory budget, the memories best for `text`."""
         try:
-            profile = await self._memories.profile(msg)
-            found = await self._memories.recall(msg, text, self._s.memory_top_k, self._s.memory_min_score)
+            profile = await self._memories.recall.profile(msg)
+            found = await self._memories.recall.relevant(msg, text, self._s.memory_top_k, self._s.memory_min_score)
         except StoreError as exc:
             _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
             return [], []

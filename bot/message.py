@@ -39,9 +39,8 @@ class IncomingMessage:
     """One message from any platform, normalized.
 
     `workspace` is the Discord guild id (or "dm"), the Slack team id, or "local" for the terminal.
-    `is_direct` is true for a one-to-one conversation with the bot; `addressed` is true when the
-    platform says the message is meant for the bot (mention, reply to the bot, DM). `roles` is None on
-    platforms without roles (Slack, the terminal): role rules do not apply there.
+    `is_direct` is true for a one-to-one conversation with the bot (adapters pass on only the messages meant for
+    the bot). `roles` is None on platforms without roles (Slack, the terminal): role rules do not apply there.
     """
 
     platform: str
@@ -55,7 +54,6 @@ class IncomingMessage:
     link: str | None = None
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     is_direct: bool = False
-    addressed: bool = True
     roles: tuple[str, ...] | None = None
     edited_at: datetime | None = None  # set on an edited message: when it was last edited
 

@@ -59,10 +59,10 @@ def in_prompt_order(memories: list[MemoryRecord], *, stable: bool) -> list[Memor
     """The order of the memory bullets: best first, or (`stable`) in the order they were learned.
 
     With a backend that reuses the start of the last prompt (llama.cpp), a user whose recalled memories are the
-    same set as last time then gets the same system prompt, and only the new exchange is processed: over a
-    six-message conversation with six memories, first tokens of 0.2-0.3 s instead of 1.0-2.8 s (llama.cpp here).
-    The bundled model answered as well from either order there (36 of 36 questions needing one of eight
-    memories); with transformers, which reuses nothing, the best-first order did better (36 vs 33).
+    same set as last time then gets the same system prompt, and only the new exchange is processed, so the first
+    token comes much sooner. Only such a backend asks for `stable`: it gains nothing on one that reuses no
+    prompt start (transformers), and there the model uses its memories better best first. Figures:
+    bench/README.md.
     """
     if not stable:
         return memories

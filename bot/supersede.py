@@ -9,8 +9,8 @@ true. Two rules decide, both deterministic and explainable:
 2. Negation: "The user doesn't eat meat any more" replaces "The user eats meat" (and the other way round):
    the same statement with and without a negation.
 
-The bundled 0.5B model was measured as a judge of "does the new fact make the old one untrue": it answered
-no better than chance (6-7 of 12 pairs), so it is not asked. Anything the rules do not cover is kept: losing
+The bundled 0.5B model is not asked "does the new fact make the old one untrue": it cannot judge that reliably
+(bench/README.md), and rules are predictable and explainable. Anything the rules do not cover is kept: losing
 a true fact is worse than keeping an outdated one.
 """
 

@@ -16,14 +16,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from bot.database import BotDatabase, PendingExchange
+from bot.exchange import QueuedExchange
 from bot.extraction import ExtractionError, FactExtractor
 from bot.llm.base import ModelError
 from bot.llm.runner import LocalModel, Preempted
-from bot.memories import MemoryOps
+from bot.memories import Memories
 from bot.message import IncomingMessage
 from memory.records import Source
 from memory.store import StoreError
@@ -36,8 +37,8 @@ MAX_PREEMPTIONS = 3  # replies an extraction gives way to before it runs to the 
 ERROR_PAUSE_SECONDS = 5.0  # how long the worker rests after an error of its own (e.g. the queue database)
 
 
-def exchange_payload(msg: IncomingMessage, text: str, reply_text: str, context: str | None = None) -> dict[str, Any]:
-    """The queued row: the user's text, the bot's reply, the bot's message before it (`context`, for "it" and
+def queued_exchange(msg: IncomingMessage, text: str, reply_text: str, context: str | None = None) -> QueuedExchange:
+    """What is queued: the user's text, the bot's reply, the bot's message before it (`context`, for "it" and
     "that"), the user's name and the source."""
     source = Source(
         platform=msg.platform,
@@ -49,15 +50,14 @@ def exchange_payload(msg: IncomingMessage, text: str, reply_text: str, context: 
         origin="extracted",
         private=msg.is_direct,
     )
-    return {"text": text, "reply": reply_text, "context": context, "user_name": msg.user_name,
-            "source": source.__dict__}
+    return QueuedExchange(text=text, reply=reply_text, context=context, user_name=msg.user_name, source=source)
 
 
 class WritebackWorker:
     def __init__(
         self,
         db: BotDatabase,
-        memories: MemoryOps,
+        memories: Memories,
         extractor: FactExtractor,
         model: LocalModel,
         max_backoff: float = 300.0,
@@ -79,7 +79,7 @@ class WritebackWorker:
     async def submit(self, msg: IncomingMessage, text: str, reply_text: str, context: str | None = None) -> None:
         """Queue an exchange for write-back (a fast, durable insert). `context` is the bot's message the user
         answered, if any: it helps the extractor read "it" and "that", and is never a source of facts."""
-        await self._db.enqueue(msg.user.key, exchange_payload(msg, text, reply_text, context))
+        await self._db.enqueue(msg.user.key, queued_exchange(msg, text, reply_text, context))
         self._wake.set()
 
     def start(self) -> None:
@@ -164,18 +164,18 @@ class WritebackWorker:
         await self._db.retry_later(exchange.id, delay)
 
     async def _process(self, exchange: PendingExchange) -> None:
-        user_key, payload = exchange.user_key, exchange.payload
+        user_key, record = exchange.user_key, exchange.record
         if await self._db.is_paused(user_key):  # paused after this exchange was queued
             _log.info("exchange %s dropped: learning is paused for that user", exchange.id)
             await self._db.done(exchange.id)
             return
-        source = Source(**payload["source"])
-        if self._keep_messages and (payload := await self._keep_passages(exchange, payload, source)) is None:
+        source = record.source
+        if self._keep_messages and (record := await self._keep_passages(exchange, record)) is None:
             return
-        if "facts" not in payload:
+        if record.facts is None:
             try:
-                facts = await self._extractor.extract(payload["text"], datetime.fromisoformat(source.time),
-                                                      payload.get("user_name"), context=payload.get("context"),
+                facts = await self._extractor.extract(record.text, datetime.fromisoformat(source.time),
+                                                      record.user_name, context=record.context,
                                                       preemptible=self._gave_way < MAX_PREEMPTIONS)
             except Preempted:  # the exchange keeps its place in the queue
                 self._gave_way += 1
@@ -185,47 +185,50 @@ class WritebackWorker:
                 await self._extraction_failed(exchange, exc)
                 return
             self._gave_way = 0
-            payload = {**payload, "facts": facts, "stored": 0}
-            await self._db.save_progress(exchange.id, payload)
+            record = replace(record, facts=facts, stored=0)
+            await self._db.save_progress(exchange.id, record)
 
-        facts = payload["facts"]
+        facts = record.facts or []
 
         async def learn(index: int) -> None:
-            await self._memories.learn(user_key, facts[index], source, context=payload["text"])
+            await self._memories.learning.learn(user_key, facts[index], source, context=record.text)
 
-        if await self._store_all(exchange, payload, "facts", learn) is None:
+        if await self._store_all(exchange, record, facts, record.stored, lambda r, n: replace(r, stored=n),
+                                 learn) is None:
             return
         _log.info("exchange %s: stored %d passage(s) and %d fact(s)", exchange.id,
-                  len(payload.get("passages", ())), len(payload["facts"]))
+                  len(record.passages or ()), len(facts))
         await self._db.done(exchange.id)
 
-    async def _keep_passages(self, exchange: PendingExchange, payload: dict[str, Any],
-                             source: Source) -> dict[str, Any] | None:
-        """Store the passages of the user's message (episodic memory); the payload with them counted, or None
+    async def _keep_passages(self, exchange: PendingExchange, record: QueuedExchange) -> QueuedExchange | None:
+        """Store the passages of the user's message (episodic memory); the record with them counted, or None
         if the exchange ended meanwhile (see `_store_all`)."""
+        source = record.source
         # an earlier attempt may have stored one passage more than it recorded (a crash in between)
-        resumed = "passages" in payload
+        resumed = record.passages is not None
         if not resumed:
-            payload = {**payload, "passages": await self._memories.passages(payload["text"]), "passages_stored": 0}
-            await self._db.save_progress(exchange.id, payload)
-        passages, first = payload["passages"], payload["passages_stored"]
+            record = replace(record, passages=await self._memories.learning.passages(record.text), passages_stored=0)
+            await self._db.save_progress(exchange.id, record)
+        passages, first = record.passages or [], record.passages_stored
 
         async def keep(index: int) -> None:
-            await self._memories.keep_passage(exchange.user_key, passages[index], index, source,
+            await self._memories.learning.keep_passage(exchange.user_key, passages[index], index, source,
                                               resumed=resumed and index == first)
 
-        return await self._store_all(exchange, payload, "passages", keep)
+        return await self._store_all(exchange, record, passages, first,
+                                     lambda r, n: replace(r, passages_stored=n), keep)
 
-    async def _store_all(self, exchange: PendingExchange, payload: dict[str, Any], key: str,
-                         store: Callable[[int], Awaitable[None]]) -> dict[str, Any] | None:
-        """Store `payload[key]` from the first one not yet stored, one at a time under the user's lock, keeping
-        count in the row (`stored`, or `passages_stored`). None if the exchange ended meanwhile: the user forgot
+    async def _store_all(self, exchange: PendingExchange, record: QueuedExchange, items: list[str], first: int,
+                         counted: Callable[[QueuedExchange, int], QueuedExchange],
+                         store: Callable[[int], Awaitable[None]]) -> QueuedExchange | None:
+        """Store `items` (the record's passages or facts) from `first`, the first one not yet stored, one at a time
+        under the user's lock (`store(index)`), keeping count in the row (`counted(record, how_many)` is the record
+        with the count updated). The record as it ends, or None if the exchange ended meanwhile: the user forgot
         everything or paused learning (the row is done), or the store failed (retried later)."""
-        counter = "stored" if key == "facts" else f"{key}_stored"
-        for index in range(payload[counter], len(payload[key])):
+        for index in range(first, len(items)):
             # The embedder and the model share the CPU cores: storing waits while a reply is generated.
             await self._model.wait_for_idle()
-            async with self._memories.user_lock(exchange.user_key):
+            async with self._memories.locks.hold(user=exchange.user_key):
                 if not await self._db.is_pending(exchange.id) or await self._db.is_paused(exchange.user_key):
                     _log.info("exchange %s dropped: the user forgot everything or paused learning", exchange.id)
                     await self._db.done(exchange.id)
@@ -235,9 +238,9 @@ class WritebackWorker:
                 except StoreError as exc:
                     await self._fail(exchange, f"memory store: {exc}")
                     return None
-                payload = {**payload, counter: index + 1}
-                await self._db.save_progress(exchange.id, payload)
-        return payload
+                record = counted(record, index + 1)
+                await self._db.save_progress(exchange.id, record)
+        return record
 
     def _backoff(self, attempts: int) -> float:
         return min(self._max_backoff, 2.0 ** min(attempts, 20))

@@ -150,7 +150,7 @@ class MemoryStore:
 
     def _add(self, user_key: str, text: str, metadata: dict[str, Any], expires_on: str | None,
              context: str | None) -> str:
-        with self._cache_kept_for(user_key):
+        with self._dropping_cache_on_failure(user_key):
             result = self._mem0.add([{"role": "user", "content": text}], user_id=user_key, metadata=metadata,
                                     infer=False, expiration_date=expires_on)
             memory_id = str(result["results"][0]["id"])
@@ -161,7 +161,7 @@ class MemoryStore:
         return memory_id
 
     @contextmanager
-    def _cache_kept_for(self, user_key: str) -> Iterator[None]:
+    def _dropping_cache_on_failure(self, user_key: str) -> Iterator[None]:
         """A write that fails half-way (stored, then the anchoring failed) leaves the cache unsure about the
         user: drop their cached vectors, to be reloaded from the store on their next search."""
         try:
@@ -182,7 +182,7 @@ class MemoryStore:
 
     def _update(self, user_key: str, memory_id: str, text: str | None, metadata: dict[str, Any] | None,
                 context: str | None) -> None:
-        with self._cache_kept_for(user_key):
+        with self._dropping_cache_on_failure(user_key):
             self._mem0.update(memory_id, text=text, metadata=metadata)
             if text is not None and context:
                 self._anchor(memory_id, text, context)
@@ -193,9 +193,9 @@ class MemoryStore:
         """Store the fact's vector halfway between the fact and the message it was learned from.
 
         An extracted fact is short ("Caroline paints.") and drops words a later question uses ("the sunset
-        she painted at the lake"); the message keeps them. On LoCoMo's conversation 26 this raised evidence
-        recall@10 from 0.50 to 0.53 (0.60 with the speakers' names also left out of the questions).
-        mem0 re-embeds the bare text when it changes a memory, so `update` anchors again.
+        she painted at the lake"); the message keeps them, so the anchored vector is found by questions about
+        the whole message as well as by the fact's own words. mem0 re-embeds the bare text when it changes a
+        memory, so `update` anchors again.
         """
         vector = unit(self._embed(text) + self._embed(context))
         self._mem0.vector_store.update(vector_id=memory_id, vector=vector.tolist())
@@ -212,7 +212,7 @@ class MemoryStore:
         return True
 
     def _delete(self, user_key: str, memory_id: str) -> None:
-        with self._cache_kept_for(user_key):
+        with self._dropping_cache_on_failure(user_key):
             self._mem0.delete(memory_id)
             self._erase_history([memory_id])
             if self._cache:
@@ -252,7 +252,7 @@ class MemoryStore:
         try:
             for row in self._rows(filters):
                 user_key = str((row.payload or {}).get("user_id", ""))
-                with self._cache_kept_for(user_key):
+                with self._dropping_cache_on_failure(user_key):
                     self._mem0.delete(str(row.id))
                     if self._cache:
                         self._cache.remove(user_key, str(row.id))

@@ -1,9 +1,10 @@
 """Fast recall on embedded Qdrant: each recently active user's memories held in memory, searchable by every
 recall channel.
 
-Embedded Qdrant evaluates payload filters in Python, point by point: with 10,000 memories stored, one search
-filtered to a user took 0.4-0.7 s here. Recall only ever looks at one user's memories, so the store loads a
-user's points once (one filtered scroll) into a numpy matrix and answers a dense search with one matrix product.
+Embedded Qdrant evaluates payload filters in Python, point by point, so a search filtered to one user costs time
+in proportion to everyone's memories (far over recall's budget at 10,000; bench/README.md). Recall only ever
+looks at one user's memories, so the store loads a user's points once (one filtered scroll) into a numpy matrix
+and answers a dense search with one matrix product.
 The same load fills an in-memory SQLite FTS5 index of the user's texts (keyword and entity channels, BM25) and
 an array of the times they were said (time channel). Every write goes through `MemoryStore`, which keeps the
 cache in step; nothing of it is written to disk, so a forgotten memory leaves no copy behind. Qdrant and

@@ -109,13 +109,13 @@ async def test_a_new_user_is_learned_from_their_own_words(real_settings):
                               "I mostly write Rust at work.")
         await bot.writeback.drain()
         user = session.message("x").user
-        learned = [r.text.lower() for r in (await bot.memories.list(user, page_size=100)).records]
+        learned = [r.text.lower() for r in (await bot.memories.controls.list(user, page_size=100)).records]
         for word in ("priya", "lisbon", "peanut", "rust"):
             assert any(word in fact for fact in learned), (word, learned)
         await session.on_line("What city do I live in, and what should I avoid eating?")
         await bot.writeback.drain()
-        assert [r.text.lower() for r in (await bot.memories.list(user, page_size=100)).records] == learned
-        profile = await bot.memories.profile(session.message("tell me a joke"))
+        assert [r.text.lower() for r in (await bot.memories.controls.list(user, page_size=100)).records] == learned
+        profile = await bot.memories.recall.profile(session.message("tell me a joke"))
         assert {r.attribute for r in profile} >= {"name", "home"}
         kept = [r.text for r in await bot.store.list(user.key, kinds=("message",))]
         assert len(kept) == 2 and kept[-1].startswith("Hi! I'm Priya.")

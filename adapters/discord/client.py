@@ -18,10 +18,9 @@ from adapters.discord import commands
 from adapters.discord.messages import is_addressed, message_ref, to_incoming
 from adapters.discord.reply import DiscordReply, safe_mentions
 from bot.app import MemoryBot
+from bot.errors import REPLY_FAILED
 
 _log = logging.getLogger(__name__)
-
-FAILED_REPLY = "Sorry, something went wrong while I was answering. Please try again in a moment."
 
 
 def gateway_intents() -> discord.Intents:
@@ -46,7 +45,7 @@ class DiscordClient(discord.Client):
         self.bot = bot
         self.respond_channels = respond_channels
         self.tree = app_commands.CommandTree(self)
-        commands.install(self.tree, bot.memories)
+        commands.install(self.tree, bot)
 
     async def setup_hook(self) -> None:
         # Chat keeps working without slash commands, so a failed registration is a warning, not a crash.
@@ -105,6 +104,6 @@ class DiscordClient(discord.Client):
 
     async def _apologize(self, reply: DiscordReply, message: discord.Message) -> None:
         try:
-            await reply.send(FAILED_REPLY)
+            await reply.send(REPLY_FAILED)
         except discord.HTTPException as exc:
             _log.warning("could not send the apology for message %s: %s", message.id, exc)

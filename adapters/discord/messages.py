@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import discord
 
-from bot.message import IncomingMessage, MessageRef, UserRef
+from bot.message import IncomingMessage, MessageRef
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"
 CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)  # not joins, pins, thread starts...
+
+
+def workspace_of(guild_id: int | None) -> str:
+    """A server's memories are its own; all DMs with the bot share one workspace."""
+    return str(guild_id) if guild_id else DM_WORKSPACE
 
 
 def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
@@ -76,7 +81,7 @@ def to_incoming(message: discord.Message, me: discord.abc.User) -> IncomingMessa
     roles = getattr(author, "roles", [])
     return IncomingMessage(
         platform=PLATFORM,
-        workspace=str(guild_id) if guild_id else DM_WORKSPACE,
+        workspace=workspace_of(guild_id),
         channel_id=str(channel.parent_id if in_thread else channel.id),  # type: ignore[union-attr]
         user_id=str(author.id),
         user_name=author.display_name,
@@ -86,7 +91,6 @@ def to_incoming(message: discord.Message, me: discord.abc.User) -> IncomingMessa
         link=message_link(guild_id, channel.id, message.id),
         sent_at=message.created_at,
         is_direct=guild_id is None,
-        addressed=True,
         roles=tuple(str(role.id) for role in roles if not role.is_default()),
         edited_at=message.edited_at,
     )
@@ -95,28 +99,21 @@ def to_incoming(message: discord.Message, me: discord.abc.User) -> IncomingMessa
 def message_ref(guild_id: int | None, message_id: int) -> MessageRef:
     """A deleted or edited message, for the core. Message ids are unique across Discord, and a delete event
     names the thread where `to_incoming` named its parent channel, so the channel is left out."""
-    return MessageRef(PLATFORM, str(guild_id) if guild_id else DM_WORKSPACE, None, str(message_id))
-
-
-def interaction_user(interaction: discord.Interaction) -> UserRef:
-    """Whose memories a slash command works on: the same identity as that user's messages."""
-    workspace = str(interaction.guild_id) if interaction.guild_id else DM_WORKSPACE
-    return UserRef(PLATFORM, workspace, str(interaction.user.id))
+    return MessageRef(PLATFORM, workspace_of(guild_id), None, str(message_id))
 
 
 def interaction_message(interaction: discord.Interaction, text: str) -> IncomingMessage:
     """A slash command as a message (for access checks and `/remember`); it has no message of its own, so
     the link points at the channel. In a thread, as for messages, the channel is the thread's parent."""
-    user = interaction_user(interaction)
     channel = interaction.channel
     in_thread = isinstance(channel, discord.Thread)
     channel_id = (channel.parent_id if in_thread else interaction.channel_id) or 0  # type: ignore[union-attr]
     roles = getattr(interaction.user, "roles", [])
     return IncomingMessage(
         platform=PLATFORM,
-        workspace=user.workspace,
+        workspace=workspace_of(interaction.guild_id),
         channel_id=str(channel_id),
-        user_id=user.user_id,
+        user_id=str(interaction.user.id),
         user_name=interaction.user.display_name,
         text=text,
         message_id=str(interaction.id),

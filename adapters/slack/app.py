@@ -28,9 +28,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import MemoryCommands
+from adapters.slack.identity import PLATFORM, workspace_of
 from adapters.slack.reply import SlackReply, api_error
 from bot.app import MemoryBot
 from bot.database import connect
+from bot.errors import REPLY_FAILED
 from bot.message import IncomingMessage, MessageRef
 
 # What a Web API call made only to enrich a message (name, permalink) may fail with; the reply goes on.
@@ -38,11 +40,9 @@ CALL_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 _log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 SEEN_EVENTS_DAYS = 2  # Slack retries within minutes; keep ids a while longer
 # Subtypes that are still a person writing to the bot; every other subtype (edits, joins, ...) is ignored.
 USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
-FAILED = "Sorry, something went wrong on my side. Please try again."
 
 Payload = dict[str, Any]  # a Slack JSON object (request body, event)
 
@@ -135,10 +135,6 @@ def strip_mention(text: str, bot_user_id: str | None) -> str:
     if bot_user_id:
         text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", "", text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
-
-
-def workspace_of(context: AsyncBoltContext) -> str:
-    return context.team_id or context.enterprise_id or "unknown"
 
 
 class SlackAdapter:
@@ -253,7 +249,7 @@ class SlackAdapter:
         except Exception:  # the error boundary for one event: log with context, tell the user
             _log.exception("slack: answering %s in %s (event %s) failed", msg.message_id, msg.channel_id,
                            event_id)
-            await reply.send(FAILED)
+            await reply.send(REPLY_FAILED)
 
     # --- translation
 
@@ -276,7 +272,6 @@ class SlackAdapter:
             link=await self._permalink(channel, ts, event.get("thread_ts")),
             sent_at=datetime.fromtimestamp(float(ts), tz=UTC),
             is_direct=direct,
-            addressed=True,
             edited_at=datetime.fromtimestamp(float(event["edited"]["ts"]), tz=UTC) if event.get("edited") else None,
         )
 

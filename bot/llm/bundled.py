@@ -68,14 +68,6 @@ def _chunk_paths(model: BundledModel) -> list[Path]:
     return paths
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_gguf(model: BundledModel, model_dir: Path) -> Path:
     """The joined, verified GGUF file of `model` under `model_dir` (joined on first use)."""
     target = model_dir / model.file_name

@@ -3,13 +3,13 @@
 llama.cpp holds the key/value cache of one token sequence, and llama-cpp-python reuses the longest common
 prefix of the previous and the next prompt. The bot alternates between replies in several conversations and
 fact extraction, each of which would throw away the others' cache, and prompt processing is the slow part on a
-CPU (~130 tokens/s for the 0.5B model here). So after every generation the sequence's cache is copied out
-(llama.cpp's per-sequence state, ~12 KB per token for the 0.5B model; never the 600 KB-per-token logits that
-llama-cpp-python's own `save_state` copies) into a small least-recently-used store, and before a generation the
-snapshot sharing the longest prefix with the new prompt is copied back when it beats what is loaded.
+CPU. So after every generation the sequence's cache is copied out (llama.cpp's per-sequence state, ~12 KB
+per token for the 0.5B model; never the 600 KB-per-token logits that llama-cpp-python's own `save_state`
+copies) into a small least-recently-used store, and before a generation the snapshot sharing the longest
+prefix with the new prompt is copied back when it beats what is loaded.
 
-Measured here (0.5B, llama.cpp): fact extraction with a reply's prompt in between took 1.4 s per message
-instead of 2.6 s (242 of its ~256 prompt tokens are the same every time). A reply's prompt starts with its
+Fact extraction gains most: nearly all of its prompt (the instructions and examples) is the same every time, so
+between replies only the message is processed (figures in bench/README.md). A reply's prompt starts with its
 recalled memories (bot/prompt.py), so it resumes only when those and the history match an earlier prompt.
 """
 

@@ -18,7 +18,7 @@ async def test_reply_streams_and_writeback_stores_facts_with_source(make_setting
         assert len(reply.deltas[0]) > 1  # it really streamed
         assert reply.typing_count == 1
         await bot.writeback.drain()
-        page = await bot.memories.list(message("x").user)
+        page = await bot.memories.controls.list(message("x").user)
         assert [r.text for r in page.records] == ["The user's name is Dana."]
         source = page.records[0].source
         assert (source.platform, source.workspace, source.channel, source.message_id) == (
@@ -30,18 +30,18 @@ async def test_reply_streams_and_writeback_stores_facts_with_source(make_setting
 async def test_recalled_memories_go_into_the_system_prompt_as_bullets(make_settings):
     backend = ScriptedBackend(reply="ok")
     async with MemoryBot(make_settings(), backend=backend) as bot:
-        await bot.memories.remember(message("x"), "The user is vegetarian.")
+        await bot.memories.controls.remember(message("x"), "The user is vegetarian.")
         await bot.handle(message("What should I cook tonight? Any food ideas?"), RecordingReply())
         system = backend.calls[-1][0].content
         assert "- The user is vegetarian." in system
-        assert [r.text for r in bot.memories.why(message("x").user)] == ["The user is vegetarian."]
+        assert [r.text for r in bot.memories.recall.why(message("x").user)] == ["The user is vegetarian."]
 
 
 async def test_other_users_memories_never_reach_the_prompt(make_settings):
     backend = ScriptedBackend(reply="ok")
     async with MemoryBot(make_settings(), backend=backend) as bot:
-        await bot.memories.remember(message("x", user="sam"), "The user is vegetarian.")
-        await bot.memories.remember(message("x", platform="discord"), "The user eats fish.")
+        await bot.memories.controls.remember(message("x", user="sam"), "The user is vegetarian.")
+        await bot.memories.controls.remember(message("x", platform="discord"), "The user eats fish.")
         await bot.handle(message("What food do I like?"), RecordingReply())
         system = backend.calls[-1][0].content
         assert "vegetarian" not in system and "fish" not in system
@@ -89,25 +89,26 @@ async def test_model_failure_gets_an_apology_and_keeps_the_writeback(make_settin
         await bot.handle(message("I have a dog"), reply)
         assert reply.sent == [MODEL_FAILED]
         await bot.writeback.drain()
-        assert [r.text for r in (await bot.memories.list(message("x").user)).records] == ["The user has a dog."]
+        listed = (await bot.memories.controls.list(message("x").user)).records
+        assert [r.text for r in listed] == ["The user has a dog."]
 
 
 async def test_paused_user_is_told_once_and_nothing_is_learned(make_settings):
     backend = ScriptedBackend(reply="ok", facts=["The user has a dog."])
     async with MemoryBot(make_settings(), backend=backend) as bot:
         user = message("x").user
-        await bot.memories.pause(user)
+        await bot.memories.controls.pause(user)
         in_channel, first, second = RecordingReply(), RecordingReply(), RecordingReply()
         await bot.handle(message("I have a dog", direct=False, message_id="c1"), in_channel)
         await bot.handle(message("I have a dog"), first)
         await bot.handle(message("I have a dog"), second)
         assert in_channel.sent == [] and first.sent == [PAUSED_NOTICE] and second.sent == []
         await bot.writeback.drain()
-        assert (await bot.memories.list(user)).total == 0
-        await bot.memories.resume(user)
+        assert (await bot.memories.controls.list(user)).total == 0
+        await bot.memories.controls.resume(user)
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
-        assert (await bot.memories.list(user)).total == 1
+        assert (await bot.memories.controls.list(user)).total == 1
 
 
 async def test_rate_limited_user_gets_the_polite_message(make_settings):
@@ -155,15 +156,15 @@ async def test_failed_start_names_the_model_file_and_releases_everything(make_se
         async with MemoryBot(settings):
             pass
     async with MemoryBot(settings, backend=ScriptedBackend()) as bot:  # the store's folder lock was released
-        assert (await bot.memories.list(message("x").user)).total == 0
+        assert (await bot.memories.controls.list(message("x").user)).total == 0
 
 
 async def test_the_profile_is_always_in_the_prompt_and_earlier_words_are_quoted(make_settings):
     backend = ScriptedBackend(reply="ok", facts=[])
     async with MemoryBot(make_settings(memory_top_k=3, rate_limit_messages=0), backend=backend) as bot:
-        await bot.memories.remember(message("x", message_id="n"), "My name is Dana")
+        await bot.memories.controls.remember(message("x", message_id="n"), "My name is Dana")
         for i in range(8):
-            await bot.memories.remember(message("x", message_id=f"g{i}"), f"I own garden tool number {i}")
+            await bot.memories.controls.remember(message("x", message_id=f"g{i}"), f"I own garden tool number {i}")
         await bot.handle(message("I fixed the old lawnmower's blade", message_id="m1"), RecordingReply())
         await bot.writeback.drain()
         await bot.handle(message("What did I do to the lawnmower?", message_id="m2"), RecordingReply())
@@ -171,5 +172,5 @@ async def test_the_profile_is_always_in_the_prompt_and_earlier_words_are_quoted(
         assert system.count("garden tool number") <= 2  # three memories at most, the profile apart
         assert "- My name is Dana" in system  # whatever the question
         assert 'Dana said: "I fixed the old lawnmower\'s blade"' in system
-        why = bot.memories.why(message("x").user)
+        why = bot.memories.recall.why(message("x").user)
         assert why[0].text == "My name is Dana" and any(r.kind == "message" for r in why)

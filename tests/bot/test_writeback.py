@@ -1,7 +1,6 @@
 """Write-back survives store outages and bad model output, and gives way to replies."""
 
 import asyncio
-import json
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.app import MemoryBot
+from bot.exchange import QueuedExchange
 from bot.message import IncomingMessage, MessageRef
 from memory.store import StoreError
 from tests.bot.helpers import RecordingReply, message
@@ -25,7 +25,7 @@ class Garbage(ScriptedBackend):
 async def test_store_outage_is_retried_and_nothing_is_lost(make_settings):
     async with MemoryBot(make_settings(writeback_max_backoff_seconds=0.2),
                          backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
-        real_learn = bot.memories.learn
+        real_learn = bot.memories.learning.learn
         failures = [2]
 
         async def flaky_learn(*args, **kwargs):  # the store is down for the first two attempts
@@ -34,11 +34,12 @@ async def test_store_outage_is_retried_and_nothing_is_lost(make_settings):
                 raise StoreError("connection refused")
             return await real_learn(*args, **kwargs)
 
-        bot.memories.learn = flaky_learn
+        bot.memories.learning.learn = flaky_learn
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain(timeout=30)
         assert failures == [0]
-        assert [r.text for r in (await bot.memories.list(message("x").user)).records] == ["The user has a dog."]
+        listed = (await bot.memories.controls.list(message("x").user)).records
+        assert [r.text for r in listed] == ["The user has a dog."]
 
 
 async def test_pending_exchanges_survive_a_restart(make_settings):
@@ -49,16 +50,18 @@ async def test_pending_exchanges_survive_a_restart(make_settings):
         assert await bot.db.pending_count() == 1
     async with MemoryBot(settings, backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
         await bot.writeback.drain()
-        assert (await bot.memories.list(message("x").user)).total == 1
+        assert (await bot.memories.controls.list(message("x").user)).total == 1
 
 
 async def test_invalid_model_output_is_set_aside_not_lost(make_settings):
     async with MemoryBot(make_settings(), backend=Garbage()) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
-        async with bot.db.db.execute("SELECT payload, error FROM failed_exchanges") as cursor:
-            rows = await cursor.fetchall()
-        assert len(rows) == 1 and "I have a dog" in rows[0][0]
+        async with bot.db.db.execute("SELECT payload, error, platform, workspace, channel, message_id "
+                                     "FROM failed_exchanges") as cursor:
+            [(payload, error, *where)] = await cursor.fetchall()
+        assert QueuedExchange.from_json(payload).text == "I have a dog" and error
+        assert where == ["console", "local", "terminal", "m1"]  # what a deletion looks set-aside exchanges up by
 
 
 async def test_duplicate_facts_are_stored_once(make_settings):
@@ -66,7 +69,7 @@ async def test_duplicate_facts_are_stored_once(make_settings):
         for i in range(3):
             await bot.handle(message("I have a dog", message_id=f"m{i}"), RecordingReply())
         await bot.writeback.drain()
-        assert (await bot.memories.list(message("x").user)).total == 1
+        assert (await bot.memories.controls.list(message("x").user)).total == 1
 
 
 async def test_extraction_gives_way_to_a_reply(make_settings):
@@ -78,7 +81,7 @@ async def test_extraction_gives_way_to_a_reply(make_settings):
         await bot.handle(message("quick question", message_id="m2"), reply)
         assert reply.streamed == ["ok"]
         await bot.writeback.drain()
-        assert (await bot.memories.list(message("x").user)).total == 1
+        assert (await bot.memories.controls.list(message("x").user)).total == 1
     kinds = ["extract" if "JSON" in call[0].content else "reply" for call in backend.calls]
     # reply, extraction (stopped for the reply), reply, then both extractions run to the end
     assert kinds == ["reply", "extract", "reply", "extract", "extract"]
@@ -99,22 +102,23 @@ async def test_exchanges_queued_before_a_pause_are_not_learned(make_settings):
     async with MemoryBot(make_settings(), backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
         await bot.writeback.stop()
         await bot.handle(message("I have a dog"), RecordingReply())
-        await bot.memories.pause(message("x").user)
+        await bot.memories.controls.pause(message("x").user)
         bot.writeback.start()
         await bot.writeback.drain()
-        assert (await bot.memories.list(message("x").user)).total == 0
+        assert (await bot.memories.controls.list(message("x").user)).total == 0
 
 
-@pytest.mark.parametrize("action", ["forget_all", "pause"])
+@pytest.mark.parametrize("action", ["forgetting.forget_all", "controls.pause"])
 async def test_forget_all_or_pause_during_extraction_keeps_nothing(make_settings, action):
     backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)
     async with MemoryBot(make_settings(), backend=backend) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await asyncio.sleep(0.1)  # the extraction (~0.6 s) is running
         assert bot.writeback._busy
-        await getattr(bot.memories, action)(message("x").user)
+        part, name = action.split(".")
+        await getattr(getattr(bot.memories, part), name)(message("x").user)
         await bot.writeback.drain()
-        assert (await bot.memories.list(message("x").user)).total == 0
+        assert (await bot.memories.controls.list(message("x").user)).total == 0
 
 
 @pytest.mark.parametrize("action", ["forget_all", "delete_message"])
@@ -125,16 +129,16 @@ async def test_a_reply_running_during_forget_all_or_its_deletion_is_not_learned(
         replying = asyncio.create_task(bot.handle(msg, RecordingReply()))
         await asyncio.sleep(0.2)
         if action == "forget_all":
-            await bot.memories.forget_all(msg.user)
+            await bot.memories.forgetting.forget_all(msg.user)
         else:
             await bot.forget_message(MessageRef(msg.platform, msg.workspace, None, msg.message_id))
         await replying
         await bot.writeback.drain()
-        assert await bot.db.pending_count() == 0 and (await bot.memories.list(msg.user)).total == 0
+        assert await bot.db.pending_count() == 0 and (await bot.memories.controls.list(msg.user)).total == 0
         assert bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
         await bot.handle(message("I still have a dog", message_id="m2"), RecordingReply())  # others are learned
         await bot.writeback.drain()
-        assert (await bot.memories.list(msg.user)).total == 1
+        assert (await bot.memories.controls.list(msg.user)).total == 1
 
 
 async def test_a_message_deleted_during_its_extraction_keeps_nothing(make_settings):
@@ -146,7 +150,7 @@ async def test_a_message_deleted_during_its_extraction_keeps_nothing(make_settin
         assert bot.writeback._busy
         await bot.forget_message(msg.ref)
         await bot.writeback.drain()
-        assert (await bot.memories.list(msg.user)).total == 0
+        assert (await bot.memories.controls.list(msg.user)).total == 0
 
 
 async def test_edits_relearn_once_in_order_and_a_delete_waits_for_an_edit(make_settings):
@@ -164,8 +168,8 @@ async def test_edits_relearn_once_in_order_and_a_delete_waits_for_an_edit(make_s
         await bot.message_edited(edit("I live in Porto", 2), said.ref)
         await bot.message_edited(edit("I live in Faro", 1), said.ref)  # delivered late: older than the last
         await bot.message_edited(edit("I live in Porto", 2), said.ref)  # delivered twice
-        assert (await bot.memories.list(said.user)).total == 0
-        [queued] = [json.loads(row[0])["text"] async for row in await bot.db.db.execute(
+        assert (await bot.memories.controls.list(said.user)).total == 0
+        [queued] = [QueuedExchange.from_json(row[0]).text async for row in await bot.db.db.execute(
             "SELECT payload FROM pending_exchanges")]
         assert queued == "I live in Porto"
         # an edit and a deletion at once: the deletion waits for the edit, then removes what it queued
@@ -187,10 +191,11 @@ async def test_a_deletion_interrupted_by_the_store_is_finished_later(make_settin
         bot.store.delete_from_source = failing
         with pytest.raises(StoreError):
             await bot.forget_message(said.ref)
-        assert (await bot.memories.list(said.user)).total == 1
+        assert (await bot.memories.controls.list(said.user)).total == 1
         bot.store.delete_from_source = real_delete
-        assert await bot.memories.finish_forgetting() == 2  # the fact and the message itself
-        assert (await bot.memories.list(said.user)).total == 0 and await bot.memories.finish_forgetting() == 0
+        assert await bot.memories.forgetting.finish_forgetting() == 2  # the fact and the message itself
+        assert (await bot.memories.controls.list(said.user)).total == 0
+        assert await bot.memories.forgetting.finish_forgetting() == 0
 
 
 async def test_a_retry_stores_only_the_facts_not_yet_stored(make_settings):
@@ -198,21 +203,21 @@ async def test_a_retry_stores_only_the_facts_not_yet_stored(make_settings):
     backend = ScriptedBackend(facts=facts)
     async with MemoryBot(make_settings(writeback_max_backoff_seconds=0.1), backend=backend) as bot:
         user = message("x").user
-        real_learn, calls = bot.memories.learn, []
+        real_learn, calls = bot.memories.learning.learn, []
 
         async def learn_then_fail_once(user_key, fact, *args, **kwargs):
             calls.append(fact)
             if len(calls) == 2:  # the store fails on the cat; meanwhile the user deletes the dog
-                [dog] = (await bot.memories.list(user)).records
+                [dog] = (await bot.memories.controls.list(user)).records
                 await bot.store.delete(user.key, dog.id)
                 raise StoreError("connection reset")
             return await real_learn(user_key, fact, *args, **kwargs)
 
-        bot.memories.learn = learn_then_fail_once
+        bot.memories.learning.learn = learn_then_fail_once
         await bot.handle(message("I have a dog and a cat"), RecordingReply())
         await bot.writeback.drain(timeout=30)
         assert calls == [facts[0], facts[1], facts[1]]  # the dog is not stored again
-        assert [r.text for r in (await bot.memories.list(user)).records] == ["The user has a cat."]
+        assert [r.text for r in (await bot.memories.controls.list(user)).records] == ["The user has a cat."]
     assert sum("JSON" in call[0].content for call in backend.calls) == 1  # extracted once, not per attempt
 
 
@@ -222,7 +227,7 @@ async def test_an_exchange_failing_again_and_again_is_set_aside(make_settings):
         async def down(*args, **kwargs):
             raise StoreError("connection refused")
 
-        bot.memories.learn = down
+        bot.memories.learning.learn = down
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain(timeout=60)
         async with bot.db.db.execute("SELECT error FROM failed_exchanges") as cursor:
@@ -244,17 +249,17 @@ async def test_the_worker_survives_a_failing_queue_database(make_settings, monke
         bot.db.next_due = broken_once
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
-        assert failures == [0] and (await bot.memories.list(message("x").user)).total == 1
+        assert failures == [0] and (await bot.memories.controls.list(message("x").user)).total == 1
 
 
 async def test_set_aside_exchanges_are_deleted_after_a_month(make_settings):
     async with MemoryBot(make_settings(), backend=Garbage()) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
-        await bot.memories.purge_expired()
+        await bot.memories.forgetting.purge_expired()
         assert await bot.db.user_keys() == {message("x").user.key}  # a fresh one stays for inspection
         await bot.db.db.execute("UPDATE failed_exchanges SET failed_at = failed_at - 31 * 86400")
-        await bot.memories.purge_expired()
+        await bot.memories.forgetting.purge_expired()
         assert await bot.db.user_keys() == set()
 
 
@@ -266,7 +271,7 @@ async def test_steady_replies_cannot_starve_learning(make_settings):
         for i in range(40):  # a new message every ~0.1 s: a reply always arrives before an extraction ends
             await bot.handle(message(f"question {i}", message_id=f"q{i}"), RecordingReply())
             await asyncio.sleep(0.05)
-            if stored := (await bot.memories.list(user)).total:
+            if stored := (await bot.memories.controls.list(user)).total:
                 break
         assert stored == 1  # learned while the conversation went on, after giving way to a few replies
     extractions = sum("JSON" in call[0].content for call in backend.calls)
@@ -286,13 +291,13 @@ async def test_forget_all_waits_for_a_fact_being_stored_then_deletes_it(make_set
         bot.store.add = slow_add
         await bot.handle(message("I have a dog"), RecordingReply())
         await asyncio.wait_for(storing.wait(), 30)
-        forgetting = asyncio.create_task(bot.memories.forget_all(user))
+        forgetting = asyncio.create_task(bot.memories.forgetting.forget_all(user))
         await asyncio.sleep(0.2)
         assert not forgetting.done()  # it waits for the fact being stored...
         release.set()
         await forgetting
         await bot.writeback.drain()
-        assert (await bot.memories.list(user)).total == 0  # ...and then deletes it too
+        assert (await bot.memories.controls.list(user)).total == 0  # ...and then deletes it too
 
 
 async def test_an_extraction_failing_after_forget_all_is_not_set_aside(make_settings):
@@ -307,7 +312,7 @@ async def test_an_extraction_failing_after_forget_all_is_not_set_aside(make_sett
     async with MemoryBot(make_settings(), backend=SlowGarbage()) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await asyncio.sleep(0.2)  # extracting
-        await bot.memories.forget_all(message("x").user)
+        await bot.memories.forgetting.forget_all(message("x").user)
         await bot.writeback.drain()
         assert await bot.db.user_keys() == set()  # nothing of the message is kept, not even set aside
 
@@ -319,7 +324,8 @@ async def test_the_bots_words_are_context_never_facts(make_settings):
         await bot.handle(message("I live in Lisbon, what should I cook?"), RecordingReply())
         await bot.handle(message("ok, sounds good", message_id="m2"), RecordingReply())
         await bot.writeback.drain()
-        assert [r.text for r in (await bot.memories.list(message("x").user)).records] == ["The user lives in Lisbon."]
+        listed = (await bot.memories.controls.list(message("x").user)).records
+        assert [r.text for r in listed] == ["The user lives in Lisbon."]
         extractions = [call for call in backend.calls if "JSON" in call[0].content]
         assert "Assistant:" not in extractions[0][-1].content
         assert extractions[1][-1].content == "Assistant: You should avoid peanuts.\nUser: ok, sounds good"

@@ -357,7 +357,10 @@ class FakeDiscord:
                 "id": m.group(1), "type": 2, "response_message_id": self.last_response_message_id,
                 "response_message_ephemeral": bool(r.flags & 64)}})
         if m := re.fullmatch(r"/webhooks/\d+/[^/]+(/messages/(@original|\d+))?", r.path):
-            return _json(self._message_from(r.json, self.channel_id, self.new_id(), webhook=True))
+            message = self._message_from(r.json, self.channel_id, self.new_id(), webhook=True)
+            if r.method == "POST":  # a follow-up: the message a button under it belongs to
+                self.last_response_message_id = message["id"]
+            return _json(message)
         return _json({"code": 0, "message": f"fake discord: no route {r.method} {r.path}"},
                                  status=404)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.discord import run, serve
-from adapters.discord.client import FAILED_REPLY
+from bot.errors import REPLY_FAILED
 from bot.message import UserRef
 from bot.settings import Secret, SettingsError, load_settings
 from tests.adapters.discord.conftest import StartBot, discord_settings
@@ -161,9 +161,9 @@ async def test_missing_permission_is_logged_and_memory_still_learned(
     with caplog.at_level(logging.WARNING, logger="adapters.discord"):
         msg = await running.say(fake.message(alice, f"{fake.mention()} I like tea", mentions=[fake.bot_user]))
     assert "no permission" in caplog.text
-    assert not [r for r in running.replies(fake.channel_id) if r.json["content"] == FAILED_REPLY]
+    assert not [r for r in running.replies(fake.channel_id) if r.json["content"] == REPLY_FAILED]
     await running.bot.writeback.drain(timeout=30)
-    page = await running.bot.memories.list(UserRef("discord", fake.guild_id, alice["id"]))
+    page = await running.bot.memories.controls.list(UserRef("discord", fake.guild_id, alice["id"]))
     assert [r.text for r in page.records] == ["The user likes tea"]
     link = f"https://discord.com/channels/{fake.guild_id}/{fake.channel_id}/{msg['id']}"
     assert page.records[0].source.link == link
@@ -183,7 +183,7 @@ async def test_deleted_messages_are_forgotten_one_by_one_or_in_bulk(start_bot: S
     guild, dms = UserRef("discord", fake.guild_id, alice["id"]), UserRef("discord", "dm", alice["id"])
 
     async def facts(user: UserRef) -> list[str]:
-        return sorted(r.text for r in (await running.bot.memories.list(user)).records)
+        return sorted(r.text for r in (await running.bot.memories.controls.list(user)).records)
 
     assert await facts(guild) == ["The user has a cat", "The user likes green tea", "The user plays chess"]
     await running.delete(said["The user likes green tea"])
@@ -204,7 +204,7 @@ async def test_an_edited_message_is_relearned_without_a_reply(start_bot: StartBo
     await running.bot.writeback.drain(timeout=30)
 
     async def facts() -> list[str]:
-        return [r.text for r in (await running.bot.memories.list(user)).records]
+        return [r.text for r in (await running.bot.memories.controls.list(user)).records]
 
     assert await facts() == ["The user lives in Lisbon"]
     replies = len(running.replies(fake.channel_id))
@@ -226,7 +226,7 @@ async def test_unexpected_failure_gets_the_friendly_message(start_bot: StartBot,
     alice = fake.user("alice")
     msg = await running.say(fake.message(alice, f"{fake.mention()} hi", mentions=[fake.bot_user]))
     _, apology = running.replies(fake.channel_id)
-    assert apology.json["content"] == FAILED_REPLY
+    assert apology.json["content"] == REPLY_FAILED
     assert apology.reference == msg["id"]
 
 

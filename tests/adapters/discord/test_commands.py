@@ -38,9 +38,9 @@ async def test_pause_and_resume_answer_ephemerally(start_bot: StartBot, fake: Fa
     running = await start_bot()
     alice = fake.user("alice")
     assert "Paused" in assert_ephemeral_answer(await command(running, alice, "pause"))
-    assert await running.bot.memories.is_paused(_ref(fake, alice))
+    assert await running.bot.memories.controls.is_paused(_ref(fake, alice))
     assert "Resumed" in assert_ephemeral_answer(await command(running, alice, "resume"))
-    assert not await running.bot.memories.is_paused(_ref(fake, alice))
+    assert not await running.bot.memories.controls.is_paused(_ref(fake, alice))
 
 
 async def test_remember_list_and_forget(start_bot: StartBot, fake: FakeDiscord) -> None:
@@ -49,7 +49,7 @@ async def test_remember_list_and_forget(start_bot: StartBot, fake: FakeDiscord) 
     answer = assert_ephemeral_answer(await command(running, alice, "remember", text="I prefer short answers"))
     assert "I prefer short answers" in answer
     listing = assert_ephemeral_answer(await command(running, alice, "memories"))
-    [record] = (await running.bot.memories.list(_ref(fake, alice))).records
+    [record] = (await running.bot.memories.controls.list(_ref(fake, alice))).records
     assert f"1. `{record.id}` I prefer short answers" in listing
     assert f"[source](<https://discord.com/channels/{fake.guild_id}/{fake.channel_id}>)" in listing
     assert "<t:" in listing  # the date, shown in the reader's own locale
@@ -69,11 +69,12 @@ async def test_forget_all_asks_for_confirmation(start_bot: StartBot, fake: FakeD
     alice = fake.user("alice")
     for text in ("I like tea", "I live in Lyon"):
         await command(running, alice, "remember", text=text)
-    [prompt] = await running.run_command(fake.command(alice, "forget-all"), count=1)
-    assert prompt.json["type"] == MESSAGE and prompt.flags & EPHEMERAL
+    deferred, prompt = await running.run_command(fake.command(alice, "forget-all"), count=2)
+    assert deferred.json["type"] == DEFERRED and prompt.flags & EPHEMERAL
+    assert "all 2 memories" in prompt.json["content"]
     buttons = _buttons(prompt)
     assert set(buttons) == {"Forget everything", "Cancel"}
-    assert (await running.bot.memories.list(_ref(fake, alice))).total == 2
+    assert (await running.bot.memories.controls.list(_ref(fake, alice))).total == 2
 
     message_id = fake.last_response_message_id
     click = fake.button_click(alice, buttons["Forget everything"], message_id)
@@ -81,19 +82,19 @@ async def test_forget_all_asks_for_confirmation(start_bot: StartBot, fake: FakeD
     assert deferred.json["type"] == DEFERRED_UPDATE  # answered at once: deleting may take a while
     assert done.method == "PATCH" and done.path.endswith("/messages/@original")
     assert "forgot 2 memories" in done.json["content"] and done.json["components"] == []
-    assert (await running.bot.memories.list(_ref(fake, alice))).total == 0
+    assert (await running.bot.memories.controls.list(_ref(fake, alice))).total == 0
 
 
 async def test_forget_all_cancel_keeps_everything(start_bot: StartBot, fake: FakeDiscord) -> None:
     running = await start_bot()
     alice = fake.user("alice")
     await command(running, alice, "remember", text="I like tea")
-    [prompt] = await running.run_command(fake.command(alice, "forget-all"), count=1)
+    _, prompt = await running.run_command(fake.command(alice, "forget-all"), count=2)
     buttons = _buttons(prompt)
     message_id = fake.last_response_message_id
     [done] = await running.run_command(fake.button_click(alice, buttons["Cancel"], message_id), 1)
     assert "nothing was forgotten" in done.json["data"]["content"]
-    assert (await running.bot.memories.list(_ref(fake, alice))).total == 1
+    assert (await running.bot.memories.controls.list(_ref(fake, alice))).total == 1
 
 
 async def test_export_sends_a_json_file(start_bot: StartBot, fake: FakeDiscord) -> None:
@@ -122,7 +123,7 @@ async def test_search_and_why(start_bot: StartBot, fake: FakeDiscord) -> None:
     await command(running, alice, "remember", text="I am vegetarian")
     found = assert_ephemeral_answer(await command(running, alice, "search", query="food diet"))
     assert "I am vegetarian" in found
-    assert "no memories" in assert_ephemeral_answer(await command(running, alice, "why"))
+    assert "used no memories" in assert_ephemeral_answer(await command(running, alice, "why"))
     await running.say(fake.message(alice, f"{fake.mention()} what should I eat tonight?", mentions=[fake.bot_user]))
     assert "I am vegetarian" in assert_ephemeral_answer(await command(running, alice, "why"))
     bob = fake.user("bob")
@@ -156,8 +157,8 @@ async def test_real_model_learns_a_fact_from_a_guild_message(
 
 
 def _buttons(prompt: Recorded) -> dict[str, str]:
-    """Button label -> custom_id of an interaction response."""
-    rows = prompt.json["data"]["components"]
+    """Button label -> custom_id of a follow-up message."""
+    rows = prompt.json["components"]
     return {button["label"]: button["custom_id"] for row in rows for button in row["components"]}
 
 
@@ -176,5 +177,5 @@ async def test_access_rules_apply_to_commands_that_store_or_search(start_bot: St
     assert "can't do that" in await as_muted("remember", text="I like tea")
     assert "can't do that" in await as_muted("search", query="tea")
     assert "anything" in await as_muted("memories")  # seeing and deleting one's data stays open
-    assert (await running.bot.memories.list(_ref(fake, muted))).total == 0
+    assert (await running.bot.memories.controls.list(_ref(fake, muted))).total == 0
     assert "tea" in assert_ephemeral_answer(await command(running, fake.user("alice"), "remember", text="I like tea"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from adapters.slack.commands import CANCEL_FORGET_ALL, CONFIRM_FORGET_ALL, HOME_FORGET
+from adapters.slack.commands import CANCEL, CONFIRM, HOME_FORGET
 from tests.adapters.slack.conftest import StartApp, mention
 from tests.adapters.slack.fake_slack import FakeSlack
 from tests.fakes.model import ScriptedBackend
@@ -34,11 +34,12 @@ async def test_remember_list_forget_pause_resume(start_app: StartApp, fake: Fake
         assert "what to remember" in (await h.ask("remember")).lower()  # the core's one-line UserError
         assert "/memory list" in await h.ask("list x")
 
-        assert await h.ask(f"forget {memory_id}") == f"Forgot memory `{memory_id}`."
+        assert await h.ask(f"forget {memory_id}") == f"Forgotten: `{memory_id}`."
         assert "no memory" in await h.ask(f"forget {memory_id}")
         assert (await h.ask("pause")).startswith("Paused")
         assert (await h.ask("resume")).startswith("Resumed")
         assert "/memory list [page]" in await h.ask("what is this")
+        assert "/memory list [page]" in await h.ask("")
     assert all(r["response_type"] == "ephemeral" for r in fake.responses)
     assert fake.posts() == []  # nothing was said in the channel
 
@@ -70,7 +71,8 @@ async def test_export_sends_a_json_file_to_the_dm(start_app: StartApp, fake: Fak
     [upload] = fake.uploads.values()
     data = json.loads(upload)
     assert [m["text"] for m in data["memories"]] == ["My cat is called Miso"]
-    assert "JSON file" in fake.responses[-1]["text"]
+    assert "direct messages" in fake.responses[-1]["text"]
+    assert "1 memory" in fake.calls_to("files.completeUploadExternal")[0].args["initial_comment"]
 
 
 async def test_forget_all_asks_for_confirmation(start_app: StartApp, fake: FakeSlack) -> None:
@@ -80,16 +82,17 @@ async def test_forget_all_asks_for_confirmation(start_app: StartApp, fake: FakeS
         await h.ask("forget all")
         question = fake.responses[-1]
         buttons = question["blocks"][1]["elements"]
-        assert [b["action_id"] for b in buttons] == [CONFIRM_FORGET_ALL, CANCEL_FORGET_ALL]
+        assert [b["action_id"] for b in buttons] == [CONFIRM, CANCEL]
         assert "all 2" in question["text"]
 
-        await h.click(CANCEL_FORGET_ALL, "cancel")
+        await h.click(CANCEL, buttons[1]["value"])
         await h.settle()
         assert fake.responses[-1]["replace_original"] is True
-        await h.click(CONFIRM_FORGET_ALL, "all")
+        assert fake.responses[-1]["text"] == "Cancelled: nothing was forgotten."
+        await h.click(CONFIRM, buttons[0]["value"])
         await h.settle()
         done = fake.responses[-1]
-        assert done["replace_original"] is True and "forgot all 2" in done["text"]
+        assert done["replace_original"] is True and "forgot 2 memories" in done["text"]
         assert "don't remember anything" in await h.ask("list")
 
 

@@ -189,7 +189,7 @@ async def test_deleted_messages_are_forgotten(start_app: StartApp, fake: FakeSla
             await h.settle()
 
         async def facts() -> list[str]:
-            return sorted(r.text for r in (await h.bot.memories.list(user)).records)
+            return sorted(r.text for r in (await h.bot.memories.controls.list(user)).records)
 
         assert await facts() == ["The user has a cat", "The user likes green tea", "The user plays chess"]
         tea = said["The user likes green tea"]
@@ -231,7 +231,7 @@ async def test_edited_messages_are_relearned_without_a_reply(start_app: StartApp
     async with start_app(backend) as h:
 
         async def facts() -> list[str]:
-            return sorted(r.text for r in (await h.bot.memories.list(user)).records)
+            return sorted(r.text for r in (await h.bot.memories.controls.list(user)).records)
 
         dm = message("I live in Lisbon", channel="D9")
         await h.event(dm)

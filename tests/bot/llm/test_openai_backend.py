@@ -18,7 +18,7 @@ async def test_bot_replies_and_learns_through_a_model_server(make_settings):
             await bot.handle(message("I'm Dana and I'm vegetarian"), reply)
             await bot.writeback.drain()
             assert reply.streamed == ["Hi Dana!"]
-            assert [r.text for r in (await bot.memories.list(message("x").user)).records] == [
+            assert [r.text for r in (await bot.memories.controls.list(message("x").user)).records] == [
                 "The user is vegetarian."]
     chat, extraction = server.requests[0], server.requests[1]
     assert chat["model"] == "qwen-served" and chat["stream"] is True

@@ -1,0 +1,131 @@
+"""Forgetting: one memory, everything about a user, what a deleted or edited message taught, and what is past
+its retention. Whatever is forgotten also leaves the write-back queue, the conversation history and what
+`/why` lists, so it never comes back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from bot.database import BotDatabase
+from bot.errors import UserError
+from bot.history import ConversationHistory
+from bot.memories.locks import Locks, message_key
+from bot.memories.recall import Recall
+from bot.message import IncomingMessage, MessageRef, UserRef
+from memory.store import MemoryStore
+
+_log = logging.getLogger(__name__)
+
+SET_ASIDE_DAYS = 30  # how long an exchange the model could not learn from is kept for inspection
+MAX_CHANGES_REMEMBERED = 10_000  # deleted or edited messages kept in mind (replies still running, late edits)
+
+
+class Forgetting:
+    def __init__(self, store: MemoryStore, db: BotDatabase, locks: Locks, recall: Recall,
+                 history: ConversationHistory, ttl_days: int = 0) -> None:
+        self._store = store
+        self._db = db
+        self._locks = locks
+        self._recall = recall
+        self._history = history
+        self._ttl_days = ttl_days
+        self._erasures: dict[str, int] = {}  # forget-alls per user since start, for replies in flight
+        # Deleted or edited messages, oldest first: (ref, deleted, time of the latest edit handled)
+        self._changed: dict[tuple[str, str, str], tuple[MessageRef, bool, datetime | None]] = {}
+
+    async def forget(self, user: UserRef, memory_id: str) -> bool:
+        """Forget one of the user's memories; False if they have none with that id."""
+        memory_id = memory_id.strip()
+        if not memory_id:
+            raise UserError("Tell me which memory to forget: give its id from the list.")
+        async with self._locks.hold(user=user.key):
+            deleted = await self._store.delete(user.key, memory_id)
+        if deleted:
+            self._recall.forget_used(user.key, {memory_id})
+        return deleted
+
+    async def forget_all(self, user: UserRef) -> int:
+        """Forget everything about the user (memories, queued exchanges, history); how many memories went."""
+        async with self._locks.hold(user=user.key):
+            self._erasures[user.key] = self._erasures.get(user.key, 0) + 1
+            await self._db.forget_user(user.key)
+            self._recall.forget_used(user.key)
+            self._history.forget_user(user.key)
+            return await self._store.delete_all(user.key)
+
+    def erasures(self, user: UserRef) -> int:
+        """How often the user has forgotten everything; a reply that saw this number change drops its turn."""
+        return self._erasures.get(user.key, 0)
+
+    async def forget_message(self, ref: MessageRef) -> int:
+        """The message was deleted on its platform: forget everything learned from it, for whoever said it.
+
+        Its exchange leaves the write-back queue (and the set-aside table), its facts leave the store, its turn
+        leaves the conversation history; a reply to it still running is not queued (see `was_changed`).
+        Returns how many memories were deleted.
+        """
+        async with self._locks.hold(message=ref):
+            self._note_change(ref, deleted=True, edited_at=None)
+            return await self._forget_message(ref)
+
+    @asynccontextmanager
+    async def editing(self, ref: MessageRef, edited_at: datetime | None) -> AsyncIterator[bool]:
+        """The message was edited: forget what its old text taught and yield True, holding the message's lock so
+        that the caller queues the new text in the same step. Yields False, doing nothing, for a deleted message
+        or an edit not newer than one already handled (a repeated or late event)."""
+        async with self._locks.hold(message=ref):
+            _, deleted, latest = self._changed.get(message_key(ref), (ref, False, None))
+            if deleted or (latest is not None and (edited_at is None or edited_at <= latest)):
+                yield False
+                return
+            self._note_change(ref, deleted=False, edited_at=edited_at)
+            await self._forget_message(ref)
+            yield True
+
+    def was_changed(self, msg: IncomingMessage) -> bool:
+        """Whether `msg` was deleted or edited since it arrived (its reply must not be learned from)."""
+        change = self._changed.get(message_key(msg.ref))
+        return change is not None and change[0].matches(msg)
+
+    async def finish_forgetting(self) -> int:
+        """Delete the facts of deleted or edited messages whose deletion failed half-way (store errors)."""
+        forgotten = 0
+        for ref in await self._db.forgetting():
+            async with self._locks.hold(message=ref):
+                forgotten += await self._forget_message(ref)
+        return forgotten
+
+    async def purge_expired(self) -> int:
+        """Apply the retention setting: delete memories past their expiry, for every user, and exchanges set
+        aside for inspection once they are SET_ASIDE_DAYS old (or older than the retention, if shorter)."""
+        keep_days = min(SET_ASIDE_DAYS, self._ttl_days) if self._ttl_days > 0 else SET_ASIDE_DAYS
+        await self._db.drop_set_aside(keep_days)
+        return await self._store.purge_expired()  # also when the retention was turned off after they were learned
+
+    def _note_change(self, ref: MessageRef, *, deleted: bool, edited_at: datetime | None) -> None:
+        key = message_key(ref)
+        self._changed.pop(key, None)
+        self._changed[key] = (ref, deleted, edited_at)
+        if len(self._changed) > MAX_CHANGES_REMEMBERED:
+            del self._changed[next(iter(self._changed))]
+
+    async def _forget_message(self, ref: MessageRef) -> int:
+        """Under the message's lock."""
+        users = await self._db.users_with_message(ref)
+        for user_key in users:
+            async with self._locks.hold(user=user_key):  # a fact of it being stored now is stored before this
+                await self._db.forget_exchanges(user_key, ref)
+        self._history.forget_message(ref)
+        if not users:  # never queued for learning: nothing in the store came from it
+            return 0
+        # The record of the message goes only once its facts are gone: if the store fails now, the deletion
+        # is retried (`finish_forgetting`) instead of the message looking as if it had taught nothing.
+        await self._db.mark_forgetting(ref)
+        deleted = await self._store.delete_from_source(ref.platform, ref.workspace, ref.channel_id, ref.message_id)
+        await self._db.forget_sources(ref)
+        for user_key, ids in deleted.items():
+            self._recall.forget_used(user_key, set(ids))
+        return sum(len(ids) for ids in deleted.values())

@@ -1,0 +1,82 @@
+"""Recall for replies: the user's profile, their memories most relevant to a message, and what the last reply
+used (for `/why`). DM-only memories are recalled in DMs only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from bot import supersede
+from bot.dates import time_window
+from bot.message import IncomingMessage, UserRef
+from memory.recall import CHANNELS, RecallQuery
+from memory.records import KINDS, MemoryRecord
+from memory.store import MemoryStore
+
+MAX_USERS_REMEMBERED = 10_000  # `why` answers for this many most recent users
+
+
+class Recall:
+    def __init__(self, store: MemoryStore, channels: tuple[str, ...] = CHANNELS) -> None:
+        self._store = store
+        self._channels = channels
+        self._last_used: dict[str, list[MemoryRecord]] = {}
+
+    async def relevant(self, msg: IncomingMessage, query: str, limit: int, min_score: float, *,
+                       kinds: tuple[str, ...] = KINDS) -> list[MemoryRecord]:
+        """The user's facts and message passages most relevant to `query`, through every recall channel (meaning,
+        keywords, the time the query names; see `memory/recall.py`).
+
+        The user's own name is left out of the query: every memory is about them, so their name matches
+        the facts that repeat it, not the ones the question is about. The best memory of each source message
+        comes before a second one from the same message (see `memory.recall.run_channels`).
+        """
+        text = without_names(query, [msg.user_name])
+        return await self._store.recall(
+            msg.user.key, RecallQuery.of(text, time_window(query, msg.sent_at), self._channels),
+            limit, include_private=msg.is_direct, min_score=min_score, kinds=kinds,
+        )
+
+    async def profile(self, msg: IncomingMessage) -> list[MemoryRecord]:
+        """The user's profile: current facts filling one of `supersede.PROFILE` (name, home, job...), one each,
+        in that order."""
+        found = await self._store.profile(msg.user.key, supersede.PROFILE, include_private=msg.is_direct)
+        return one_per_attribute(found)
+
+    def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
+        """Remember which memories went into the user's latest reply, for `why` (for the most recent users)."""
+        self._last_used.pop(user.key, None)
+        self._last_used[user.key] = list(records)
+        if len(self._last_used) > MAX_USERS_REMEMBERED:
+            del self._last_used[next(iter(self._last_used))]
+
+    def why(self, user: UserRef) -> list[MemoryRecord]:
+        """The memories the user's last reply used (empty if none, or no reply yet)."""
+        return list(self._last_used.get(user.key, []))
+
+    def forget_used(self, user_key: str, memory_ids: set[str] | None = None) -> None:
+        """Deleted memories (`None`: all of the user's) leave what `why` lists."""
+        if memory_ids is None:
+            self._last_used.pop(user_key, None)
+        elif user_key in self._last_used:
+            self._last_used[user_key] = [r for r in self._last_used[user_key] if r.id not in memory_ids]
+
+
+def one_per_attribute(records: list[MemoryRecord]) -> list[MemoryRecord]:
+    """The newest fact of each profile attribute (`records` newest first), in `supersede.PROFILE` order."""
+    newest: dict[str, MemoryRecord] = {}
+    for record in records:
+        if record.attribute and record.attribute not in newest:
+            newest[record.attribute] = record
+    return [newest[a] for a in supersede.PROFILE if a in newest]
+
+
+def without_names(text: str, names: Iterable[str]) -> str:
+    """`text` with these names (whole words, as written) replaced by "they" / "their"."""
+    for name in names:
+        name = name.strip()
+        if len(name) < 2:
+            continue
+        text = re.sub(rf"\b{re.escape(name)}'s\b", "their", text)
+        text = re.sub(rf"\b{re.escape(name)}\b", "they", text)
+    return text
