@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+from bot.commands import Command
 from bot.message import IncomingMessage
 
 
@@ -37,3 +38,10 @@ def message(text: str, *, user: str = "dana", platform: str = "console", workspa
                            user_name=user.title(), text=text, message_id=message_id, is_direct=direct,
                            link=f"https://example.test/{channel}/{message_id}",
                            sent_at=datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+
+
+def sample_arg(command: Command) -> str:
+    """An argument every command accepts, for tests that run each command of the table once."""
+    if command.arg is None:
+        return ""
+    return "1" if command.arg.kind is int else "tea"

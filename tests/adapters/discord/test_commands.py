@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 
+from bot.commands import COMMANDS, Command
+from bot.errors import COMMAND_FAILED
 from bot.message import UserRef
 from bot.settings import Settings
 from tests.adapters.discord.conftest import Running, StartBot
 from tests.adapters.discord.fake_discord import FakeDiscord, Recorded
+from tests.bot.helpers import sample_arg
 from tests.fakes.model import ScriptedBackend
 
 EPHEMERAL = 64
@@ -179,3 +182,23 @@ async def test_access_rules_apply_to_commands_that_store_or_search(start_bot: St
     assert "anything" in await as_muted("memories")  # seeing and deleting one's data stays open
     assert (await running.bot.memories.controls.list(_ref(fake, muted))).total == 0
     assert "tea" in assert_ephemeral_answer(await command(running, fake.user("alice"), "remember", text="I like tea"))
+
+
+async def test_every_command_of_the_table_is_a_slash_command(start_bot: StartBot, fake: FakeDiscord) -> None:
+    await start_bot()
+    registered = {c["name"]: c for c in fake.commands}
+    assert set(registered) == {command.name for command in COMMANDS}
+    page = registered["memories"]["options"][0]
+    assert (page["name"], page["type"], page["required"]) == ("page", 4, False)  # an optional integer
+
+
+@pytest.mark.parametrize("table_command", COMMANDS, ids=lambda c: c.name)
+async def test_every_command_answers(start_bot: StartBot, fake: FakeDiscord, table_command: Command) -> None:
+    running = await start_bot()
+    alice = fake.user("alice")
+    value = sample_arg(table_command)
+    options = {table_command.arg.name: int(value) if table_command.arg.kind is int else value} \
+        if table_command.arg else {}
+    callback, answer = await running.run_command(fake.command(alice, table_command.name, options), count=2)
+    assert callback.json["type"] == DEFERRED and answer.flags & EPHEMERAL
+    assert answer.json["content"] and answer.json["content"] != COMMAND_FAILED

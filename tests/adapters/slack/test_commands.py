@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from adapters.slack.commands import CANCEL, CONFIRM, HOME_FORGET
+from bot.commands import COMMANDS, Command
+from bot.errors import COMMAND_FAILED
 from tests.adapters.slack.conftest import StartApp, mention
 from tests.adapters.slack.fake_slack import FakeSlack
+from tests.bot.helpers import sample_arg
 from tests.fakes.model import ScriptedBackend
 
 
@@ -129,3 +134,11 @@ async def test_access_rules_apply_to_commands_that_store_or_search(start_app: St
         assert "I am vegetarian" in await h.ask("remember I am vegetarian")
         assert "anything" in await h.ask("list", user="U9")  # seeing and deleting one's data stays open
     assert all(r["response_type"] == "ephemeral" for r in fake.responses)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+async def test_every_command_answers(start_app: StartApp, fake: FakeSlack, command: Command) -> None:
+    async with start_app() as h:
+        answer = await h.ask(f"{command.words} {sample_arg(command)}".strip())
+    assert answer and answer != COMMAND_FAILED and "don't know the command" not in answer
+    assert fake.responses[-1]["response_type"] == "ephemeral"
