@@ -111,6 +111,10 @@ async def resume(call: Call) -> Result:
     return Reply("Resumed: I'll learn from your messages again.")
 
 
+async def show_help(call: Call) -> Result:
+    return Reply(help_text(call.dialect))
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("memories", "what I remember about you, with ids and where you said it", list_memories,
             Arg("page", "Page number, starting at 1", int, required=False), words="list"),
@@ -124,6 +128,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("export", "all your memories with their sources, as a JSON file", export),
     Command("pause", "stop learning about you (what I know stays)", pause),
     Command("resume", "start learning about you again", resume),
+    Command("help", "every command, one line each", show_help),
 )
 
 
