@@ -1,15 +1,17 @@
-"""The `memorybot` command: one `main()` that reads settings and starts the chosen adapter."""
+"""The `memorybot` command: one `main()` that reads settings and serves the chosen platform (`adapters/registry.py`)
+or runs an admin task."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import logging
 import sys
 
-from bot.app import MemoryBot, open_memories
+from adapters.platform import run
+from adapters.registry import PLATFORMS, platform_class
+from bot.app import open_memories
 from bot.llm.base import ModelError
 from bot.memories import Memories
 from bot.message import UserRef
@@ -23,8 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memorybot", description="A chat bot with long-term memory.")
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     commands = parser.add_subparsers(dest="command", required=True)
-    chat = commands.add_parser("chat", help="chat in the terminal")
-    chat.add_argument("--user", default=None, help="who you are (default: your login name)")
+    for name in PLATFORMS:
+        platform = platform_class(name)
+        platform.add_arguments(commands.add_parser(name, help=platform.help))
     listing = commands.add_parser("memories", help="print a user's current memories as JSON")
     listing.add_argument("--platform", required=True)
     listing.add_argument("--workspace", default=None, help="default: local for console, else required")
@@ -35,8 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("--workspace", default=None,
                         help="default: every workspace of that user (on Discord every server and the DMs)")
     forget.add_argument("--user", required=True)
-    commands.add_parser("discord", help="run the Discord bot")
-    commands.add_parser("slack", help="run the Slack app")
     return parser
 
 
@@ -59,15 +60,6 @@ def setup_logging(settings: Settings, *, quiet_console: bool) -> None:
     # At DEBUG these log request and event bodies, i.e. what users said: never below INFO.
     for chatty in ("discord", "slack_sdk", "slack_bolt", "openai"):
         logging.getLogger(chatty).setLevel(max(level, logging.INFO))
-
-
-async def _chat(settings: Settings, user: str) -> None:
-    from adapters.console import run_chat
-
-    print("Loading the model and memory (the first start prepares the model: about a minute)...",
-          flush=True)
-    async with MemoryBot(settings) as bot:
-        await run_chat(bot, user)
 
 
 async def _memories(settings: Settings, ref: UserRef) -> None:
@@ -98,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.env_file)
+        platform = platform_class(args.command).from_env(args.env_file, args) if args.command in PLATFORMS else None
     except SettingsError as exc:
         print(f"memorybot: bad setting: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings, quiet_console=args.command in ("chat", "memories", "admin"))
+    setup_logging(settings, quiet_console=platform.interactive if platform else True)
     try:
-        if args.command == "chat":
-            asyncio.run(_chat(settings, args.user or getpass.getuser()))
+        if platform is not None:
+            run(platform, settings)
         elif args.command == "memories":
             workspace = args.workspace or ("local" if args.platform == "console" else None)
             if workspace is None:
@@ -113,14 +106,6 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_memories(settings, UserRef(args.platform, workspace, args.user)))
         elif args.command == "admin":
             asyncio.run(_forget_user(settings, args.platform, args.workspace, args.user))
-        elif args.command == "discord":
-            from adapters.discord import run as run_discord
-
-            run_discord(settings)
-        elif args.command == "slack":
-            from adapters.slack import run as run_slack
-
-            run_slack(settings)
     except (ModelError, SettingsError, StoreError) as exc:
         print(f"memorybot: {exc}", file=sys.stderr)
         return 1

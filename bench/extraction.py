@@ -357,12 +357,12 @@ def digest(path: Path) -> str:
 
 async def run(items: list[Item], settings: Settings) -> list[dict[str, Any]]:
     backend = await asyncio.to_thread(load_backend, settings)
-    model = LocalModel(backend, settings.generation_queue_size)
+    model = LocalModel(backend, settings.model.generation_queue_size)
     extractor = FactExtractor(model)
     rows: list[dict[str, Any]] = []
     try:
         for item in tqdm(items, desc="extract", unit="msg"):
-            rows.append(score(item, await extract(extractor, item, settings.max_input_chars)))
+            rows.append(score(item, await extract(extractor, item, settings.model.max_input_chars)))
     finally:
         await model.close()
     return rows
@@ -402,7 +402,7 @@ async def main() -> None:
                    "extractor_sha256": digest(REPO / "bot" / "extraction.py"),
                    "model": args.model, "backend": args.backend, "kinds": args.kinds, "split": args.split,
                    "limit": args.limit, "items": len(rows),
-                   "max_input_chars": settings.max_input_chars, "model_threads": settings.model_threads,
+                   "max_input_chars": settings.model.max_input_chars, "model_threads": settings.model.threads,
                    "cpus": os.cpu_count()},
         **report(rows),
         "wall_s": round(time.perf_counter() - started, 1),  # the model's loading included

@@ -134,7 +134,7 @@ async def seed(bot: MemoryBot, user_key: str, count: int) -> float:
 async def turn(bot: MemoryBot, recorder: PromptRecorder, text: str, i: int) -> dict[str, float]:
     msg = message(text, i)
     t0 = time.perf_counter()
-    memories = await bot.memories.recall.relevant(msg, text, bot.settings.memory_top_k, bot.settings.memory_min_score)
+    memories = await bot.memories.recall.relevant(msg, text, bot.settings.memory.top_k, bot.settings.memory.min_score)
     t1 = time.perf_counter()
     build_prompt(bot_name="memorybot", user_name="Alex", text=text, memories=memories, history=[],
                  now=msg.sent_at, budget=1800, count_prompt=bot.model.prompt_tokens)
@@ -198,13 +198,14 @@ def summary(rows: list[dict[str, float]]) -> dict[str, float]:
 
 async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
     """Everything measured for one backend/model, in one MemoryBot."""
-    result: dict[str, object] = {"backend": settings.model_backend, "model": settings.model}
+    result: dict[str, object] = {"backend": settings.model.backend, "model": settings.model.name}
     rss_before = rss_mb()
     started = time.perf_counter()
     async with MemoryBot(settings) as bot:
         result["load_s"] = round(time.perf_counter() - started, 1)
         user_key = message("", 0).user.key
-        print(f"[{settings.model_backend} {settings.model}] seeding {args.memories} memories (once)...", flush=True)
+        label = f"{settings.model.backend} {settings.model.name}"
+        print(f"[{label}] seeding {args.memories} memories (once)...", flush=True)
         result["seed_s"] = round(await seed(bot, user_key, args.memories), 1)
         result["memories_stored_at_least"] = args.memories
 
@@ -213,7 +214,7 @@ async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
         for i in range(50):
             q = QUESTIONS[i % len(QUESTIONS)]
             t0 = time.perf_counter()
-            await bot.memories.recall.relevant(message(q, i), q, settings.memory_top_k, settings.memory_min_score)
+            await bot.memories.recall.relevant(message(q, i), q, settings.memory.top_k, settings.memory.min_score)
             recall.append((time.perf_counter() - t0) * 1000)
         result["recall_ms"] = {"p50": round(pct(recall, 0.5), 2), "p95": round(pct(recall, 0.95), 2)}
         print("recall", result["recall_ms"], flush=True)

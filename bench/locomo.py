@@ -62,7 +62,8 @@ from bot.app import MemoryBot  # noqa: E402
 from bot.extraction import ExtractionError, FactExtractor  # noqa: E402
 from bot.llm.base import ChatMessage, GenerationParams  # noqa: E402
 from bot.llm.runner import LocalModel  # noqa: E402
-from bot.memories import Memories, without_names  # noqa: E402
+from bot.memories import Memories  # noqa: E402
+from bot.memories.recall import without_names  # noqa: E402
 from bot.message import IncomingMessage, UserRef  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
 from memory.recall import CHANNELS  # noqa: E402
@@ -408,7 +409,7 @@ class MemoryRecall:
     def __init__(self, conv: Conversation, memories: Memories, settings: Settings, kinds: tuple[str, ...]) -> None:
         self._memories = memories
         self._kinds = kinds
-        self._min_score = settings.memory_min_score
+        self._min_score = settings.memory.min_score
         user = user_of(conv.sample_id)
         asked = max(t.said_at for t in conv.turns) + timedelta(days=1)
         self._msg = IncomingMessage(platform=user.platform, workspace=user.workspace, channel_id="qa",
@@ -482,7 +483,7 @@ async def evaluate(
         row: dict[str, Any] = {"sample_id": q.sample_id, "question": q.question, "answer": q.answer,
                                "category": q.category, "evidence": q.evidence, "systems": {}}
         # The conversation is one user's memory space, and the bot drops the user's own name from a query
-        # (MemoryOps.recall): here both speakers are that user. Every system gets the same query.
+        # (Recall.relevant): here both speakers are that user. Every system gets the same query.
         query = q.question if keep_names else without_names(q.question, conv.speakers)
         for name, system in systems.items():
             s = scores[name]
@@ -661,7 +662,7 @@ async def main() -> None:
     settings = load_settings(env_file=None, data_dir=run_dir, rate_limit_messages=0, model_backend=args.backend,
                              **overrides)
     # extraction results depend on the backend too (llama.cpp decodes under a JSON grammar)
-    model_id = settings.model if args.backend == "transformers" else f"{settings.model}@{args.backend}"
+    model_id = settings.model.name if args.backend == "transformers" else f"{settings.model.name}@{args.backend}"
     cache = AnswerCache(args.data_dir / "answer-cache.sqlite3")
     result: dict[str, Any] = {
         "config": {"data": args.data.name, "conversations": [c.sample_id for c in conversations],
@@ -669,9 +670,9 @@ async def main() -> None:
                    "k": args.k, "answer_k": args.answer_k,
                    "facts": args.facts, "keep_names": args.keep_names, "model": model_id,
                    "messages_only": args.messages_only,
-                   "memory_min_score": settings.memory_min_score,
-                   "channels": sorted(settings.memory_recall_channels), "kinds": args.kinds,
-                   "keep_messages": settings.memory_keep_messages,
+                   "memory_min_score": settings.memory.min_score,
+                   "channels": sorted(settings.memory.recall_channels), "kinds": args.kinds,
+                   "keep_messages": settings.memory.keep_messages,
                    "systems": args.systems, "answering": args.answer, "cpus": os.cpu_count()},
     }
     scores = {name: SystemScores() for name in args.systems}
@@ -696,7 +697,7 @@ async def main() -> None:
                 await bot.store.delete_all(user_key)
                 started = time.perf_counter()
                 stats = await ingest(conv, CachedModel(bot.model, cache, model_id), bot.memories, args.facts,
-                                     settings.memory_keep_messages, extract=not args.messages_only)
+                                     settings.memory.keep_messages, extract=not args.messages_only)
                 stats_row = asdict(stats) | {"wall_s": round(time.perf_counter() - started, 1), "signature": signature}
                 ingested[conv.sample_id] = stats_row
                 marker.write_text(json.dumps(ingested, indent=1))

@@ -65,7 +65,7 @@ async def seed(settings: Settings, user_key: str, count: int) -> float:
 
     rng = random.Random(7)
     started = time.perf_counter()
-    encoder = SentenceTransformer(settings.embedder_model or bundled_embedder_path(), device="cpu")
+    encoder = SentenceTransformer(settings.memory.embedder_model or bundled_embedder_path(), device="cpu")
     async with MemoryStore(store_config(settings)) as store:
         vectors = store._mem0.vector_store  # the bench writes the points itself; recall goes through the bot
         for first in range(0, count, 500):
@@ -105,7 +105,7 @@ async def main() -> None:
     args = parser.parse_args()
     settings = load_settings(env_file=None, data_dir=args.data_dir)
     msg = message("")
-    result: dict[str, object] = {"memories": args.memories, "queries": args.queries, "cpus": settings.model_threads}
+    result: dict[str, object] = {"memories": args.memories, "queries": args.queries, "cpus": settings.model.threads}
     result["seed_s"] = round(await seed(settings, msg.user.key, args.memories), 1)
     async with open_memories(settings) as memories:
         await memories.recall.relevant(msg, "warm up", 8, 0.1)  # loads the user's memories into the cache
@@ -118,8 +118,8 @@ async def main() -> None:
                 question = QUESTIONS[i % len(QUESTIONS)]
                 started = time.perf_counter()
                 await memories.recall.profile(message(question))
-                await memories.recall.relevant(message(question), question, settings.memory_top_k,
-                                               settings.memory_min_score)
+                await memories.recall.relevant(message(question), question, settings.memory.top_k,
+                                               settings.memory.min_score)
                 times.append((time.perf_counter() - started) * 1000)
             label = "+".join(channels)
             timings[label] = {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(pct(times, 0.95), 2)}

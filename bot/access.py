@@ -1,7 +1,7 @@
 """Who the bot answers: allow/block lists for users, channels and roles, DMs on or off, a rate limit.
 
 The core checks every message it is handed (`MessageHandler.handle`) and every command that stores or
-searches (`MemoryOps.remember`, `MemoryOps.search`), and sends `Decision.reply`, if any; otherwise ignored
+searches (the command table marks them; `bot/commands`), and sends `Decision.reply`, if any; otherwise ignored
 messages get no answer at all. Seeing, exporting and deleting one's own memories is never refused.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.message import IncomingMessage
-from bot.settings import Settings
+from bot.settings import AccessSettings
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class RateLimiter:
 class AccessPolicy:
     """Applies the access settings to a message; the same rules on every platform."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: AccessSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self._s = settings
         self._limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds, clock)
 

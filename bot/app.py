@@ -44,14 +44,14 @@ MAINTENANCE_INTERVAL_SECONDS = 600
 def store_config(settings: Settings) -> StoreConfig:
     return StoreConfig(
         directory=settings.memory_dir,
-        provider=settings.vector_store,
+        provider=settings.memory.vector_store,
         embedder=settings.embedder,
-        embedder_model=settings.embedder_model,
-        embedder_threads=settings.model_threads,
+        embedder_model=settings.memory.embedder_model,
+        embedder_threads=settings.model.threads,
         embedder_cache=settings.model_dir,
-        qdrant_url=settings.qdrant_url,
-        qdrant_api_key=settings.qdrant_api_key.reveal(),
-        pgvector_url=settings.pgvector_url.reveal(),
+        qdrant_url=settings.memory.qdrant_url,
+        qdrant_api_key=settings.memory.qdrant_api_key.reveal(),
+        pgvector_url=settings.memory.pgvector_url.reveal(),
     )
 
 
@@ -77,8 +77,8 @@ class MemoryBot:
     def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
         self.settings = settings
         self._backend = backend
-        self.access = AccessPolicy(settings)
-        self.db = BotDatabase(settings.queue_path)
+        self.access = AccessPolicy(settings.access)
+        self.db = BotDatabase(settings.database_path)
         self.store = MemoryStore(store_config(settings))
         self.memories: Memories
         self.model: LocalModel | None = None
@@ -112,17 +112,17 @@ class MemoryBot:
             await self.db.upgraded(SCHEMA_VERSION)
             _log.info("gave %d stored memories their kind, profile attribute and time", upgraded)
         backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
-        self.model = LocalModel(backend, self.settings.generation_queue_size)
-        self.memories = Memories(
-            self.store, self.db, ttl_days=self.settings.memory_ttl_days, history_turns=self.settings.history_turns,
-            channels=tuple(sorted(self.settings.memory_recall_channels)),
-        )
+        self.model = LocalModel(backend, self.settings.model.generation_queue_size)
+        memory = self.settings.memory
+        self.memories = Memories(self.store, self.db, ttl_days=memory.ttl_days,
+                                 history_turns=self.settings.model.history_turns,
+                                 channels=tuple(sorted(memory.recall_channels)))
         extractor = FactExtractor(self.model)
         self.writeback = WritebackWorker(
             self.db, self.memories, extractor, self.model,
-            max_backoff=self.settings.writeback_max_backoff_seconds,
-            quiet_seconds=self.settings.writeback_quiet_seconds,
-            keep_messages=self.settings.memory_keep_messages,
+            max_backoff=memory.writeback_max_backoff_seconds,
+            quiet_seconds=memory.writeback_quiet_seconds,
+            keep_messages=memory.keep_messages,
         )
         self._handler = MessageHandler(
             self.settings, self.model, self.memories, self.writeback, self.db, self.access
@@ -155,9 +155,10 @@ class MemoryBot:
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
         await self._handler.handle(msg, reply)
 
-    async def command(self, name: str, arg: str, msg: IncomingMessage, dialect: Dialect) -> Result:
+    async def command(self, name: str, arg: str, msg: IncomingMessage, dialect: Dialect, *,
+                      confirmed: bool = False) -> Result:
         """Run a user's command (`msg` is the command as a message; see `bot/commands`)."""
-        return await run_command(self.memories, self.access, name, arg, msg, dialect)
+        return await run_command(self.memories, self.access, name, arg, msg, dialect, confirmed=confirmed)
 
     async def forget_message(self, ref: MessageRef) -> None:
         """A message was deleted on its platform (or edited so that it is no longer for the bot): forget what
@@ -200,11 +201,11 @@ class MemoryBot:
 @asynccontextmanager
 async def open_memories(settings: Settings) -> AsyncIterator[Memories]:
     """The memory operations without the model (for command-line listing and admin tasks)."""
-    db = BotDatabase(settings.queue_path)
+    db = BotDatabase(settings.database_path)
     await db.open()
     try:
         async with MemoryStore(store_config(settings)) as store:
-            yield Memories(store, db, ttl_days=settings.memory_ttl_days,
-                            channels=tuple(sorted(settings.memory_recall_channels)))
+            yield Memories(store, db, ttl_days=settings.memory.ttl_days,
+                            channels=tuple(sorted(settings.memory.recall_channels)))
     finally:
         await db.close()

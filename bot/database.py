@@ -94,11 +94,11 @@ async def _add_source_columns(db: aiosqlite.Connection) -> None:
     one transaction (a table that has them is left alone, so this runs once); then index them for the lookup of
     a message's exchanges (`forget_exchanges`). SQLite adds a NOT NULL column only with a default: ''."""
     for table in _EXCHANGE_TABLES:
-        missing = [column for column in _SOURCE_COLUMNS if column not in await _columns(db, table)]
-        if not missing:
+        if set(_SOURCE_COLUMNS) <= await _columns(db, table):
             continue
-        await db.execute("BEGIN")
+        await db.execute("BEGIN IMMEDIATE")  # another process migrating the same file waits, then finds it done
         try:
+            missing = [column for column in _SOURCE_COLUMNS if column not in await _columns(db, table)]
             for column in missing:
                 await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
             filled = ", ".join(f"{column} = coalesce(json_extract(payload, '$.source.{column}'), '')"

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from bot.access import AccessPolicy
 from bot.database import BotDatabase
+from bot.errors import REPLY_FAILED
 from bot.history import Turn
 from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
@@ -27,7 +28,6 @@ _log = logging.getLogger(__name__)
 
 EMPTY_MESSAGE = "Your message looks empty. What would you like to talk about?"
 MODEL_BUSY = "I'm answering a lot of messages right now. Please try again in a minute."
-MODEL_FAILED = "Sorry, something went wrong while I was writing a reply. Please try again."
 NO_ANSWER = "Sorry, I don't have an answer to that."
 PAUSED_NOTICE = "Learning is paused for you, so I won't remember anything new. The resume command turns it back on."
 
@@ -49,9 +49,9 @@ class MessageHandler:
         self._db = db
         self._access = access
         self._params = GenerationParams(
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            repetition_penalty=settings.repetition_penalty,
+            max_new_tokens=settings.model.max_new_tokens,
+            temperature=settings.model.temperature,
+            repetition_penalty=settings.model.repetition_penalty,
         )
 
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
@@ -101,26 +101,26 @@ class MessageHandler:
     def _prepared(self, msg: IncomingMessage) -> tuple[str, bool]:
         """The message text the model sees (control characters out, cut to MAX_INPUT_CHARS), and whether it was
         cut."""
-        return truncate(clean_input(msg.text), self._s.max_input_chars)
+        return truncate(clean_input(msg.text), self._s.model.max_input_chars)
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, history: list[Turn],
                      reply: ReplyTarget) -> str:
         profile, recalled = await self._recall(msg, text)
         memories = in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix)
         messages = build_prompt(
-            bot_name=self._s.bot_name,
+            bot_name=self._s.model.bot_name,
             user_name=msg.user_name,
             text=text,
             profile=profile,
             memories=memories,
             history=history,
             now=msg.sent_at,
-            budget=self._s.context_tokens - self._s.max_new_tokens,
+            budget=self._s.model.context_tokens - self._s.model.max_new_tokens,
             count_prompt=self._model.prompt_tokens,
         )
         # what `why` will list
         self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
-        note = f"\n\n(Your message was long, so I read only its first {self._s.max_input_chars} characters.)"
+        note = f"\n\n(Your message was long, so I read only its first {self._s.model.max_input_chars} characters.)"
         try:
             async with reply.typing():
                 shown = await reply.stream(self._deltas(messages, note if was_cut else ""))
@@ -129,7 +129,7 @@ class MessageHandler:
             return ""
         except ModelError:
             _log.exception("model failed answering %s message %s", msg.platform, msg.message_id)
-            await reply.send(MODEL_FAILED)
+            await reply.send(REPLY_FAILED)
             return ""
         reply_text = strip_reasoning(shown)
         self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text, msg.message_id))
@@ -150,12 +150,12 @@ class MessageHandler:
         """The user's profile and, within what is left of the memory budget, the memories best for `text`."""
         try:
             profile = await self._memories.recall.profile(msg)
-            found = await self._memories.recall.relevant(msg, text, self._s.memory_top_k, self._s.memory_min_score)
+            found = await self._memories.recall.relevant(msg, text, self._s.memory.top_k, self._s.memory.min_score)
         except StoreError as exc:
             _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
             return [], []
         pinned = {record.id for record in profile}
-        budget = self._s.memory_token_budget - sum(self._model.count_tokens(bullet(r, msg.user_name) + "\n")
+        budget = self._s.memory.token_budget - sum(self._model.count_tokens(bullet(r, msg.user_name) + "\n")
                                                    for r in profile)
         fitted = fit_memories([r for r in found if r.id not in pinned], budget, self._model.count_tokens,
                               msg.user_name)

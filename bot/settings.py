@@ -1,7 +1,10 @@
-"""All configuration in one typed place, read from the environment and `.env`.
+"""All configuration, typed and grouped by part, read from the environment and `.env`.
 
-Every field's environment variable is its name in upper case. `.env.example` lists each one with its
-default and meaning (a test keeps the two in step). A bad value is a `SettingsError` naming the variable.
+`Settings` holds the core's groups (model, memory, access); each platform adapter declares its own group beside
+its code (`adapters/discord/settings.py`, `adapters/slack/settings.py`) and loads it with `load_group`. Every
+field names its environment variable, its meaning and, where a value can be wrong, the check that refuses it;
+a group's `validate()` checks what spans several fields. A bad value is a `SettingsError` naming the variable.
+`.env.example` lists every variable with its default and meaning (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -9,15 +12,19 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 from dotenv import dotenv_values
 
 from memory.recall import CHANNELS
 
 MIN_PROMPT_TOKENS = 512  # the smallest prompt (instructions, a message, fact extraction) worth running
+
+Check = Callable[[Any], str | None]  # a value's problem, said as "must ...", or None
+G = TypeVar("G")
 
 
 class SettingsError(ValueError):
@@ -37,134 +44,222 @@ class Secret(str):
         return "****" if self else ""
 
 
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def setting(env: str, default: Any, help: str, check: Check | None = None) -> Any:
+    """A field read from the environment variable `env`; `check` refuses a bad value."""
+    return field(default=default, metadata={"env": env, "help": help, "check": check})
+
+
+def group(cls: type[G]) -> Any:
+    """A field holding a group of settings."""
+    return field(default_factory=cls)
+
+
+# --- checks declared beside the fields
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda value: None if low <= value <= high else f"must be between {low:g} and {high:g}"
+
+
+def one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else f"must be {' or '.join(c or 'empty' for c in choices)}"
+
+
+def _log_level(value: str) -> str | None:
+    return None if value.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"} else "must be a logging level"
+
+
+def _channels(value: frozenset[str]) -> str | None:
+    return None if value and value <= set(CHANNELS) else f"must name one or more of {', '.join(CHANNELS)}"
+
+
+# --- the core's groups
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str = setting(
+        "MODEL", "qwen2.5-coder-0.5b",
+        "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (quality extra), a transformers folder or cached hub id, a .gguf path, "
+        "or the served model's name (openai backend).")
+    backend: str = setting(
+        "MODEL_BACKEND", "transformers",
+        "Generation backend: transformers, llama_cpp (llama extra, GGUF models) or openai (a model server).",
+        one_of("transformers", "llama_cpp", "openai"))
+    openai_base_url: str = setting("OPENAI_BASE_URL", "",
+                                   "For MODEL_BACKEND=openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
+    openai_api_key: Secret = setting("OPENAI_API_KEY", Secret(""),
+                                     "For MODEL_BACKEND=openai: the server's API key, if it needs one.")
+    threads: int = setting("MODEL_THREADS", 2, "CPU threads for the model and the embedder.", positive)
+    max_new_tokens: int = setting("MAX_NEW_TOKENS", 256, "Longest reply the model may write, in tokens.", positive)
+    temperature: float = setting("TEMPERATURE", 0.0, "Sampling temperature; 0 means greedy decoding.", not_negative)
+    repetition_penalty: float = setting("REPETITION_PENALTY", 1.15,
+                                        "Penalty against repeating tokens (stops greedy loops).", positive)
+    context_tokens: int = setting("CONTEXT_TOKENS", 2048,
+                                  "Prompt budget in tokens (system, memories, history, message).", positive)
+    generation_queue_size: int = setting("GENERATION_QUEUE_SIZE", 8,
+                                         "Replies that may wait for the model before users are told to retry.",
+                                         positive)
+    max_input_chars: int = setting("MAX_INPUT_CHARS", 4000,
+                                   "Longer messages are cut to this many characters for the model.", positive)
+    history_turns: int = setting("HISTORY_TURNS", 6, "Recent exchanges of the same conversation kept in the prompt.",
+                                 not_negative)
+    bot_name: str = setting("BOT_NAME", "memorybot", "The name the bot uses for itself in the system prompt.")
+
+    def validate(self) -> None:
+        if self.backend == "openai" and not self.openai_base_url:
+            raise SettingsError("OPENAI_BASE_URL is required when MODEL_BACKEND=openai")
+        if self.context_tokens < self.max_new_tokens + MIN_PROMPT_TOKENS:
+            raise SettingsError(f"CONTEXT_TOKENS must leave room for the prompt: at least MAX_NEW_TOKENS + "
+                                f"{MIN_PROMPT_TOKENS} ({self.max_new_tokens + MIN_PROMPT_TOKENS})")
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    top_k: int = setting("MEMORY_TOP_K", 8, "How many memories are recalled for a message at most.", positive)
+    token_budget: int = setting("MEMORY_TOKEN_BUDGET", 400, "Token budget for recalled memories in the prompt.",
+                                not_negative)
+    min_score: float = setting("MEMORY_MIN_SCORE", 0.1, "Recalled memories need at least this similarity (0..1).",
+                               between(0, 1))
+    keep_messages: bool = setting(
+        "MEMORY_KEEP_MESSAGES", True,
+        "Also keep the user's own messages (split into passages) as memories beside the facts learned from "
+        "them; false keeps facts only.")
+    recall_channels: frozenset[str] = setting(
+        "MEMORY_RECALL_CHANNELS", frozenset({"dense", "keyword", "time"}),
+        "Recall channels fused for each message: dense (meaning), keyword (shared words; PostgreSQL and embedded "
+        "store), time (a time the message names), entity (names and numbers; off by default: it did not help).",
+        _channels)
+    ttl_days: int = setting("MEMORY_TTL_DAYS", 0, "Days a memory is kept after it was said, fixed when it is learned; "
+                                                  "expired ones are never recalled and are purged daily. 0: forever.",
+                            not_negative)
+    embedder_model: str = setting(
+        "EMBEDDER_MODEL", "",
+        "Sentence-embedding model (384-d): a sentence-transformers folder; for the llama_cpp embedder a BERT "
+        "folder with model.safetensors, or a .gguf. Empty uses the bundled all-MiniLM-L6-v2.")
+    embedder_backend: str = setting(
+        "EMBEDDER_BACKEND", "",
+        "Embedder runtime: sentence_transformers or llama_cpp (llama extra; no torch in the process). "
+        "Empty follows MODEL_BACKEND: llama_cpp with llama_cpp, otherwise sentence_transformers.",
+        one_of("sentence_transformers", "llama_cpp", ""))
+    vector_store: str = setting("VECTOR_STORE", "qdrant", "Vector store provider: qdrant or pgvector.",
+                                one_of("qdrant", "pgvector"))
+    qdrant_url: str = setting("QDRANT_URL", "", "Qdrant server URL; empty uses embedded Qdrant under DATA_DIR.")
+    qdrant_api_key: Secret = setting("QDRANT_API_KEY", Secret(""), "API key for the Qdrant server, if it needs one.")
+    pgvector_url: Secret = setting("PGVECTOR_URL", Secret(""), "postgresql:// URL for the pgvector provider.")
+    writeback_max_backoff_seconds: float = setting("WRITEBACK_MAX_BACKOFF_SECONDS", 300.0,
+                                                   "Longest wait between retries of a failing write-back.",
+                                                   not_negative)
+    writeback_quiet_seconds: float = setting(
+        "WRITEBACK_QUIET_SECONDS", 3.0,
+        "Learning starts once no reply has run for this long (at most a minute later), so it never slows a chat.",
+        not_negative)
+
+    def validate(self) -> None:
+        if self.vector_store != "pgvector":
+            return
+        if not self.pgvector_url:
+            raise SettingsError("PGVECTOR_URL is required when VECTOR_STORE=pgvector")
+        if not re.fullmatch(r"postgres(ql)?://\S+", self.pgvector_url.reveal()):
+            # psycopg would echo the malformed value, password included, into its logs
+            raise SettingsError("PGVECTOR_URL must be a URL starting with postgresql://, without spaces (escape "
+                                "them as %20; its value is not shown)")
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """Who the bot answers, on every platform."""
+
+    allowed_users: frozenset[str] = setting("ALLOWED_USERS", frozenset(),
+                                            "Comma-separated user ids; empty allows everyone.")
+    blocked_users: frozenset[str] = setting("BLOCKED_USERS", frozenset(), "Comma-separated user ids the bot ignores.")
+    allowed_channels: frozenset[str] = setting("ALLOWED_CHANNELS", frozenset(),
+                                               "Comma-separated channel ids; empty allows all.")
+    blocked_channels: frozenset[str] = setting("BLOCKED_CHANNELS", frozenset(),
+                                               "Comma-separated channel ids the bot ignores.")
+    allowed_roles: frozenset[str] = setting("ALLOWED_ROLES", frozenset(),
+                                            "Comma-separated role ids; empty allows all (Discord).")
+    blocked_roles: frozenset[str] = setting("BLOCKED_ROLES", frozenset(),
+                                            "Comma-separated role ids the bot ignores (Discord).")
+    allow_dms: bool = setting("ALLOW_DMS", True, "Answer direct messages.")
+    admin_users: frozenset[str] = setting("ADMIN_USERS", frozenset(),
+                                          "Comma-separated user ids always let in, even when ALLOWED_USERS is set.")
+    rate_limit_messages: int = setting("RATE_LIMIT_MESSAGES", 10,
+                                       "Messages per user per window; 0 turns the limit off.", not_negative)
+    rate_limit_window_seconds: float = setting(
+        "RATE_LIMIT_WINDOW_SECONDS", 60.0, "Length of the rate-limit window in seconds.",
+        lambda value: None if value > 0 else "must be greater than 0 (RATE_LIMIT_MESSAGES=0 turns the limit off)")
 
 
 @dataclass(frozen=True)
 class Settings:
-    # --- storage
-    data_dir: Path = _setting(Path("data"), "Folder for all state: model cache, vector store, queues.")
-    log_level: str = _setting("INFO", "Python logging level (DEBUG, INFO, WARNING, ERROR).")
-
-    # --- local model
-    model: str = _setting(
-        "qwen2.5-coder-0.5b",
-        "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (quality extra), a transformers folder or cached hub id, a .gguf path, "
-        "or the served model's name (openai backend).",
-    )
-    model_backend: str = _setting(
-        "transformers",
-        "Generation backend: transformers, llama_cpp (llama extra, GGUF models) or openai (a model server).",
-    )
-    openai_base_url: str = _setting("", "For MODEL_BACKEND=openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
-    openai_api_key: Secret = _setting(Secret(""), "For MODEL_BACKEND=openai: the server's API key, if it needs one.")
-    model_threads: int = _setting(2, "CPU threads for the model and the embedder.")
-    max_new_tokens: int = _setting(256, "Longest reply the model may write, in tokens.")
-    temperature: float = _setting(0.0, "Sampling temperature; 0 means greedy decoding.")
-    repetition_penalty: float = _setting(1.15, "Penalty against repeating tokens (stops greedy loops).")
-    context_tokens: int = _setting(2048, "Prompt budget in tokens (system, memories, history, message).")
-    generation_queue_size: int = _setting(8, "Replies that may wait for the model before users are told to retry.")
-    max_input_chars: int = _setting(4000, "Longer messages are cut to this many characters for the model.")
-    history_turns: int = _setting(6, "Recent exchanges of the same conversation kept in the prompt.")
-    bot_name: str = _setting("memorybot", "The name the bot uses for itself in the system prompt.")
-
-    # --- memory
-    memory_top_k: int = _setting(8, "How many memories are recalled for a message at most.")
-    memory_token_budget: int = _setting(400, "Token budget for recalled memories in the prompt.")
-    memory_min_score: float = _setting(0.1, "Recalled memories need at least this similarity (0..1).")
-    memory_keep_messages: bool = _setting(
-        True, "Also keep the user's own messages (split into passages) as memories beside the facts learned from "
-              "them; false keeps facts only.")
-    memory_recall_channels: frozenset[str] = _setting(
-        frozenset({"dense", "keyword", "time"}),
-        "Recall channels fused for each message: dense (meaning), keyword (shared words; PostgreSQL and embedded "
-        "store), time (a time the message names), entity (names and numbers; off by default: it did not help).")
-    memory_ttl_days: int = _setting(0, "Days a memory is kept after it was said, fixed when it is learned; "
-                                       "expired ones are never recalled and are purged daily. 0: forever.")
-    embedder_model: str = _setting(
-        "",
-        "Sentence-embedding model (384-d): a sentence-transformers folder; for the llama_cpp embedder a BERT "
-        "folder with model.safetensors, or a .gguf. Empty uses the bundled all-MiniLM-L6-v2.",
-    )
-    embedder_backend: str = _setting(
-        "",
-        "Embedder runtime: sentence_transformers or llama_cpp (llama extra; no torch in the process). "
-        "Empty follows MODEL_BACKEND: llama_cpp with llama_cpp, otherwise sentence_transformers.",
-    )
-    vector_store: str = _setting("qdrant", "Vector store provider: qdrant or pgvector.")
-    qdrant_url: str = _setting("", "Qdrant server URL; empty uses embedded Qdrant under DATA_DIR.")
-    qdrant_api_key: Secret = _setting(Secret(""), "API key for the Qdrant server, if it needs one.")
-    pgvector_url: Secret = _setting(Secret(""), "postgresql:// URL for the pgvector provider.")
-    writeback_max_backoff_seconds: float = _setting(300.0, "Longest wait between retries of a failing write-back.")
-    writeback_quiet_seconds: float = _setting(
-        3.0, "Learning starts once no reply has run for this long (at most a minute later), so it never slows a chat."
-    )
-
-    # --- access control (applies to every platform)
-    allowed_users: frozenset[str] = _setting(frozenset(), "Comma-separated user ids; empty allows everyone.")
-    blocked_users: frozenset[str] = _setting(frozenset(), "Comma-separated user ids the bot ignores.")
-    allowed_channels: frozenset[str] = _setting(frozenset(), "Comma-separated channel ids; empty allows all.")
-    blocked_channels: frozenset[str] = _setting(frozenset(), "Comma-separated channel ids the bot ignores.")
-    allowed_roles: frozenset[str] = _setting(frozenset(), "Comma-separated role ids; empty allows all (Discord).")
-    blocked_roles: frozenset[str] = _setting(frozenset(), "Comma-separated role ids the bot ignores (Discord).")
-    allow_dms: bool = _setting(True, "Answer direct messages.")
-    admin_users: frozenset[str] = _setting(frozenset(),
-                                           "Comma-separated user ids always let in, even when ALLOWED_USERS is set.")
-    rate_limit_messages: int = _setting(10, "Messages per user per window; 0 turns the limit off.")
-    rate_limit_window_seconds: float = _setting(60.0, "Length of the rate-limit window in seconds.")
-
-    # --- Discord
-    discord_token: Secret = _setting(Secret(""), "Discord bot token (memorybot discord).")
-    discord_respond_channels: frozenset[str] = _setting(
-        frozenset(), "Channel ids where the bot answers every message, not only mentions."
-    )
-
-    # --- Slack
-    slack_bot_token: Secret = _setting(Secret(""), "Slack bot token, xoxb-... (memorybot slack).")
-    slack_app_token: Secret = _setting(Secret(""), "Slack app-level token, xapp-...; set it for Socket Mode.")
-    slack_signing_secret: Secret = _setting(Secret(""), "Slack signing secret, for HTTP mode.")
-    slack_http_host: str = _setting("127.0.0.1", "Address the HTTP mode listens on.")
-    slack_http_port: int = _setting(3000, "Port the HTTP mode listens on.")
+    data_dir: Path = setting("DATA_DIR", Path("data"), "Folder for all state: model cache, vector store, queues.")
+    log_level: str = setting("LOG_LEVEL", "INFO", "Python logging level (DEBUG, INFO, WARNING, ERROR).", _log_level)
+    model: ModelSettings = group(ModelSettings)
+    memory: MemorySettings = group(MemorySettings)
+    access: AccessSettings = group(AccessSettings)
 
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
 
     @property
-    def embedder(self) -> str:
-        """The embedder runtime in use: EMBEDDER_BACKEND, or the one that matches MODEL_BACKEND."""
-        if self.embedder_backend:
-            return self.embedder_backend
-        return "llama_cpp" if self.model_backend == "llama_cpp" else "sentence_transformers"
-
-    @property
     def memory_dir(self) -> Path:
         return self.data_dir / "memory"
 
     @property
-    def queue_path(self) -> Path:
+    def database_path(self) -> Path:
+        """The bot's own state: the write-back queue, paused users, learned-from message ids."""
         return self.data_dir / "bot.sqlite3"
 
+    @property
+    def embedder(self) -> str:
+        """The embedder runtime in use: EMBEDDER_BACKEND, or the one that matches MODEL_BACKEND."""
+        if self.memory.embedder_backend:
+            return self.memory.embedder_backend
+        return "llama_cpp" if self.model.backend == "llama_cpp" else "sentence_transformers"
 
-def settings_help() -> list[tuple[str, str, str]]:
-    """(ENV_NAME, default as text, meaning) for every setting, in declaration order."""
-    rows = []
-    for f in fields(Settings):
-        default = f.default
-        if isinstance(default, frozenset):
-            text = ",".join(sorted(default))
-        elif isinstance(default, bool):
-            text = "true" if default else "false"
-        elif isinstance(default, Secret):
-            text = default.reveal()
+
+# --- loading
+
+
+def _settings_fields(cls: type) -> Iterator[tuple[str, Any]]:
+    """(env name, dataclass field) of every setting in `cls` and its groups, in declaration order."""
+    for f in fields(cls):
+        if "env" in f.metadata:
+            yield f.metadata["env"], f
         else:
-            text = str(default)
-        rows.append((f.name.upper(), text, f.metadata["help"]))
+            yield from _settings_fields(f.default_factory)  # type: ignore[misc, arg-type]
+
+
+def settings_help(*groups: type) -> list[tuple[str, str, str]]:
+    """(ENV_NAME, default as text, meaning) for every setting of these groups (default: the core's)."""
+    rows = []
+    for cls in groups or (Settings,):
+        for env, f in _settings_fields(cls):
+            rows.append((env, _as_text(f.default), f.metadata["help"]))
     return rows
 
 
-def _parse(name: str, kind: Any, raw: str) -> Any:
+def _as_text(value: Any) -> str:
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Secret):
+        return value.reveal()
+    return str(value)
+
+
+def _parse(env: str, kind: Any, raw: str) -> Any:
     raw = raw.strip()
     try:
         if kind is bool:
@@ -176,7 +271,10 @@ def _parse(name: str, kind: Any, raw: str) -> Any:
         if kind is int:
             return int(raw)
         if kind is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError("must be a number")
+            return value
         if kind is Path:
             return Path(raw).expanduser()
         if kind is Secret:
@@ -185,75 +283,51 @@ def _parse(name: str, kind: Any, raw: str) -> Any:
             return frozenset(part.strip() for part in raw.split(",") if part.strip())
         return raw
     except ValueError as exc:
-        raise SettingsError(f"{name}: cannot read {raw!r} ({exc})") from None
+        raise SettingsError(f"{env}: cannot read {raw!r} ({exc})") from None
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read settings: explicit overrides win, then the process environment, then `.env`, then defaults.
-    A missing `.env` is fine (defaults and the environment); another named file that is missing is an error."""
+def _build(cls: type[G], raw: Mapping[str, str], overrides: dict[str, Any]) -> G:
+    """`cls` from the raw environment values and typed overrides (both keyed by env name), checked."""
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if "env" not in f.metadata:
+            values[f.name] = _build(f.default_factory, raw, overrides)  # type: ignore[misc, arg-type]
+            continue
+        env = f.metadata["env"]
+        if env in overrides:
+            value = overrides[env]
+            values[f.name] = _parse(env, hints[f.name], value) if isinstance(value, str) else value
+        elif (text := raw.get(env)) is not None and text.strip() != "":
+            values[f.name] = _parse(env, hints[f.name], text)
+        else:
+            continue
+        if (check := f.metadata["check"]) and (problem := check(values[f.name])):
+            shown = "" if hints[f.name] is Secret else f", not {values[f.name]!r}"
+            raise SettingsError(f"{env} {problem}{shown}")
+    built = cls(**values)
+    if validate := getattr(built, "validate", None):
+        validate()
+    return built
+
+
+def load_group(cls: type[G], env_file: str | Path | None = ".env", **overrides: Any) -> G:
+    """Read one group of settings: explicit overrides win (keyword = the variable's name in lower case, e.g.
+    `model_threads=4`), then the process environment, then `.env`, then the defaults. A missing `.env` is fine;
+    another named file that is missing is an error."""
     if env_file and Path(env_file).name != ".env" and not Path(env_file).exists():
         raise SettingsError(f"settings file {env_file} not found")
     file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file else {}
-    hints = get_type_hints(Settings)
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        env = f.name.upper()
-        raw = os.environ.get(env, file_values.get(env))
-        if raw is not None and raw.strip() != "":
-            values[f.name] = _parse(env, hints[f.name], raw)
-    for name, value in overrides.items():
-        if name not in hints:
-            raise SettingsError(f"unknown setting {name!r}")
-        values[name] = _parse(name.upper(), hints[name], value) if isinstance(value, str) else value
-    settings = Settings(**values)
-    _validate(settings)
-    return settings
+    known = {env for env, _ in _settings_fields(cls)}
+    typed = {name.upper(): value for name, value in overrides.items()}
+    if unknown := set(typed) - known:
+        raise SettingsError(f"unknown setting {', '.join(sorted(unknown)).lower()}")
+    raw = {env: os.environ.get(env, file_values.get(env, "")) for env in known}
+    return _build(cls, raw, typed)
 
 
-def _validate(s: Settings) -> None:
-    positive = ["model_threads", "max_new_tokens", "context_tokens", "generation_queue_size",
-                "max_input_chars", "memory_top_k"]
-    for name in positive:
-        if getattr(s, name) <= 0:
-            raise SettingsError(f"{name.upper()} must be greater than 0")
-    for name in ["history_turns", "memory_token_budget", "memory_ttl_days", "rate_limit_messages"]:
-        if getattr(s, name) < 0:
-            raise SettingsError(f"{name.upper()} must not be negative")
-    if s.model_backend not in {"transformers", "llama_cpp", "openai"}:
-        raise SettingsError(f"MODEL_BACKEND must be transformers, llama_cpp or openai, not {s.model_backend!r}")
-    if s.model_backend == "openai" and not s.openai_base_url:
-        raise SettingsError("OPENAI_BASE_URL is required when MODEL_BACKEND=openai")
-    if s.embedder_backend not in {"", "sentence_transformers", "llama_cpp"}:
-        raise SettingsError(
-            f"EMBEDDER_BACKEND must be sentence_transformers, llama_cpp or empty, not {s.embedder_backend!r}"
-        )
-    if not s.memory_recall_channels or s.memory_recall_channels - set(CHANNELS):
-        raise SettingsError(f"MEMORY_RECALL_CHANNELS must name one or more of {', '.join(CHANNELS)}")
-    if s.vector_store not in {"qdrant", "pgvector"}:
-        raise SettingsError(f"VECTOR_STORE must be qdrant or pgvector, not {s.vector_store!r}")
-    if s.vector_store == "pgvector" and not s.pgvector_url:
-        raise SettingsError("PGVECTOR_URL is required when VECTOR_STORE=pgvector")
-    for name in ["temperature", "repetition_penalty", "memory_min_score", "rate_limit_window_seconds",
-                 "writeback_quiet_seconds", "writeback_max_backoff_seconds"]:
-        if not math.isfinite(getattr(s, name)):
-            raise SettingsError(f"{name.upper()} must be a number")
-    if s.temperature < 0:
-        raise SettingsError("TEMPERATURE must not be negative")
-    if s.repetition_penalty <= 0:
-        raise SettingsError("REPETITION_PENALTY must be greater than 0 (1 means no penalty)")
-    if not 0 <= s.memory_min_score <= 1:
-        raise SettingsError("MEMORY_MIN_SCORE must be between 0 and 1")
-    if s.rate_limit_window_seconds <= 0:
-        raise SettingsError("RATE_LIMIT_WINDOW_SECONDS must be greater than 0 (RATE_LIMIT_MESSAGES=0 turns the "
-                            "limit off)")
-    if s.context_tokens < s.max_new_tokens + MIN_PROMPT_TOKENS:
-        raise SettingsError(f"CONTEXT_TOKENS must leave room for the prompt: at least MAX_NEW_TOKENS + "
-                            f"{MIN_PROMPT_TOKENS} ({s.max_new_tokens + MIN_PROMPT_TOKENS})")
-    if not 0 <= s.slack_http_port <= 65535:
-        raise SettingsError("SLACK_HTTP_PORT must be a port number (0-65535)")
-    if s.vector_store == "pgvector" and not re.fullmatch(r"postgres(ql)?://\S+", s.pgvector_url.reveal()):
-        # psycopg would echo the malformed value, password included, into its logs
-        raise SettingsError("PGVECTOR_URL must be a URL starting with postgresql://, without spaces (escape them "
-                            "as %20; its value is not shown)")
-    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise SettingsError(f"LOG_LEVEL must be a logging level, not {s.log_level!r}")
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """The core's settings (see `load_group`)."""
+    return load_group(Settings, env_file, **overrides)
+
+

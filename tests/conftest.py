@@ -47,14 +47,19 @@ def vector_store(request: pytest.FixtureRequest) -> dict[str, str]:
     return {}
 
 
+def settings_for(data_dir: Path, **overrides: Any) -> Settings:
+    """The core's settings for a test: DATA_DIR given, nothing read from `.env`; keyword arguments are settings
+    by their variable's name in lower case (`rate_limit_messages=1`). The one settings factory of the tests."""
+    overrides.setdefault("writeback_quiet_seconds", 0.0)  # tests wait for write-back with drain()
+    return load_settings(env_file=None, data_dir=data_dir, **overrides)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings with DATA_DIR in a temporary folder; keyword arguments override fields."""
+    """`settings_for` with DATA_DIR in a temporary folder (unless given)."""
 
     def make(**overrides: Any) -> Settings:
-        overrides.setdefault("data_dir", tmp_path / "data")
-        overrides.setdefault("writeback_quiet_seconds", 0.0)  # tests wait for write-back with drain()
-        return load_settings(env_file=None, **overrides)
+        return settings_for(overrides.pop("data_dir", tmp_path / "data"), **overrides)
 
     return make
 

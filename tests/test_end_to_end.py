@@ -80,7 +80,7 @@ async def test_killed_process_finishes_writeback_after_restart(real_settings):
         for line in chat.stdout:  # wait for the streamed reply to end
             if "bot> " in line:
                 break
-        queue = real_settings.queue_path
+        queue = real_settings.database_path
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with sqlite3.connect(queue) as db:

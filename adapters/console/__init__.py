@@ -1,5 +1,5 @@
 """The terminal chat: platform `console`, workspace `local`. Also the simplest backend for tests."""
 
-from adapters.console.chat import ConsoleReply, run_chat
+from adapters.console.chat import ConsolePlatform, ConsoleReply, ConsoleSession
 
-__all__ = ["ConsoleReply", "run_chat"]
+__all__ = ["ConsolePlatform", "ConsoleReply", "ConsoleSession"]

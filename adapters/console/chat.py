@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import getpass
 import itertools
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import TextIO
 
 from bot.app import MemoryBot
-from bot.commands import CONFIRMED, Attachment, Command, Confirm, Dialect
+from bot.commands import Attachment, Command, Confirm, Dialect
 from bot.message import IncomingMessage
 
 
@@ -83,17 +86,18 @@ class ConsoleSession:
         confirming, self._confirming = self._confirming, None
         if confirming and (line.strip().lower() in YES
                            or command == f"/{confirming.command}" and arg.strip().lower() in YES):
-            await self.command(confirming.command, CONFIRMED, line)
-        elif command.startswith("/") and command != "/":
-            if confirming:
-                self.say(confirming.cancelled)
+            await self.command(confirming.command, "", line, confirmed=True)
+            return True
+        if confirming:
+            self.say(confirming.cancelled)
+        if command.startswith("/") and command != "/":
             await self.command(command[1:], arg, line)
         else:
             await self._bot.handle(self.message(line), self._reply)
         return True
 
-    async def command(self, name: str, arg: str, line: str) -> None:
-        result = await self._bot.command(name, arg, self.message(line), CONSOLE)
+    async def command(self, name: str, arg: str, line: str, *, confirmed: bool = False) -> None:
+        result = await self._bot.command(name, arg, self.message(line), CONSOLE, confirmed=confirmed)
         if isinstance(result, Confirm):
             self._confirming = result
             self.say(f"{result.question} Type `yes` to confirm.")
@@ -103,18 +107,72 @@ class ConsoleSession:
             self.say(result.text)
 
 
-async def run_chat(bot: MemoryBot, user: str) -> None:
+class _Lines:
+    """Lines typed at the terminal, read on a daemon thread one at a time when asked for (so the prompt appears
+    after the bot's answer), which never holds up the exit."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wanted = threading.Semaphore(0)
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        threading.Thread(target=self._read, daemon=True, name="terminal-input").start()
+
+    def _read(self) -> None:
+        while True:
+            self._wanted.acquire()
+            try:
+                line: str | None = input("you> ")
+            except EOFError:
+                line = None
+            self._loop.call_soon_threadsafe(self._lines.put_nowait, line)
+            if line is None:
+                return
+
+    async def next(self, stop: asyncio.Event) -> str | None:
+        """The next line; None at the end of input (Ctrl-D) or once `stop` is set."""
+        self._wanted.release()
+        reading, stopping = asyncio.create_task(self._lines.get()), asyncio.create_task(stop.wait())
+        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not reading.done():
+            reading.cancel()
+            return None
+        return reading.result()
+
+
+async def run_chat(bot: MemoryBot, user: str, stop: asyncio.Event) -> None:
     session = ConsoleSession(bot, user)
     session.say(f"memorybot: chatting as {user!r}. Type /help for commands, /quit or Ctrl-D to leave.")
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            line = await loop.run_in_executor(None, input, "you> ")
-        except EOFError:
-            session.say("")
-            break
-        if not await session.on_line(line):
-            break
+    lines = _Lines()
+    while (line := await lines.next(stop)) is not None and await session.on_line(line):
+        pass
+    if line is None:
+        session.say("")
     pending = await bot.db.pending_count()
     if pending:
         session.say(f"({pending} exchange(s) still to learn from; they are kept and finished next time.)")
+
+
+class ConsolePlatform:
+    """`memorybot chat` (see `adapters/platform.py`): platform `console`, workspace `local`."""
+
+    name = "chat"
+    help = "chat in the terminal"
+    interactive = True
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--user", default=None, help="who you are (default: your login name)")
+
+    @classmethod
+    def from_env(cls, env_file: str | None, args: argparse.Namespace) -> ConsolePlatform:
+        return cls(args.user or getpass.getuser())
+
+    async def prepare(self) -> None:
+        print("Loading the model and memory (the first start prepares the model: about a minute)...", flush=True)
+
+    async def serve(self, bot: MemoryBot, stop: asyncio.Event) -> None:
+        await run_chat(bot, self.user, stop)

@@ -1,5 +1,5 @@
-"""The Discord adapter: `memorybot discord` calls `run(settings)`."""
+"""The Discord adapter: `memorybot discord` serves `DiscordPlatform`."""
 
-from adapters.discord.service import run, serve
+from adapters.discord.service import DiscordPlatform
 
-__all__ = ["run", "serve"]
+__all__ = ["DiscordPlatform"]

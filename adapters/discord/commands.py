@@ -17,7 +17,7 @@ from adapters.discord.messages import DM_WORKSPACE, interaction_message
 from adapters.discord.reply import MESSAGE_LIMIT, safe_mentions
 from adapters.streaming import split_message
 from bot.app import MemoryBot
-from bot.commands import COMMANDS, CONFIRMED, Attachment, Command, Confirm, Dialect, Result
+from bot.commands import COMMANDS, Attachment, Command, Confirm, Dialect, Result
 from bot.errors import COMMAND_FAILED
 from bot.message import UserRef
 
@@ -112,7 +112,7 @@ async def _tell(interaction: discord.Interaction, text: str) -> None:
 
 
 class ConfirmView(discord.ui.View):
-    """The confirm and cancel buttons under a question; confirmed, the command runs again with `CONFIRMED`."""
+    """The confirm and cancel buttons under a question; confirmed, the command runs again, `confirmed`."""
 
     def __init__(self, bot: MemoryBot, confirm: Confirm) -> None:
         super().__init__(timeout=CONFIRM_TIMEOUT)
@@ -129,7 +129,7 @@ class ConfirmView(discord.ui.View):
         self.stop()
         await interaction.response.defer()  # the command may take longer than Discord's three seconds
         msg = interaction_message(interaction, "")
-        result = await self._bot.command(self._confirm.command, CONFIRMED, msg, DISCORD)
+        result = await self._bot.command(self._confirm.command, "", msg, DISCORD, confirmed=True)
         text = result.text if not isinstance(result, Confirm) else result.question
         await interaction.edit_original_response(content=text, view=None)
 

@@ -1,73 +1,64 @@
-"""Running memorybot on Discord: check the token, start the core, connect, serve until stopped."""
+"""`memorybot discord`: the Discord platform (see `adapters/platform.py`): connect, serve until stopped."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
-import signal
 from typing import Any
 
 import discord
 
 from adapters.discord.client import DiscordClient
+from adapters.discord.settings import DiscordSettings
 from bot.app import MemoryBot
-from bot.llm.base import Backend
-from bot.settings import Settings, SettingsError
+from bot.settings import SettingsError, load_group
 
 _log = logging.getLogger(__name__)
 
 
-def require_token(settings: Settings) -> str:
-    token = settings.discord_token.reveal().strip()
-    if not token:
-        raise SettingsError("DISCORD_TOKEN is not set: put the bot token from the Discord developer portal "
-                            "in the environment or .env")
-    return token
+class DiscordPlatform:
+    name = "discord"
+    help = "run the Discord bot"
+    interactive = False
 
+    def __init__(self, settings: DiscordSettings, **client_options: Any) -> None:
+        self.settings = settings
+        self._client_options = client_options  # passed to `discord.Client` (tests use them)
 
-async def serve(settings: Settings, *, backend: Backend | None = None, **client_options: Any) -> None:
-    """Serve until the connection ends; `client_options` go to `discord.Client` (tests use them)."""
-    token = require_token(settings)
-    async with MemoryBot(settings, backend) as bot, DiscordClient(
-        bot, respond_channels=settings.discord_respond_channels, **client_options
-    ) as client:
-        try:
-            await client.start(token)
-        except discord.LoginFailure:
-            raise SettingsError("DISCORD_TOKEN was rejected by Discord: check the bot token") from None
-        except discord.PrivilegedIntentsRequired:
-            raise SettingsError("Discord refused the Message Content intent: enable it for the bot in the "
-                                "developer portal (Bot > Privileged Gateway Intents)") from None
-
-
-def run(settings: Settings, *, backend: Backend | None = None, **client_options: Any) -> None:
-    """`memorybot discord`: blocks until Ctrl-C or SIGTERM (`docker stop`, systemd), then shuts down cleanly."""
-    require_token(settings)
-    try:
-        asyncio.run(_serve_until_stopped(settings, backend, client_options))
-    except KeyboardInterrupt:
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         pass
-    _log.info("stopped")
+
+    @classmethod
+    def from_env(cls, env_file: str | None, args: argparse.Namespace) -> DiscordPlatform:
+        return cls(load_group(DiscordSettings, env_file))
+
+    async def prepare(self) -> None:
+        pass  # Discord checks the token when connecting, which is quick
+
+    async def serve(self, bot: MemoryBot, stop: asyncio.Event) -> None:
+        async with DiscordClient(bot, respond_channels=self.settings.respond_channels,
+                                 **self._client_options) as client:
+            session = asyncio.create_task(_connect(client, self.settings.token.reveal().strip()))
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({session, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not session.done():
+                    await client.close()  # ends the session: `start` returns
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await session
+            session.result()
 
 
-async def _serve_until_stopped(settings: Settings, backend: Backend | None, client_options: dict[str, Any]) -> None:
-    serving = asyncio.create_task(serve(settings, backend=backend, **client_options))
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def shut_down() -> None:  # once: a second Ctrl-C or SIGTERM then stops the process at once
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        serving.cancel()
-
-    for sig in signals:
-        try:
-            loop.add_signal_handler(sig, shut_down)
-        except NotImplementedError:  # Windows: Ctrl-C still arrives as KeyboardInterrupt
-            break
+async def _connect(client: DiscordClient, token: str) -> None:
     try:
-        await serving
-    except asyncio.CancelledError:
-        if not serving.cancelled():  # we were cancelled ourselves, not by a signal
-            raise
-        _log.info("discord: shutting down")
+        await client.start(token)
+    except discord.LoginFailure:
+        raise SettingsError("DISCORD_TOKEN was rejected by Discord: check the bot token") from None
+    except discord.PrivilegedIntentsRequired:
+        raise SettingsError("Discord refused the Message Content intent: enable it for the bot in the "
+                            "developer portal (Bot > Privileged Gateway Intents)") from None

@@ -20,23 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-import aiohttp
 import aiosqlite
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import MemoryCommands
 from adapters.slack.identity import PLATFORM, workspace_of
-from adapters.slack.reply import SlackReply, api_error
+from adapters.slack.reply import CALL_FAILED, SlackReply, api_error
 from bot.app import MemoryBot
 from bot.database import connect
 from bot.errors import REPLY_FAILED
 from bot.message import IncomingMessage, MessageRef
-
-# What a Web API call made only to enrich a message (name, permalink) may fail with; the reply goes on.
-CALL_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 _log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.identity import command_message, user_ref
-from adapters.slack.reply import LIMIT, api_error, escape
+from adapters.slack.reply import CALL_FAILED, LIMIT, api_error, escape
 from adapters.streaming import split_message
 from bot.app import MemoryBot
-from bot.commands import CONFIRMED, Attachment, Command, Confirm, Dialect, parse_words, record_line
+from bot.commands import Attachment, Command, Confirm, Dialect, command_named, parse_words, record_line
 from bot.message import UserRef
 
 _log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class MemoryCommands:
             dm = (await client.conversations_open(users=user.user_id))["channel"]["id"]
             await client.files_upload_v2(channel=dm, content=file.content, filename=file.filename,
                                          title=file.filename, initial_comment=file.text)
-        except SlackApiError as e:
+        except CALL_FAILED as e:
             _log.warning("slack: sending a file to %s failed: %s", user.key, api_error(e))
             return EXPORT_FAILED
         return "I sent you the file in our direct messages."
@@ -110,7 +110,7 @@ class MemoryCommands:
         self._spawn(self._confirmed(action["value"], msg, respond), f"confirmed {action['value']}")
 
     async def _confirmed(self, name: str, msg: Any, respond: AsyncRespond) -> None:
-        result = await self._bot.command(name, CONFIRMED, msg, SLACK)
+        result = await self._bot.command(name, "", msg, SLACK, confirmed=True)
         text = result.question if isinstance(result, Confirm) else result.text
         await respond(text=text, replace_original=True)
 
@@ -149,9 +149,9 @@ class MemoryCommands:
             {"type": "header", "text": {"type": "plain_text", "text": "What I remember about you"}},
         ]
         if await controls.is_paused(user):
-            blocks.append(_context("Learning is paused for you. `/memory resume` turns it back on."))
+            blocks.append(_context(f"Learning is paused for you; {_usage_of('resume')} turns it back on."))
         if not result.total:
-            blocks.append(_context("Nothing yet. Talk to me, or use `/memory remember <text>`."))
+            blocks.append(_context(f"Nothing yet. Talk to me, or use {_usage_of('remember')}."))
         for record in result.records:
             blocks.append({
                 "type": "section",
@@ -160,10 +160,14 @@ class MemoryCommands:
                               "text": {"type": "plain_text", "text": "Forget"}},
             })
         if result.total > len(result.records):
-            shown = f"Showing {len(result.records)} of {result.total}. `/memory list` shows all."
+            shown = f"Showing {len(result.records)} of {result.total}. {_usage_of('memories')} shows all."
             blocks.append(_context(shown))
-        blocks.append(_context("`/memory` lists the commands: export, forget all, pause and more."))
+        blocks.append(_context(f"{_usage_of('help')} lists the commands: export, forget all, pause and more."))
         return blocks
+
+
+def _usage_of(name: str) -> str:
+    return SLACK.code(SLACK.usage(command_named(name), None))
 
 
 def _question(confirm: Confirm) -> list[Payload]:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -18,6 +19,8 @@ from adapters.streaming import render_stream, split_message
 
 _log = logging.getLogger(__name__)
 
+# What a Web API call may fail with besides Slack's own errors: the network, a timeout.
+CALL_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError)
 LIMIT = 3900  # Slack truncates/rejects text above 4,000 characters; keep a margin
 EDIT_INTERVAL = 1.0
 

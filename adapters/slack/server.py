@@ -2,14 +2,14 @@
 
 HTTP mode serves the Events API, interactivity and slash commands on SLACK_HTTP_HOST:SLACK_HTTP_PORT at
 `/slack/events` with our own aiohttp site (bolt's `start()` would bind 0.0.0.0); bolt verifies each
-request's signature and age. `run` is what `memorybot slack` calls.
+request's signature and age. `SlackPlatform` is what `memorybot slack` serves.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,8 +25,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import SlackAdapter, SlackStore
 from adapters.slack.reply import api_error
+from adapters.slack.settings import SlackSettings
 from bot.app import MemoryBot
-from bot.settings import Settings, SettingsError
+from bot.settings import SettingsError, load_group
 
 _log = logging.getLogger(__name__)
 
@@ -34,25 +35,10 @@ EVENTS_PATH = "/slack/events"
 STORE_FILE = "slack.sqlite3"
 
 
-def check_settings(settings: Settings) -> None:
-    """Fail at startup, naming the variable, when a required Slack setting is missing or malformed."""
-    if not settings.slack_bot_token:
-        raise SettingsError("SLACK_BOT_TOKEN is required for memorybot slack (the xoxb-... bot token)")
-    if not settings.slack_bot_token.reveal().startswith("xoxb-"):
-        raise SettingsError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
-    if settings.slack_app_token:
-        if not settings.slack_app_token.reveal().startswith("xapp-"):
-            raise SettingsError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
-    elif not settings.slack_signing_secret:
-        raise SettingsError(
-            "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)"
-        )
-
-
-def make_client(settings: Settings, base_url: str | None = None) -> AsyncWebClient:
+def make_client(settings: SlackSettings, base_url: str | None = None) -> AsyncWebClient:
     """The Web API client; `ratelimited` answers are retried after Slack's Retry-After."""
     extra = {"base_url": base_url} if base_url else {}
-    client = AsyncWebClient(token=settings.slack_bot_token.reveal(), **extra)
+    client = AsyncWebClient(token=settings.bot_token.reveal(), **extra)
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
     return client
 
@@ -106,19 +92,16 @@ class RunningSlack:
 
 @asynccontextmanager
 async def start_slack(
-    bot: MemoryBot, settings: Settings, *, client: AsyncWebClient | None = None
+    bot: MemoryBot, settings: SlackSettings, *, client: AsyncWebClient | None = None
 ) -> AsyncIterator[RunningSlack]:
     """Receive Slack events for `bot` until the block ends; then stop receiving and finish running work."""
-    check_settings(settings)
     client = client or make_client(settings)
-    socket_mode = bool(settings.slack_app_token)
-    async with SlackStore(settings.data_dir / STORE_FILE) as store:
-        secret = None if socket_mode else settings.slack_signing_secret.reveal()
+    async with SlackStore(bot.settings.data_dir / STORE_FILE) as store:
+        secret = None if settings.socket_mode else settings.signing_secret.reveal()
         adapter = SlackAdapter(bot, client, store, signing_secret=secret)
         try:
-            if socket_mode:
-                token = settings.slack_app_token.reveal()
-                handler = AsyncSocketModeHandler(adapter.app, token, web_client=client)
+            if settings.socket_mode:
+                handler = AsyncSocketModeHandler(adapter.app, settings.app_token.reveal(), web_client=client)
                 await handler.connect_async()
                 _log.info("slack: connected in Socket Mode")
                 try:
@@ -126,26 +109,35 @@ async def start_slack(
                 finally:
                     await handler.close_async()
             else:
-                host, port = settings.slack_http_host, settings.slack_http_port
-                async with HttpServer(adapter.app, host, port) as server:
+                async with HttpServer(adapter.app, settings.http_host, settings.http_port) as server:
                     yield RunningSlack(adapter, server.url)
         finally:
             await adapter.close()
 
 
-async def _main(settings: Settings) -> None:
-    client = make_client(settings)
-    await check_token(client)  # before loading the model: a bad token should fail fast
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with MemoryBot(settings) as bot, start_slack(bot, settings, client=client):
-        await stop.wait()
-        _log.info("slack: shutting down")
+class SlackPlatform:
+    """`memorybot slack` (see `adapters/platform.py`)."""
 
+    name = "slack"
+    help = "run the Slack app"
+    interactive = False
 
-def run(settings: Settings) -> None:
-    """Run the Slack bot until interrupted (`memorybot slack`)."""
-    check_settings(settings)
-    asyncio.run(_main(settings))
+    def __init__(self, settings: SlackSettings, client: AsyncWebClient | None = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    @classmethod
+    def from_env(cls, env_file: str | None, args: argparse.Namespace) -> SlackPlatform:
+        return cls(load_group(SlackSettings, env_file))
+
+    async def prepare(self) -> None:
+        self._client = self._client or make_client(self.settings)
+        await check_token(self._client)  # before loading the model: a bad token should fail fast
+
+    async def serve(self, bot: MemoryBot, stop: asyncio.Event) -> None:
+        async with start_slack(bot, self.settings, client=self._client):
+            await stop.wait()

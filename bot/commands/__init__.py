@@ -12,7 +12,6 @@ import logging
 
 from bot.access import AccessPolicy
 from bot.commands.base import (
-    CONFIRMED,
     Arg,
     Attachment,
     Call,
@@ -24,14 +23,14 @@ from bot.commands.base import (
     plural,
     record_line,
 )
-from bot.commands.table import COMMANDS, PAGE_SIZE, command_named, help_text, parse_words
+from bot.commands.table import COMMANDS, command_named, help_text, parse_words
 from bot.errors import COMMAND_FAILED, UserError
 from bot.memories import Memories
 from bot.message import IncomingMessage
 
 __all__ = [
-    "COMMANDS", "CONFIRMED", "PAGE_SIZE", "Arg", "Attachment", "Command", "Confirm", "Dialect", "Reply", "Result",
-    "help_text", "parse_words", "plural", "record_line", "run_command",
+    "COMMANDS", "Arg", "Attachment", "Command", "Confirm", "Dialect", "Reply", "Result",
+    "command_named", "help_text", "parse_words", "plural", "record_line", "run_command",
 ]
 
 _log = logging.getLogger(__name__)
@@ -40,19 +39,20 @@ NOT_FOR_YOU_HERE = "Sorry, I can't do that for you here."
 
 
 async def run_command(memories: Memories, access: AccessPolicy | None, name: str, arg: str, msg: IncomingMessage,
-                      dialect: Dialect) -> Result:
-    """Run the command `name` with `arg` for the user who sent `msg` (the command as a message)."""
+                      dialect: Dialect, *, confirmed: bool = False) -> Result:
+    """Run the command `name` with `arg` for the user who sent `msg` (the command as a message); `confirmed`: the
+    user answered yes to the `Confirm` it returned before."""
     try:
         command = command_named(name)
     except KeyError:
-        return Reply(f"I don't know the command {dialect.code(name)}.\n{help_text(dialect)}")
+        return Reply(f"I don't know that command.\n{help_text(dialect)}")
     if command.gated and access is not None:
         decision = access.check(msg, command=True)
         if not decision.allowed:
             _log.info("refusing /%s from %s: %s", name, msg.user.key, decision.reason)
             return Reply(decision.reply or NOT_FOR_YOU_HERE)
     try:
-        return await command.run(Call(memories, msg, arg.strip(), dialect))
+        return await command.run(Call(memories, msg, arg.strip(), dialect, confirmed))
     except UserError as exc:
         return Reply(str(exc))
     except Exception:  # the error boundary of one command: log with ids, answer with the one apology

@@ -1,9 +1,9 @@
 """The vocabulary of commands: what a command is, what it answers, and how a platform writes the answer.
 
 A command's handler gets a `Call` and returns a platform-neutral `Result`: a `Reply` (text), a `Confirm` (a
-question the user must confirm before the command runs again with `CONFIRMED`) or an `Attachment` (a file).
-Text is written through the platform's `Dialect` (its markup, dates and how a user types a command), so the
-wording exists once, here and in `table.py`, and each platform only renders the result.
+question the user must confirm, by a button or a typed yes, before the command runs again, `confirmed`) or an
+`Attachment` (a file). Text is written through the platform's `Dialect` (its markup, dates and how a user types a
+command), so the wording exists once, here and in `table.py`, and each platform only renders the result.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from memory.records import MemoryRecord
 if TYPE_CHECKING:
     from bot.memories import Memories
 
-CONFIRMED = "confirm"  # the argument a confirmed command is run again with
-
-
 @dataclass(frozen=True)
 class Reply:
     text: str
@@ -29,7 +26,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class Confirm:
-    """Ask before doing something that cannot be undone; confirmed, `command` runs again with `CONFIRMED`."""
+    """Ask before doing something that cannot be undone; confirmed, `command` runs again, `confirmed`."""
 
     question: str
     confirm_label: str
@@ -76,12 +73,14 @@ class Dialect:
 
 @dataclass(frozen=True)
 class Call:
-    """One run of a command: by whom (`msg`, the command as a message), with what argument, written how."""
+    """One run of a command: by whom (`msg`, the command as a message), with what argument, written how, and
+    whether the user confirmed it (only a platform's confirm button or prompt sets that, never typed text)."""
 
     memories: Memories
     msg: IncomingMessage
     arg: str
     dialect: Dialect
+    confirmed: bool = False
 
     @property
     def user(self) -> UserRef:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 from bot.commands.base import (
-    CONFIRMED,
     Arg,
     Attachment,
     Call,
@@ -23,8 +22,6 @@ from bot.commands.base import (
 )
 from bot.errors import UserError
 
-PAGE_SIZE = 10
-
 
 def _memories_n(count: int) -> str:
     return plural(count, "memory", "memories")
@@ -34,7 +31,7 @@ async def list_memories(call: Call) -> Result:
     if call.arg and not call.arg.isdigit():
         raise UserError(f"Give a page number, e.g. {call.usage('memories', '2')}.")
     controls, d = call.memories.controls, call.dialect
-    page = await controls.list(call.user, page=int(call.arg or 1), page_size=PAGE_SIZE)
+    page = await controls.list(call.user, page=int(call.arg or 1))
     if not page.total:
         lines = ["I don't remember anything about you yet."]
     else:
@@ -76,10 +73,10 @@ async def forget(call: Call) -> Result:
 
 async def forget_all(call: Call) -> Result:
     where = call.dialect.scope(call.user)
-    if call.arg == CONFIRMED:
+    if call.confirmed:
         count = await call.memories.forgetting.forget_all(call.user)
         return Reply(f"Done: I forgot {_memories_n(count)} about you {where}.")
-    total = await call.memories.controls.count(call.user)
+    total = await call.memories.controls.count_all(call.user)
     if not total:
         return Reply(f"I don't remember anything about you {where}, so there is nothing to forget.")
     return Confirm(
@@ -146,9 +143,12 @@ def help_text(dialect: Dialect) -> str:
 
 
 def parse_words(text: str) -> tuple[Command | None, str]:
-    """The command a platform with a single command was given (Slack: `/memory forget all`), and the rest."""
+    """The command a platform with a single command was given (Slack: `/memory forget all`, or by its name,
+    `/memory forget-all`), and the rest."""
     text = " ".join(text.split())
-    for command in sorted(COMMANDS, key=lambda c: -len(c.words.split())):
-        if text.lower() == command.words or text.lower().startswith(command.words + " "):
-            return command, text[len(command.words):].strip()
+    spellings = sorted(((c, words) for c in COMMANDS for words in {c.words, c.name}),
+                       key=lambda spelled: -len(spelled[1].split()))
+    for command, words in spellings:
+        if text.lower() == words or text.lower().startswith(words + " "):
+            return command, text[len(words):].strip()
     return None, text

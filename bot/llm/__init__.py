@@ -16,7 +16,7 @@ def resolve_model(settings: Settings) -> Path | str:
     """
     from bot.llm.transformers_backend import _is_saved_model, convert_gguf
 
-    spec = settings.model
+    spec = settings.model.name
     if spec in BUNDLED:
         gguf = ensure_gguf(BUNDLED[spec], settings.model_dir)
         saved = settings.model_dir / f"{spec}-bf16"
@@ -35,7 +35,7 @@ def resolve_model(settings: Settings) -> Path | str:
 
 def resolve_gguf(settings: Settings) -> Path:
     """The GGUF file the llama.cpp backend loads: a bundled model's joined file, or the `.gguf` path given."""
-    spec = settings.model
+    spec = settings.model.name
     if spec in BUNDLED:
         return ensure_gguf(BUNDLED[spec], settings.model_dir)
     gguf = Path(spec).expanduser()
@@ -49,21 +49,22 @@ def resolve_gguf(settings: Settings) -> Path:
 
 def load_backend(settings: Settings) -> Backend:
     """Load the configured model with the configured backend (blocking)."""
-    if settings.model_backend == "openai":
+    if settings.model.backend == "openai":
         from bot.llm.openai_backend import OpenAICompatibleBackend
 
-        return OpenAICompatibleBackend(settings.openai_base_url, settings.openai_api_key.reveal(), settings.model,
-                                       context_tokens=settings.context_tokens)
-    if settings.model_backend == "llama_cpp":
+        model = settings.model
+        return OpenAICompatibleBackend(model.openai_base_url, model.openai_api_key.reveal(), model.name,
+                                       context_tokens=model.context_tokens)
+    if settings.model.backend == "llama_cpp":
         from bot.llm.llama_cpp_backend import LlamaCppBackend
 
         return LlamaCppBackend(
-            resolve_gguf(settings), threads=settings.model_threads, context_tokens=settings.context_tokens
+            resolve_gguf(settings), threads=settings.model.threads, context_tokens=settings.model.context_tokens
         )
-    if settings.model_backend == "transformers":
+    if settings.model.backend == "transformers":
         from bot.llm.transformers_backend import TransformersBackend
 
         return TransformersBackend(
-            resolve_model(settings), threads=settings.model_threads, context_tokens=settings.context_tokens
+            resolve_model(settings), threads=settings.model.threads, context_tokens=settings.model.context_tokens
         )
-    raise ModelError(f"unknown MODEL_BACKEND {settings.model_backend!r}")
+    raise ModelError(f"unknown MODEL_BACKEND {settings.model.backend!r}")

@@ -21,6 +21,7 @@ from memory.records import FACT, MemoryRecord, Source
 from memory.store import MemoryStore
 
 MAX_REMEMBER_CHARS = 500
+PAGE_SIZE = 10  # memories a list shows at once
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Controls:
         self._recall = recall
         self._learning = learning
 
-    async def list(self, user: UserRef, *, page: int = 1, page_size: int = 10) -> MemoryPage:
+    async def list(self, user: UserRef, *, page: int = 1, page_size: int = PAGE_SIZE) -> MemoryPage:
         """The user's facts, a page at a time: the profile first (in `supersede.PROFILE` order), then newest
         first. The passages of their messages are not listed (`why` and `export` show them)."""
         records = _profile_first(await self._store.list(user.key, kinds=(FACT,)))
@@ -56,9 +57,10 @@ class Controls:
         start = (page - 1) * page_size
         return MemoryPage(records[start : start + page_size], page, pages, len(records), page_size)
 
-    async def count(self, user: UserRef) -> int:
-        """How many facts `list` would show."""
-        return len(await self._store.list(user.key, kinds=(FACT,)))
+    async def count_all(self, user: UserRef) -> int:
+        """How many memories the user has of every kind (facts, message passages, superseded and expired ones):
+        what forgetting everything deletes."""
+        return len(await self._store.list(user.key, include_superseded=True, include_expired=True))
 
     async def remember(self, msg: IncomingMessage, text: str) -> MemoryRecord:
         """Store `text` as the user asked (`msg` is the command, its source)."""

@@ -77,13 +77,20 @@ class Forgetting:
         that the caller queues the new text in the same step. Yields False, doing nothing, for a deleted message
         or an edit not newer than one already handled (a repeated or late event)."""
         async with self._locks.hold(message=ref):
-            _, deleted, latest = self._changed.get(message_key(ref), (ref, False, None))
+            before = self._changed.get(message_key(ref))
+            _, deleted, latest = before or (ref, False, None)
             if deleted or (latest is not None and (edited_at is None or edited_at <= latest)):
                 yield False
                 return
             self._note_change(ref, deleted=False, edited_at=edited_at)
-            await self._forget_message(ref)
-            yield True
+            try:
+                await self._forget_message(ref)
+                yield True
+            except BaseException:  # the new text was not queued: a repeated edit event must be handled again
+                self._changed.pop(message_key(ref), None)
+                if before is not None:
+                    self._changed[message_key(ref)] = before
+                raise
 
     def was_changed(self, msg: IncomingMessage) -> bool:
         """Whether `msg` was deleted or edited since it arrived (its reply must not be learned from)."""

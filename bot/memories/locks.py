@@ -21,7 +21,8 @@ from bot.message import MessageRef
 
 K = TypeVar("K")
 
-_holding_user_lock: ContextVar[bool] = ContextVar("holding_user_lock", default=False)
+# The task holding a user lock: tasks started meanwhile inherit the variable, but hold nothing.
+_user_lock_holder: ContextVar[asyncio.Task[object] | None] = ContextVar("user_lock_holder", default=None)
 
 
 class LockOrderError(RuntimeError):
@@ -46,13 +47,13 @@ class Locks:
         """Hold the lock of `message`, then the lock of the user with key `user` (either may be left out)."""
         async with AsyncExitStack() as stack:
             if message is not None:
-                if _holding_user_lock.get():
+                if _user_lock_holder.get() is asyncio.current_task():
                     raise LockOrderError("a message lock must be taken before the user lock, not inside it")
                 await stack.enter_async_context(_lock(self._messages, message_key(message)))
             if user is not None:
                 await stack.enter_async_context(_lock(self._users, user))
-                token = _holding_user_lock.set(True)
-                stack.callback(_holding_user_lock.reset, token)
+                token = _user_lock_holder.set(asyncio.current_task())
+                stack.callback(_user_lock_holder.reset, token)
             yield
 
 

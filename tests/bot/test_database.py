@@ -59,7 +59,7 @@ def source(message_id: str, channel: str = "c1") -> Source:
 
 
 def old_payload(text: str, message_id: str, **progress: object) -> str:
-    """A payload as `exchange_payload` wrote it (and the worker's progress updates, if any)."""
+    """A payload as the queue wrote it before the typed record (and the worker's progress updates, if any)."""
     return json.dumps({"text": text, "reply": "ok", "context": None, "user_name": "Dana",
                        "source": source(message_id).__dict__, **progress})
 

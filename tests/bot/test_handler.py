@@ -3,7 +3,8 @@
 from collections.abc import Callable, Iterator
 
 from bot.app import MemoryBot
-from bot.handler import EMPTY_MESSAGE, MODEL_FAILED, PAUSED_NOTICE
+from bot.errors import REPLY_FAILED
+from bot.handler import EMPTY_MESSAGE, PAUSED_NOTICE
 from bot.llm.base import ChatMessage, GenerationParams
 from tests.bot.helpers import RecordingReply, message
 from tests.fakes.model import ScriptedBackend
@@ -87,7 +88,7 @@ async def test_model_failure_gets_an_apology_and_keeps_the_writeback(make_settin
     async with MemoryBot(make_settings(), backend=backend) as bot:
         reply = RecordingReply()
         await bot.handle(message("I have a dog"), reply)
-        assert reply.sent == [MODEL_FAILED]
+        assert reply.sent == [REPLY_FAILED]
         await bot.writeback.drain()
         listed = (await bot.memories.controls.list(message("x").user)).records
         assert [r.text for r in listed] == ["The user has a dog."]

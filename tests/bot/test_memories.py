@@ -366,3 +366,16 @@ async def test_memories_from_before_kinds_and_the_profile_are_upgraded_once(make
         late = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
         query = RecallQuery.of("anything", late, ["time"])
         assert [r.id for r in await bot.store.recall(dana.user.key, query, 5, include_private=True)] == [home.id]
+
+
+async def test_an_edit_whose_new_text_failed_to_queue_is_handled_again(bot):
+    ref = MessageRef("console", "local", "terminal", "m1")
+    edited_at = datetime(2026, 11, 26, 10, 5, tzinfo=UTC)
+    with pytest.raises(RuntimeError):
+        async with bot.memories.forgetting.editing(ref, edited_at) as is_new:
+            assert is_new
+            raise RuntimeError("the queue failed")
+    async with bot.memories.forgetting.editing(ref, edited_at) as is_new:  # the platform's retry of the event
+        assert is_new
+    async with bot.memories.forgetting.editing(ref, edited_at) as is_new:  # now handled: a repeat is ignored
+        assert not is_new

@@ -38,7 +38,7 @@ async def terminal(make_settings) -> AsyncIterator[Terminal]:
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
 async def test_every_command_answers(terminal: Terminal, command: Command) -> None:
     answer = await terminal.type(f"/{command.name} {sample_arg(command)}".strip())
-    assert answer.strip() and COMMAND_FAILED not in answer and "don't know the command" not in answer
+    assert answer.strip() and COMMAND_FAILED not in answer and "don't know that command" not in answer
 
 
 async def test_remember_list_search_forget(terminal: Terminal) -> None:
@@ -79,8 +79,22 @@ async def test_export_prints_the_json(terminal: Terminal) -> None:
 async def test_a_message_gets_a_reply_and_an_unknown_command_the_list(terminal: Terminal) -> None:
     assert await terminal.type("hi there") == "bot> Hello Dana!\n"
     unknown = await terminal.type("/frobnicate")
-    assert "don't know the command frobnicate" in unknown and "/memories [PAGE]" in unknown
+    assert "don't know that command" in unknown and "/memories [PAGE]" in unknown
 
 
 async def test_quit_leaves(terminal: Terminal) -> None:
     assert not await terminal.session.on_line("/quit")
+
+
+async def test_typed_text_never_confirms_by_itself(terminal: Terminal) -> None:
+    await terminal.type("/remember I like tea")
+    assert "Forget all" in await terminal.type("/forget-all confirm")
+    assert "Forget all" in await terminal.type("/forget-all confirm")  # a new question, not a yes
+    assert "I like tea" in await terminal.type("/memories")
+
+
+async def test_a_message_while_asked_cancels_and_is_answered(terminal: Terminal) -> None:
+    await terminal.type("/remember I like tea")
+    await terminal.type("/forget-all")
+    answer = await terminal.type("hello")
+    assert answer.startswith("Cancelled: nothing was forgotten.\n") and "Hello Dana!" in answer

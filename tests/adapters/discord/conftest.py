@@ -15,10 +15,12 @@ import pytest
 import yarl
 
 from adapters.discord.client import DiscordClient
+from adapters.discord.settings import DiscordSettings
 from bot.app import MemoryBot
 from bot.message import IncomingMessage, MessageRef, ReplyTarget
-from bot.settings import Secret, Settings, load_settings
+from bot.settings import Secret
 from tests.adapters.discord.fake_discord import FakeDiscord, Recorded
+from tests.conftest import settings_for
 from tests.fakes.model import ScriptedBackend
 
 TOKEN = "fake-token"
@@ -133,27 +135,28 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
     await server.stop()
 
 
-def discord_settings(data_dir: Path, **overrides: Any) -> Settings:
-    overrides.setdefault("writeback_quiet_seconds", 0.0)  # tests wait for write-back with drain()
-    return load_settings(env_file=None, data_dir=data_dir, discord_token=Secret(TOKEN), **overrides)
+def discord_settings(**overrides: Any) -> DiscordSettings:
+    return DiscordSettings(**{"token": Secret(TOKEN), **overrides})
 
 
 @pytest.fixture
 async def start_bot(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[StartBot]:
-    """Start the bot against the fake: `await start_bot(backend=ScriptedBackend(...), **setting_overrides)`.
+    """Start the bot against the fake: `await start_bot(backend=ScriptedBackend(...), **setting_overrides)`
+    (`respond_channels`: DISCORD_RESPOND_CHANNELS).
 
     Without a backend it gets a default `ScriptedBackend`; `real_model=True` loads the bundled model.
     """
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
-            backend: Any = None, *, real_model: bool = False, data_dir: Path | None = None, **overrides: Any
+            backend: Any = None, *, real_model: bool = False, data_dir: Path | None = None,
+            respond_channels: frozenset[str] = frozenset(), **overrides: Any
         ) -> Running:
-            settings = discord_settings(data_dir or tmp_path / "data", **overrides)
+            settings = settings_for(data_dir or tmp_path / "data", **overrides)
             if not real_model:
                 backend = backend or ScriptedBackend()
             bot = await stack.enter_async_context(MemoryBot(settings, backend=backend))
-            client = DiscordClient(bot, respond_channels=settings.discord_respond_channels,
+            client = DiscordClient(bot, respond_channels=respond_channels,
                                    guild_ready_timeout=0.05)
             task = asyncio.create_task(client.start(TOKEN))
             stack.push_async_callback(_stop, client, task)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -11,23 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from adapters.discord import run, serve
+from adapters.discord import DiscordPlatform
+from adapters.discord.settings import DiscordSettings
+from adapters.platform import serve
+from bot.commands import COMMANDS
 from bot.errors import REPLY_FAILED
 from bot.message import UserRef
-from bot.settings import Secret, SettingsError, load_settings
+from bot.settings import SettingsError, load_group
 from tests.adapters.discord.conftest import StartBot, discord_settings
 from tests.adapters.discord.fake_discord import FakeDiscord
+from tests.conftest import settings_for
 from tests.fakes.model import ScriptedBackend
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_run_without_token_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_a_missing_token_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
-    settings = load_settings(env_file=None, data_dir=tmp_path, discord_token=Secret(""))
     with pytest.raises(SettingsError, match="DISCORD_TOKEN"):
-        run(settings)
+        load_group(DiscordSettings, env_file=None)
 
 
 async def test_login_identify_and_command_sync(start_bot: StartBot, fake: FakeDiscord) -> None:
@@ -36,8 +38,7 @@ async def test_login_identify_and_command_sync(start_bot: StartBot, fake: FakeDi
     assert ("GET", "/users/@me") in paths
     assert ("GET", "/oauth2/applications/@me") in paths
     assert fake.identify is not None and fake.identify["intents"] & MESSAGE_CONTENT_INTENT
-    assert {c["name"] for c in fake.commands} == {
-        "memories", "remember", "search", "why", "forget", "forget-all", "export", "pause", "resume"}
+    assert {c["name"] for c in fake.commands} == {c.name for c in COMMANDS}
     options = {c["name"]: [o["name"] for o in c.get("options", [])] for c in fake.commands}
     assert (options["forget"], options["remember"], options["memories"]) == (["id"], ["text"], ["page"])
 
@@ -106,14 +107,14 @@ async def test_thread_message_is_answered_in_the_thread(start_bot: StartBot, fak
 
 
 async def test_respond_channel_answers_every_message(start_bot: StartBot, fake: FakeDiscord) -> None:
-    running = await start_bot(discord_respond_channels=frozenset({fake.channel_id}))
+    running = await start_bot(respond_channels=frozenset({fake.channel_id}))
     msg = await running.say(fake.message(fake.user("alice"), "no mention needed here"))
     [sent] = running.replies(fake.channel_id)
     assert sent.reference == msg["id"]
 
 
 async def test_respond_channel_leaves_posts_without_text_alone(start_bot: StartBot, fake: FakeDiscord) -> None:
-    running = await start_bot(discord_respond_channels=frozenset({fake.channel_id}))
+    running = await start_bot(respond_channels=frozenset({fake.channel_id}))
     before = len(fake.requests)
     image_only = fake.message(fake.user("alice"), "")
     image_only["attachments"] = [{"id": fake.new_id(), "filename": "cat.png", "size": 10,
@@ -256,26 +257,28 @@ async def test_direct_message_is_normalized_as_dm(start_bot: StartBot, fake: Fak
 
 
 async def test_serve_connects_and_stops(fake: FakeDiscord, tmp_path) -> None:
-    settings = discord_settings(tmp_path)
-    task = asyncio.create_task(serve(settings, backend=ScriptedBackend(), guild_ready_timeout=0.05))
+    platform = DiscordPlatform(discord_settings(), guild_ready_timeout=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(platform, settings_for(tmp_path), backend=ScriptedBackend(), stop=stop))
     await fake.wait_identified()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stop.set()
+    await asyncio.wait_for(task, 30)  # stopping returns normally, the connection closed
 
 
 async def test_sigterm_shuts_the_bot_down_cleanly(fake: FakeDiscord, tmp_path) -> None:
     script = f"""
 import logging, sys, discord, yarl
 from pathlib import Path
-from adapters.discord.service import run
+from adapters.discord import DiscordPlatform
+from adapters.platform import run
 from tests.adapters.discord.conftest import discord_settings
+from tests.conftest import settings_for
 from tests.fakes.model import ScriptedBackend
 logging.basicConfig(level=logging.INFO, stream=sys.stdout)
 discord.http.Route.BASE = {fake.url + "/api/v10"!r}
 discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL({fake.url + "/gateway"!r})
-run(discord_settings(Path({str(tmp_path)!r})), backend=ScriptedBackend(),
-    guild_ready_timeout=0.05)
+run(DiscordPlatform(discord_settings(), guild_ready_timeout=0.05), settings_for(Path({str(tmp_path)!r})),
+    backend=ScriptedBackend())
 """
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=REPO,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -293,7 +296,7 @@ run(discord_settings(Path({str(tmp_path)!r})), backend=ScriptedBackend(),
 async def test_serve_with_a_rejected_token_names_the_variable(fake: FakeDiscord, tmp_path) -> None:
     fake.fail("GET", r"^/users/@me$", 401, 0, "401: Unauthorized")
     with pytest.raises(SettingsError, match="DISCORD_TOKEN was rejected"):
-        await serve(discord_settings(tmp_path), backend=ScriptedBackend())
+        await serve(DiscordPlatform(discord_settings()), settings_for(tmp_path), backend=ScriptedBackend())
 
 
 async def test_failed_command_registration_still_connects(

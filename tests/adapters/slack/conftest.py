@@ -17,9 +17,11 @@ import pytest
 from slack_sdk.signature import SignatureVerifier
 
 from adapters.slack.server import RunningSlack, make_client, start_slack
+from adapters.slack.settings import SlackSettings
 from bot.app import MemoryBot
-from bot.settings import Secret, Settings, load_settings
+from bot.settings import Secret, load_group
 from tests.adapters.slack.fake_slack import BOT_USER_ID, TEAM_ID, FakeSlack
+from tests.conftest import settings_for
 from tests.fakes.model import ScriptedBackend
 
 SIGNING_SECRET = "test-signing-secret"
@@ -30,18 +32,18 @@ def next_ts() -> str:
     return f"{1710000000 + next(_ids)}.000{next(_ids):03d}"
 
 
-def slack_settings(data_dir: Path, **overrides: Any) -> Settings:
+def slack_settings(**overrides: Any) -> SlackSettings:
+    """HTTP mode on a free port of 127.0.0.1; keyword arguments are settings by their variable's name in lower case
+    (`slack_app_token=...`)."""
     values: dict[str, Any] = {
-        "data_dir": data_dir,
         "slack_bot_token": Secret("xoxb-test"),
         "slack_signing_secret": Secret(SIGNING_SECRET),
         "slack_app_token": Secret(""),
         "slack_http_host": "127.0.0.1",
         "slack_http_port": 0,
-        "writeback_quiet_seconds": 0.0,  # tests wait for write-back with drain()
         **overrides,
     }
-    return load_settings(env_file=None, **values)
+    return load_group(SlackSettings, env_file=None, **values)
 
 
 def event_body(event: dict[str, Any], event_id: str | None = None, team_id: str = TEAM_ID) -> dict[str, Any]:
@@ -160,11 +162,11 @@ def start_app(fake: FakeSlack, tmp_path: Path) -> StartApp:
     @asynccontextmanager
     async def start(backend: ScriptedBackend | None = None, **overrides: Any) -> AsyncIterator[Harness]:
         backend = backend or ScriptedBackend()
-        settings = slack_settings(tmp_path, **overrides)
-        client = make_client(settings, base_url=fake.base_url)
+        slack = slack_settings()
+        client = make_client(slack, base_url=fake.base_url)
         async with (
-            MemoryBot(settings, backend=backend) as bot,
-            start_slack(bot, settings, client=client) as running,
+            MemoryBot(settings_for(tmp_path, **overrides), backend=backend) as bot,
+            start_slack(bot, slack, client=client) as running,
             aiohttp.ClientSession() as http,
         ):
             yield Harness(fake, bot, running, backend, http)

@@ -140,5 +140,14 @@ async def test_access_rules_apply_to_commands_that_store_or_search(start_app: St
 async def test_every_command_answers(start_app: StartApp, fake: FakeSlack, command: Command) -> None:
     async with start_app() as h:
         answer = await h.ask(f"{command.words} {sample_arg(command)}".strip())
-    assert answer and answer != COMMAND_FAILED and "don't know the command" not in answer
+    assert answer and answer != COMMAND_FAILED and "don't know that command" not in answer
     assert fake.responses[-1]["response_type"] == "ephemeral"
+
+
+async def test_typed_confirm_asks_anyway_and_names_work_as_words(start_app: StartApp, fake: FakeSlack) -> None:
+    async with start_app() as h:
+        await h.ask("remember I like tea")
+        await h.ask("forget all confirm")
+        assert fake.responses[-1]["blocks"][1]["elements"][0]["action_id"] == CONFIRM  # still a question
+        assert "no page 2" in await h.ask("memories 2")  # the command's name works like its words
+        assert "I like tea" in await h.ask("list")

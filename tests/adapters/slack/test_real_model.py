@@ -16,10 +16,10 @@ from tests.adapters.slack.fake_slack import FakeSlack
 
 @pytest.mark.slow
 async def test_real_model_learns_a_fact_from_a_channel(fake: FakeSlack, real_settings: Settings) -> None:
-    settings = slack_settings(real_settings.data_dir)  # a fresh DATA_DIR whose models/ is the shared cache
+    slack = slack_settings()
     async with (
-        MemoryBot(settings) as bot,
-        start_slack(bot, settings, client=make_client(settings, base_url=fake.base_url)) as running,
+        MemoryBot(real_settings) as bot,  # a fresh DATA_DIR whose models/ is the shared cache
+        start_slack(bot, slack, client=make_client(slack, base_url=fake.base_url)) as running,
         aiohttp.ClientSession() as http,
     ):
         h = Harness(fake, bot, running, backend=None, http=http)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.slack.server import check_settings, check_token, make_client
+from adapters.slack.server import check_token, make_client
 from bot.settings import Secret, SettingsError
 from tests.adapters.slack.conftest import slack_settings
 from tests.adapters.slack.fake_slack import FakeSlack
@@ -25,16 +25,15 @@ def test_missing_or_malformed_credentials_name_the_variable(
     tmp_path: Path, overrides: dict[str, Secret], variable: str
 ) -> None:
     with pytest.raises(SettingsError, match=variable):
-        check_settings(slack_settings(tmp_path, **overrides))
+        slack_settings(**overrides)
 
 
 def test_socket_mode_needs_no_signing_secret(tmp_path: Path) -> None:
-    settings = slack_settings(tmp_path, slack_app_token=Secret("xapp-1"), slack_signing_secret=Secret(""))
-    check_settings(settings)  # no error
+    assert slack_settings(slack_app_token=Secret("xapp-1"), slack_signing_secret=Secret("")).socket_mode
 
 
 async def test_a_refused_token_is_a_startup_error(fake: FakeSlack, tmp_path: Path) -> None:
-    client = make_client(slack_settings(tmp_path), base_url=fake.base_url)
+    client = make_client(slack_settings(), base_url=fake.base_url)
     await check_token(client)
     fake.fail("auth.test", "invalid_auth")
     with pytest.raises(SettingsError, match="SLACK_BOT_TOKEN.*invalid_auth"):

@@ -9,14 +9,16 @@ from bot.app import MemoryBot
 from bot.settings import Secret
 from tests.adapters.slack.conftest import event_body, mention, slack_settings
 from tests.adapters.slack.fake_slack import TEAM_ID, FakeSlack
+from tests.conftest import settings_for
 from tests.fakes.model import ScriptedBackend
 
 
 async def test_socket_mode_acks_envelopes_and_replies(fake: FakeSlack, tmp_path: Path) -> None:
-    settings = slack_settings(tmp_path, slack_app_token=Secret("xapp-test"), slack_signing_secret=Secret(""))
+    slack = slack_settings(slack_app_token=Secret("xapp-test"), slack_signing_secret=Secret(""))
     async with (
-        MemoryBot(settings, backend=ScriptedBackend(reply="Hello over a socket & <!here>", chunk=200)) as bot,
-        start_slack(bot, settings, client=make_client(settings, base_url=fake.base_url)) as running,
+        MemoryBot(settings_for(tmp_path), backend=ScriptedBackend(reply="Hello over a socket & <!here>",
+                                                                  chunk=200)) as bot,
+        start_slack(bot, slack, client=make_client(slack, base_url=fake.base_url)) as running,
     ):
         assert running.url is None
         event = mention("hi", channel="C5")
