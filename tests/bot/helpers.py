@@ -33,10 +33,12 @@ class RecordingReply:
 
 
 def message(text: str, *, user: str = "dana", platform: str = "console", workspace: str = "local",
-            direct: bool = True, channel: str = "terminal", message_id: str = "m1") -> IncomingMessage:
+            direct: bool = True, channel: str = "terminal", message_id: str = "m1",
+            roles: tuple[str, ...] | None = None) -> IncomingMessage:
+    """The one builder of normalized messages in the tests (platform payloads come from each fake)."""
     return IncomingMessage(platform=platform, workspace=workspace, channel_id=channel, user_id=user,
                            user_name=user.title(), text=text, message_id=message_id, is_direct=direct,
-                           link=f"https://example.test/{channel}/{message_id}",
+                           link=f"https://example.test/{channel}/{message_id}", roles=roles,
                            sent_at=datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
 
 

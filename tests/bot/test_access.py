@@ -1,10 +1,9 @@
 from bot.access import AccessPolicy
-from bot.message import IncomingMessage
+from tests.bot.helpers import message
 
 
 def msg(user="u1", channel="c1", direct=False, roles=()):
-    return IncomingMessage(platform="discord", workspace="g1", channel_id=channel, user_id=user, user_name=user,
-                           text="hi", message_id="m1", is_direct=direct, roles=roles)
+    return message("hi", user=user, channel=channel, direct=direct, roles=roles, platform="discord", workspace="g1")
 
 
 def test_allow_and_block_lists(make_settings):
