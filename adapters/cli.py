@@ -90,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.env_file)
-        platform = platform_class(args.command).from_env(args.env_file, args) if args.command in PLATFORMS else None
     except SettingsError as exc:
         print(f"memorybot: bad setting: {exc}", file=sys.stderr)
         return 2
+    platform = platform_class(args.command) if args.command in PLATFORMS else None
     setup_logging(settings, quiet_console=platform.interactive if platform else True)
     try:
         if platform is not None:
-            run(platform, settings)
+            run(platform.from_env(args.env_file, args), settings)
         elif args.command == "memories":
             workspace = args.workspace or ("local" if args.platform == "console" else None)
             if workspace is None:

@@ -6,8 +6,10 @@ An adapter translates and nothing more. Into the core:
 - a deleted or edited message becomes a `MessageRef` for `MemoryBot.forget_message` / `MemoryBot.message_edited`;
 - a command goes to `MemoryBot.command` with the platform's `Dialect`, and the adapter renders the result.
 A new platform is one folder under `adapters/` holding a class that satisfies `Platform`, plus one line in
-`adapters/registry.py`. `run` is the one shutdown path: Ctrl-C or SIGTERM sets `stop`, the platform stops
-receiving and finishes what it started, the core stops its workers; a second signal ends the process at once.
+`adapters/registry.py`. `run` is the one shutdown path: SIGTERM (and Ctrl-C, except in the terminal chat, where
+Ctrl-C interrupts at once as in any terminal program) sets `stop`; the platform stops receiving and gives the work
+it started a few seconds to finish; the core stops its workers (what is queued stays queued); a second signal ends
+the process at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from bot.llm.base import Backend
 from bot.settings import Settings
 
 _log = logging.getLogger(__name__)
+
+FINISH_SECONDS = 10.0  # how long work already started (a reply, a command) may take to finish when stopping
 
 
 class Platform(Protocol):
@@ -52,8 +56,9 @@ def run(platform: Platform, settings: Settings, *, backend: Backend | None = Non
     """`memorybot <platform>`: serve until Ctrl-C or SIGTERM (`docker stop`, systemd), then shut down cleanly."""
     try:
         asyncio.run(serve(platform, settings, backend=backend))
-    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
-        pass
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down; in the terminal chat, the first
+        if platform.interactive:
+            raise
     _log.info("stopped")
 
 
@@ -63,13 +68,14 @@ async def serve(platform: Platform, settings: Settings, *, backend: Backend | No
     await platform.prepare()
     with _stopping_on_signals(platform, stop):
         async with MemoryBot(settings, backend) as bot:
-            await platform.serve(bot, stop)
+            if not stop.is_set():  # not stopped while the model was loading
+                await platform.serve(bot, stop)
 
 
 @contextmanager
 def _stopping_on_signals(platform: Platform, stop: asyncio.Event) -> Iterator[None]:
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGTERM,) if platform.interactive else (signal.SIGINT, signal.SIGTERM)
 
     def shut_down() -> None:  # once: a second signal then acts as it would without us
         _log.info("%s: shutting down", platform.name)

@@ -12,6 +12,8 @@ from typing import Generic, TypeVar
 
 Handle = TypeVar("Handle")
 
+EDIT_INTERVAL = 1.0  # seconds between edits of a streamed message: both platforms rate-limit faster edits
+
 _FENCE = "```"
 
 
@@ -71,7 +73,7 @@ class StreamingMessage(Generic[Handle]):
         send: Callable[[str], Awaitable[Handle]],
         edit: Callable[[Handle, str], Awaitable[None]],
         limit: int,
-        interval: float = 1.0,
+        interval: float = EDIT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send

@@ -101,8 +101,9 @@ class ModelSettings:
     threads: int = setting("MODEL_THREADS", 2, "CPU threads for the model and the embedder.", positive)
     max_new_tokens: int = setting("MAX_NEW_TOKENS", 256, "Longest reply the model may write, in tokens.", positive)
     temperature: float = setting("TEMPERATURE", 0.0, "Sampling temperature; 0 means greedy decoding.", not_negative)
-    repetition_penalty: float = setting("REPETITION_PENALTY", 1.15,
-                                        "Penalty against repeating tokens (stops greedy loops).", positive)
+    repetition_penalty: float = setting(
+        "REPETITION_PENALTY", 1.15, "Penalty against repeating tokens (stops greedy loops).",
+        lambda value: None if value > 0 else "must be greater than 0 (1 means no penalty)")
     context_tokens: int = setting("CONTEXT_TOKENS", 2048,
                                   "Prompt budget in tokens (system, memories, history, message).", positive)
     generation_queue_size: int = setting("GENERATION_QUEUE_SIZE", 8,
@@ -271,10 +272,7 @@ def _parse(env: str, kind: Any, raw: str) -> Any:
         if kind is int:
             return int(raw)
         if kind is float:
-            value = float(raw)
-            if not math.isfinite(value):
-                raise ValueError("must be a number")
-            return value
+            return float(raw)
         if kind is Path:
             return Path(raw).expanduser()
         if kind is Secret:
@@ -302,8 +300,11 @@ def _build(cls: type[G], raw: Mapping[str, str], overrides: dict[str, Any]) -> G
             values[f.name] = _parse(env, hints[f.name], text)
         else:
             continue
-        if (check := f.metadata["check"]) and (problem := check(values[f.name])):
-            shown = "" if hints[f.name] is Secret else f", not {values[f.name]!r}"
+        value = values[f.name]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"{env} must be a number, not {value!r}")
+        if (check := f.metadata["check"]) and (problem := check(value)):
+            shown = "" if hints[f.name] is Secret else f", not {_as_text(value) or 'empty'}"
             raise SettingsError(f"{env} {problem}{shown}")
     built = cls(**values)
     if validate := getattr(built, "validate", None):

@@ -21,8 +21,8 @@ from bot.message import IncomingMessage
 class ConsoleReply:
     """Prints replies; a streamed reply appears token by token."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self._out = out
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
 
     async def send(self, text: str) -> None:
         print(f"bot> {text}", file=self._out, flush=True)
@@ -60,10 +60,10 @@ YES = ("yes", "y")
 class ConsoleSession:
     """One person at the terminal: lines starting with `/` are commands, anything else is a message."""
 
-    def __init__(self, bot: MemoryBot, user: str, out: TextIO = sys.stdout) -> None:
+    def __init__(self, bot: MemoryBot, user: str, out: TextIO | None = None) -> None:
         self._bot = bot
         self._user = user
-        self._out = out
+        self._out = out or sys.stdout
         self._reply = ConsoleReply(out)
         self._ids = itertools.count(1)
         self._confirming: Confirm | None = None
@@ -130,6 +130,8 @@ class _Lines:
 
     async def next(self, stop: asyncio.Event) -> str | None:
         """The next line; None at the end of input (Ctrl-D) or once `stop` is set."""
+        if stop.is_set():
+            return None
         self._wanted.release()
         reading, stopping = asyncio.create_task(self._lines.get()), asyncio.create_task(stop.wait())
         await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -8,7 +8,10 @@ forgotten: whatever the bot learned from it goes. An edited one is forgotten, th
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import discord
@@ -19,6 +22,7 @@ from adapters.discord.messages import is_addressed, message_ref, to_incoming
 from adapters.discord.reply import DiscordReply, safe_mentions
 from bot.app import MemoryBot
 from bot.errors import REPLY_FAILED
+from bot.message import MessageRef
 
 _log = logging.getLogger(__name__)
 
@@ -45,7 +49,23 @@ class DiscordClient(discord.Client):
         self.bot = bot
         self.respond_channels = respond_channels
         self.tree = app_commands.CommandTree(self)
+        self._working: set[asyncio.Task[Any]] = set()  # event handlers running, for `finish_work`
         commands.install(self.tree, bot)
+
+    @contextmanager
+    def _at_work(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is not None:
+            self._working.add(task)
+        try:
+            yield
+        finally:
+            self._working.discard(task)  # type: ignore[arg-type]
+
+    async def finish_work(self, timeout: float) -> None:
+        """Give the events being handled (replies, forgetting) `timeout` seconds to finish (before closing)."""
+        if running := {task for task in self._working if task is not asyncio.current_task()}:
+            await asyncio.wait(running, timeout=timeout)
 
     async def setup_hook(self) -> None:
         # Chat keeps working without slash commands, so a failed registration is a warning, not a crash.
@@ -63,7 +83,11 @@ class DiscordClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         if self.user is None or not is_addressed(message, self.user, self.respond_channels):
             return
-        incoming = to_incoming(message, self.user)
+        with self._at_work():
+            await self._answer(message, self.user)
+
+    async def _answer(self, message: discord.Message, me: discord.ClientUser) -> None:
+        incoming = to_incoming(message, me)
         reply = DiscordReply(message)
         try:
             await self.bot.handle(incoming, reply)
@@ -80,14 +104,17 @@ class DiscordClient(discord.Client):
         if message.author.bot or message.edited_at is None or (before is not None and before.content ==
                                                                  message.content):
             return  # a bot's edit (the bot's own streaming), or an embed or a pin added: not new text
-        ref = message_ref(payload.guild_id, payload.message_id)
+        with self._at_work():
+            await self._relearn(message, message_ref(payload.guild_id, payload.message_id))
+
+    async def _relearn(self, message: discord.Message, ref: MessageRef) -> None:
         try:
             if self.user is not None and is_addressed(message, self.user, self.respond_channels):
                 await self.bot.message_edited(to_incoming(message, self.user), ref)
             else:  # not (or no longer) for the bot: only what it learned from the old text goes
                 await self.bot.forget_message(ref)
         except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
-            _log.exception("could not relearn edited message %s (guild %s)", payload.message_id, payload.guild_id)
+            _log.exception("could not relearn edited message %s (guild %s)", ref.message_id, ref.workspace)
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await self._forget(payload.guild_id, [payload.message_id])
@@ -96,11 +123,12 @@ class DiscordClient(discord.Client):
         await self._forget(payload.guild_id, sorted(payload.message_ids))
 
     async def _forget(self, guild_id: int | None, message_ids: list[int]) -> None:
-        for message_id in message_ids:
-            try:
-                await self.bot.forget_message(message_ref(guild_id, message_id))
-            except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
-                _log.exception("could not forget deleted message %s (guild %s)", message_id, guild_id)
+        with self._at_work():
+            for message_id in message_ids:
+                try:
+                    await self.bot.forget_message(message_ref(guild_id, message_id))
+                except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
+                    _log.exception("could not forget deleted message %s (guild %s)", message_id, guild_id)
 
     async def _apologize(self, reply: DiscordReply, message: discord.Message) -> None:
         try:

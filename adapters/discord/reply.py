@@ -13,12 +13,11 @@ from contextlib import AbstractAsyncContextManager
 
 import discord
 
-from adapters.streaming import render_stream, split_message
+from adapters.streaming import EDIT_INTERVAL, render_stream, split_message
 
 _log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
-EDIT_INTERVAL = 1.0
 
 UNKNOWN_MESSAGE = 10008  # the referenced message does not exist (any more)
 INVALID_FORM_BODY = 50035  # what Discord answers for a reply to a deleted message

@@ -25,6 +25,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.platform import FINISH_SECONDS
 from adapters.slack.commands import MemoryCommands
 from adapters.slack.identity import PLATFORM, workspace_of
 from adapters.slack.reply import CALL_FAILED, SlackReply, api_error
@@ -172,7 +173,7 @@ class SlackAdapter:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def close(self, timeout: float = 10.0) -> None:
+    async def close(self, timeout: float = FINISH_SECONDS) -> None:
         """Give running work `timeout` seconds, then cancel what is left."""
         try:
             await asyncio.wait_for(self.drain(), timeout)

@@ -15,14 +15,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.streaming import render_stream, split_message
+from adapters.streaming import EDIT_INTERVAL, render_stream, split_message
 
 _log = logging.getLogger(__name__)
 
 # What a Web API call may fail with besides Slack's own errors: the network, a timeout.
 CALL_FAILED = (SlackApiError, aiohttp.ClientError, TimeoutError)
 LIMIT = 3900  # Slack truncates/rejects text above 4,000 characters; keep a margin
-EDIT_INTERVAL = 1.0
 
 
 def escape(text: str) -> str:

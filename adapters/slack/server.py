@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import SlackAdapter, SlackStore
-from adapters.slack.reply import api_error
+from adapters.slack.reply import CALL_FAILED, api_error
 from adapters.slack.settings import SlackSettings
 from bot.app import MemoryBot
 from bot.settings import SettingsError, load_group
@@ -48,6 +48,8 @@ async def check_token(client: AsyncWebClient) -> None:
         identity = await client.auth_test()
     except SlackApiError as e:
         raise SettingsError(f"SLACK_BOT_TOKEN was refused by Slack: {api_error(e)}") from None
+    except CALL_FAILED as e:
+        raise SettingsError(f"could not reach Slack to check SLACK_BOT_TOKEN: {api_error(e)}") from None
     _log.info("slack: signed in as %s in team %s", identity.get("user"), identity.get("team"))
 
 

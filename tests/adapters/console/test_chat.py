@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.console.chat import ConsoleSession
+from adapters.console.chat import ConsolePlatform, ConsoleSession
+from adapters.platform import serve
 from bot.app import MemoryBot
 from bot.commands import COMMANDS, Command
 from bot.errors import COMMAND_FAILED
@@ -98,3 +101,30 @@ async def test_a_message_while_asked_cancels_and_is_answered(terminal: Terminal)
     await terminal.type("/forget-all")
     answer = await terminal.type("hello")
     assert answer.startswith("Cancelled: nothing was forgotten.\n") and "Hello Dana!" in answer
+
+
+async def test_the_chat_platform_serves_until_the_input_ends(make_settings, monkeypatch, capsys) -> None:
+    lines = iter(["hello", "/remember I like tea"])
+
+    def typed(prompt: str = "") -> str:
+        print(prompt, end="")
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", typed)
+    await serve(ConsolePlatform("dana"), make_settings(), backend=ScriptedBackend(reply="Hi!"))
+    out = capsys.readouterr().out
+    assert "chatting as 'dana'" in out and "bot> Hi!" in out and "I'll remember that: I like tea" in out
+
+
+async def test_the_chat_platform_stops_when_told(make_settings, monkeypatch) -> None:
+    stop = asyncio.Event()
+    monkeypatch.setattr("builtins.input", lambda prompt="": (stop.set(), "")[1] or _block())
+    await asyncio.wait_for(serve(ConsolePlatform("dana"), make_settings(), backend=ScriptedBackend(), stop=stop), 60)
+
+
+def _block() -> str:
+    threading.Event().wait()  # a terminal nobody types in (the reading thread is a daemon)
+    return ""
