@@ -64,6 +64,7 @@ def run(platform: Platform, settings: Settings, *, backend: Backend | None = Non
 
 async def serve(platform: Platform, settings: Settings, *, backend: Backend | None = None,
                 stop: asyncio.Event | None = None) -> None:
+    """Check the platform's credentials, start the core, serve until `stop` (set by a signal, or by a test)."""
     stop = stop or asyncio.Event()
     await platform.prepare()
     with _stopping_on_signals(platform, stop):
