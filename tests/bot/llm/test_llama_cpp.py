@@ -8,6 +8,7 @@ from bot.llm import load_backend
 from bot.llm.base import ChatMessage, GenerationParams
 from bot.llm.runner import LocalModel
 from tests.bot.helpers import RecordingReply, message
+from tests.conftest import settings_for
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow
@@ -47,10 +48,8 @@ async def test_constrained_extraction_always_parses(backend):
 
 
 async def test_bot_on_llama_cpp_trims_an_oversized_prompt(real_settings):
-    from dataclasses import replace
-
-    settings = replace(real_settings, model_backend="llama_cpp", context_tokens=512, max_new_tokens=32,
-                       max_input_chars=20_000)
+    settings = settings_for(real_settings.data_dir, model_backend="llama_cpp", context_tokens=544,
+                            max_new_tokens=32, max_input_chars=20_000)  # the smallest context allowed
     async with MemoryBot(settings) as bot:
         reply = RecordingReply()
         await bot.handle(message("Please summarise this: " + "the quick brown fox jumps " * 400), reply)
@@ -107,7 +106,8 @@ async def test_the_next_reply_reuses_the_whole_last_prompt_when_the_same_memorie
         return stream(messages, params, should_stop)
 
     monkeypatch.setattr(backend, "stream", recording_stream)
-    settings = replace(real_settings, model_backend="llama_cpp", max_new_tokens=24, writeback_quiet_seconds=600)
+    settings = settings_for(real_settings.data_dir, model_backend="llama_cpp", max_new_tokens=24,
+                            writeback_quiet_seconds=600)
     async with MemoryBot(settings, backend=backend) as bot:
         first = message("x")
         facts = ["My dog is called Biscuit", "I grow tomatoes", "I play the cello"]  # none fills the profile
