@@ -1,6 +1,6 @@
 """Latency of the whole reply path on this machine, per turn, against a plain `model.generate`.
 
-    .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] [--backends transformers,llama_cpp]
+    .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] [--backends transformers,llama_cpp,openvino]
 
 Measures, through the real bot (bundled model, mem0 with embedded Qdrant):
   - recall p50/p95 with `--memories` facts stored for the user (seeded once into bench/data and reused);
@@ -8,7 +8,7 @@ Measures, through the real bot (bundled model, mem0 with embedded Qdrant):
   - the same prompt through plain `model.generate` (decode tokens/s, first token);
   - reply latency with the write-back worker running vs. stopped;
   - peak resident memory of the process;
-for each backend (`--backends transformers,llama_cpp`) and model (`--models`) in one run. Writes JSON and a
+for each backend (`--backends transformers,llama_cpp,openvino`) and model (`--models`) in one run. Writes JSON and a
 PNG chart. Peak memory of one backend alone: run it with `--backends` naming only that one.
 """
 
@@ -174,6 +174,20 @@ def plain_generate(bot: MemoryBot, messages: list[ChatMessage], params: Generati
                 first = first or last
                 text += piece
         return {**timings(bot, text, start, first, last), "total_s": time.perf_counter() - start}
+    if backend.name == "openvino":  # the same pipeline (and its prefix cache), called directly
+        start = time.perf_counter()
+        stamps: list[float] = []
+        pieces: list[str] = []
+
+        def on_piece(piece: str) -> bool:
+            stamps.append(time.perf_counter())
+            pieces.append(piece)
+            return False
+
+        backend.pipe.generate([backend.render(messages)], backend._config(params), on_piece)
+        first = next((t for t, p in zip(stamps, pieces, strict=True) if p), None)
+        return {**timings(bot, "".join(pieces), start, first, stamps[-1] if stamps else start),
+                "total_s": time.perf_counter() - start}
     import torch
 
     inputs = backend.tokenizer(backend.render(messages), return_tensors="pt", add_special_tokens=False)

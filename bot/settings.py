@@ -89,11 +89,12 @@ class ModelSettings:
     name: str = setting(
         "MODEL", "qwen2.5-coder-0.5b",
         "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (quality extra), a transformers folder or cached hub id, a .gguf path, "
-        "or the served model's name (openai backend).")
+        "an OpenVINO IR folder (openvino backend), or the served model's name (openai backend).")
     backend: str = setting(
         "MODEL_BACKEND", "transformers",
-        "Generation backend: transformers, llama_cpp (llama extra, GGUF models) or openai (a model server).",
-        one_of("transformers", "llama_cpp", "openai"))
+        "Generation backend: transformers, llama_cpp (llama extra, GGUF models), openvino (openvino extra, GGUF "
+        "models or OpenVINO IR folders) or openai (a model server).",
+        one_of("transformers", "llama_cpp", "openvino", "openai"))
     openai_base_url: str = setting("OPENAI_BASE_URL", "",
                                    "For MODEL_BACKEND=openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
     openai_api_key: Secret = setting("OPENAI_API_KEY", Secret(""),

@@ -42,9 +42,24 @@ def resolve_gguf(settings: Settings) -> Path:
     if spec.endswith(".gguf") and gguf.is_file():
         return gguf
     raise ModelError(
-        f"MODEL_BACKEND=llama_cpp needs a GGUF model: MODEL={spec!r} is neither a bundled model "
+        f"MODEL_BACKEND={settings.model.backend} needs a GGUF model: MODEL={spec!r} is neither a bundled model "
         f"({', '.join(BUNDLED)}) nor an existing .gguf file"
     )
+
+
+def resolve_openvino(settings: Settings) -> Path:
+    """The OpenVINO IR folder the openvino backend loads: one given as MODEL, or the one made once from a bundled
+    model or a `.gguf` file under `DATA_DIR/models/<name>-openvino`."""
+    from bot.llm.openvino_model import is_prepared, prepare_ir
+
+    spec = settings.model.name
+    if is_prepared(Path(spec).expanduser()):
+        return Path(spec).expanduser()
+    gguf = resolve_gguf(settings)
+    ir_dir = settings.model_dir / f"{spec if spec in BUNDLED else gguf.stem}-openvino"
+    if not is_prepared(ir_dir):
+        prepare_ir(gguf, ir_dir, settings.model.threads)
+    return ir_dir
 
 
 def load_backend(settings: Settings) -> Backend:
@@ -60,6 +75,12 @@ def load_backend(settings: Settings) -> Backend:
 
         return LlamaCppBackend(
             resolve_gguf(settings), threads=settings.model.threads, context_tokens=settings.model.context_tokens
+        )
+    if settings.model.backend == "openvino":
+        from bot.llm.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(
+            resolve_openvino(settings), threads=settings.model.threads, context_tokens=settings.model.context_tokens
         )
     if settings.model.backend == "transformers":
         from bot.llm.transformers_backend import TransformersBackend
