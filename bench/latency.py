@@ -205,6 +205,15 @@ def plain_generate(bot: MemoryBot, messages: list[ChatMessage], params: Generati
             "total_s": total}
 
 
+def machine() -> dict[str, object]:
+    """The CPU the numbers belong to: its name and the vector instruction sets that decide CPU inference speed."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile")
+    return {"cpus": os.cpu_count(), "cpu": name, "vector": [flag for flag in wanted if flag in flags]}
+
+
 def summary(rows: list[dict[str, float]]) -> dict[str, float]:
     keys = rows[0].keys()
     return {k: round(statistics.median(r[k] for r in rows), 4) for k in keys}
@@ -314,7 +323,7 @@ async def main() -> None:
             settings = load_settings(env_file=None, data_dir=args.data_dir, rate_limit_messages=0,
                                      max_new_tokens=args.max_new_tokens, model=model, model_backend=backend)
             runs.append(await run_backend(settings, args))
-    result = {"machine": {"cpus": os.cpu_count()}, "turns": args.turns, "runs": runs,
+    result = {"machine": machine(), "turns": args.turns, "runs": runs,
               "peak_rss_mb": round(rss_mb(), 1)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
