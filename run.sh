@@ -80,7 +80,7 @@ wants_llama() {
 command=${1:-chat}
 [ $# -gt 0 ] && shift
 if [ "$command" = test ]; then
-    install "dev,llama,openvino,pgvector"
+    install "dev,llama,pgvector"
 elif wants_llama; then
     install "llama,pgvector"
 else

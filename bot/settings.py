@@ -91,10 +91,14 @@ class ModelSettings:
         "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b (quality extra), a transformers folder or cached hub id, a .gguf path, "
         "an OpenVINO IR folder (openvino backend), or the served model's name (openai backend).")
     backend: str = setting(
-        "MODEL_BACKEND", "transformers",
-        "Generation backend: transformers, llama_cpp (llama extra, GGUF models), openvino (openvino extra, GGUF "
-        "models or OpenVINO IR folders) or openai (a model server).",
-        one_of("transformers", "llama_cpp", "openvino", "openai"))
+        "MODEL_BACKEND", "openvino",
+        "Generation backend: openvino (GGUF models or OpenVINO IR folders), transformers (any transformers "
+        "model), llama_cpp (llama extra, GGUF models) or openai (a model server).",
+        one_of("openvino", "transformers", "llama_cpp", "openai"))
+    openvino_weights: str = setting(
+        "OPENVINO_WEIGHTS", "int4",
+        "For MODEL_BACKEND=openvino: weight format of the model prepared from a GGUF, int4 (faster, smaller) or "
+        "int8 (closer to the original).", one_of("int4", "int8"))
     openai_base_url: str = setting("OPENAI_BASE_URL", "",
                                    "For MODEL_BACKEND=openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
     openai_api_key: Secret = setting("OPENAI_API_KEY", Secret(""),

@@ -1,6 +1,6 @@
 """Shared fixtures: settings in a temporary DATA_DIR, and one cache of the converted bundled model.
 
-Converting the bundled GGUF takes about a minute, so the converted model is kept in `.cache/models`
+Preparing the bundled GGUF takes about a minute, so the prepared model is kept in `.cache/test-data`
 (override with MEMORYBOT_TEST_MODEL_CACHE) and linked into each test's DATA_DIR.
 """
 
@@ -23,11 +23,12 @@ os.environ.setdefault("MEM0_TELEMETRY", "False")
 
 @pytest.fixture(scope="session")
 def model_data_dir() -> Path:
-    """A folder holding `models/` with the bundled model prepared (joined and converted) once."""
-    from bot.llm import resolve_model
+    """A folder holding `models/` with the bundled model prepared (joined, and made into OpenVINO IR for the
+    default backend) once; other backends' forms are made there when a test first asks for them."""
+    from bot.llm import resolve_openvino
 
     root = Path(os.environ.get("MEMORYBOT_TEST_MODEL_CACHE", REPO / ".cache" / "test-data"))
-    resolve_model(load_settings(env_file=None, data_dir=root))
+    resolve_openvino(load_settings(env_file=None, data_dir=root, model_backend="openvino"))
     return root
 
 

@@ -49,16 +49,17 @@ def resolve_gguf(settings: Settings) -> Path:
 
 def resolve_openvino(settings: Settings) -> Path:
     """The OpenVINO IR folder the openvino backend loads: one given as MODEL, or the one made once from a bundled
-    model or a `.gguf` file under `DATA_DIR/models/<name>-openvino`."""
-    from bot.llm.openvino_model import is_prepared, prepare_ir
+    model or a `.gguf` file under `DATA_DIR/models/<name>-openvino-<weights>`."""
+    from bot.llm.openvino_model import is_prepared, is_prepared_from, prepare_ir
 
-    spec = settings.model.name
+    spec, weights = settings.model.name, settings.model.openvino_weights
     if is_prepared(Path(spec).expanduser()):
         return Path(spec).expanduser()
     gguf = resolve_gguf(settings)
-    ir_dir = settings.model_dir / f"{spec if spec in BUNDLED else gguf.stem}-openvino"
-    if not is_prepared(ir_dir):
-        prepare_ir(gguf, ir_dir, settings.model.threads)
+    ir_dir = settings.model_dir / f"{spec if spec in BUNDLED else gguf.stem}-openvino-{weights}"
+    if not is_prepared_from(ir_dir, gguf, weights):
+        settings.model_dir.mkdir(parents=True, exist_ok=True)
+        prepare_ir(gguf, ir_dir, weights=weights, threads=settings.model.threads)
     return ir_dir
 
 

@@ -1,10 +1,13 @@
-"""The OpenVINO GenAI backend: the GGUF rewrite it needs (exact), and the bundled model on it, for real."""
+"""The OpenVINO GenAI backend (the default): preparing a GGUF for it, and the bundled model on it, for real."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
@@ -12,25 +15,71 @@ from gguf.quants import dequantize, quantize
 
 from bot.app import MemoryBot
 from bot.extraction import FactExtractor
-from bot.llm import load_backend
+from bot.llm import load_backend, resolve_openvino
 from bot.llm.base import ChatMessage, GenerationParams
-from bot.llm.openvino_model import q5_0_as_q8_0
+from bot.llm.openvino_model import IR_FILE, MANIFEST, is_prepared, is_prepared_from, write_as_f16
 from bot.llm.runner import LocalModel
 from tests.bot.helpers import RecordingReply, message
 from tests.conftest import settings_for
 
 
-def test_q5_0_blocks_become_q8_0_blocks_of_the_same_values() -> None:
-    weights = np.random.default_rng(0).normal(size=(8, 896)).astype(np.float32)
-    q5 = quantize(weights, GGMLQuantizationType.Q5_0)
-    q8 = q5_0_as_q8_0(q5)
-    assert q8.shape == (8, 896 // 32 * 34)
-    assert np.array_equal(dequantize(q8, GGMLQuantizationType.Q8_0), dequantize(q5, GGMLQuantizationType.Q5_0))
+def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, GGMLQuantizationType]]) -> None:
+    writer = gguf.GGUFWriter(path, arch="qwen2")
+    writer.add_uint32("qwen2.context_length", 32)
+    for name, (values, kind) in tensors.items():
+        raw = values if kind == GGMLQuantizationType.F32 else quantize(values, kind)
+        writer.add_tensor(name, raw, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_quantized_tensors_are_written_as_the_same_values_in_f16(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    kinds = {"q5": GGMLQuantizationType.Q5_0, "q8": GGMLQuantizationType.Q8_0, "norm": GGMLQuantizationType.F32}
+    tensors = {name: (rng.normal(size=(4, 256) if name != "norm" else 256).astype(np.float32), kind)
+               for name, kind in kinds.items()}
+    write_gguf(tmp_path / "q.gguf", tensors)
+    write_as_f16(tmp_path / "q.gguf", tmp_path / "f16.gguf")
+    source, written = gguf.GGUFReader(tmp_path / "q.gguf"), gguf.GGUFReader(tmp_path / "f16.gguf")
+    assert written.get_field("qwen2.context_length").contents() == 32
+    for before, after in zip(source.tensors, written.tensors, strict=True):
+        expected = dequantize(np.asarray(before.data), before.tensor_type)
+        assert after.name == before.name and list(after.shape) == list(before.shape)
+        if before.tensor_type == GGMLQuantizationType.F32:
+            assert after.tensor_type == GGMLQuantizationType.F32
+        else:
+            assert after.tensor_type == GGMLQuantizationType.F16
+        assert np.array_equal(np.asarray(after.data), expected.astype(after.data.dtype))
+
+
+def test_a_prepared_model_is_used_only_for_its_own_source_and_format(tmp_path: Path) -> None:
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"x" * 10)
+    ir_dir = tmp_path / "ir"
+    ir_dir.mkdir()
+    for name in (IR_FILE, "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+        (ir_dir / name).write_text("<net/>")
+    assert is_prepared(ir_dir) and not is_prepared_from(ir_dir, source, "int4")  # no manifest: not ours
+    (ir_dir / MANIFEST).write_text(json.dumps({"source": "model.gguf", "source_bytes": 10, "weights": "int4"}))
+    assert is_prepared_from(ir_dir, source, "int4")
+    assert not is_prepared_from(ir_dir, source, "int8")
+    source.write_bytes(b"x" * 11)  # another file under the same name
+    assert not is_prepared_from(ir_dir, source, "int4")
+
+
+def test_the_bundled_model_is_prepared_once_with_int4_weights(model_data_dir: Path) -> None:
+    ir_dir = resolve_openvino(settings_for(model_data_dir))
+    manifest = json.loads((ir_dir / MANIFEST).read_text())
+    assert manifest["weights"] == "int4" and manifest["source"] == "qwen2.5-coder-0.5b-instruct.gguf"
+    assert not (ir_dir.parent / f"{ir_dir.name}.partial").exists()
+    assert resolve_openvino(settings_for(model_data_dir)) == ir_dir  # found, not made again
+    assert sum(f.stat().st_size for f in ir_dir.iterdir()) < 600_000_000  # int4: well under the 0.5B's f16 size
 
 
 @pytest.fixture(scope="module")
 def backend(model_data_dir):
-    pytest.importorskip("openvino_genai")
     return load_backend(settings_for(model_data_dir, model_backend="openvino", context_tokens=2048))
 
 
@@ -76,7 +125,6 @@ async def test_constrained_extraction_always_parses(backend) -> None:
 
 @pytest.mark.slow
 async def test_the_bot_answers_and_learns_on_openvino(real_settings) -> None:
-    pytest.importorskip("openvino_genai")
     settings = settings_for(real_settings.data_dir, model_backend="openvino", max_new_tokens=40)
     async with MemoryBot(settings) as bot:
         reply = RecordingReply()
