@@ -11,8 +11,9 @@ PYTHON=${PYTHON:-python3}
 
 # llama-cpp-python has no wheel for this platform: it is built from source once (~8-15 minutes on 2 cores)
 # into a cache outside the checkout, keyed by its version and build flags. The flags name the instruction
-# sets this CPU reports, never AMX, instead of -march=native: a native build faulted (SIGILL) in its AMX
-# kernels on these virtual machines. AVX-512 (where present) makes prompt processing ~1.5x faster.
+# sets this CPU reports instead of -march=native, whose build was seen to die with SIGILL on these virtual
+# machines (AMD EPYC, AVX-512 on some, AVX2 only on others, AMX on none). AVX-512 (where present) makes prompt
+# processing ~1.5x faster.
 LLAMA_VERSION=0.3.36
 cpu_has() { grep -qw "$1" /proc/cpuinfo 2>/dev/null; }
 LLAMA_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"

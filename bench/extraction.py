@@ -1,6 +1,7 @@
 """Fact extraction benchmark: the bot's real extractor scored on a labeled set of single messages.
 
-    .venv/bin/python bench/extraction.py [--backend transformers|llama_cpp] [--model qwen2.5-coder-0.5b]
+    .venv/bin/python bench/extraction.py [--backend openvino|transformers|llama_cpp] [--weights int4|int8]
+        [--model qwen2.5-coder-0.5b]
         [--kinds single multiple ...] [--split tune|check|all] [--limit N]
         [--set bench/extraction_set.jsonl] [--out bench/results/extraction.json]
 
@@ -370,7 +371,8 @@ async def run(items: list[Item], settings: Settings) -> list[dict[str, Any]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=["transformers", "llama_cpp"], default="transformers")
+    parser.add_argument("--backend", choices=["openvino", "transformers", "llama_cpp"], default="openvino")
+    parser.add_argument("--weights", choices=["int4", "int8"], default="int4", help="OPENVINO_WEIGHTS")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b",
                         help="a bundled model (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b if installed) or a MODEL value")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
@@ -391,7 +393,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="memorybot-extraction-") as tmp:
         data_dir = Path(tmp)
         link_model_cache(data_dir)
-        settings = load_settings(env_file=None, data_dir=data_dir, model=args.model, model_backend=args.backend)
+        settings = load_settings(env_file=None, data_dir=data_dir, model=args.model, model_backend=args.backend,
+                                 openvino_weights=args.weights)
         started = time.perf_counter()
         try:
             rows = await run(items, settings)
@@ -400,7 +403,9 @@ async def main() -> None:
     result: dict[str, Any] = {
         "config": {"set": args.set.name, "set_sha256": digest(args.set),
                    "extractor_sha256": digest(REPO / "bot" / "extraction.py"),
-                   "model": args.model, "backend": args.backend, "kinds": args.kinds, "split": args.split,
+                   "model": args.model, "backend": args.backend,
+                   "weights": args.weights if args.backend == "openvino" else None, "kinds": args.kinds,
+                   "split": args.split,
                    "limit": args.limit, "items": len(rows),
                    "max_input_chars": settings.model.max_input_chars, "model_threads": settings.model.threads,
                    "cpus": os.cpu_count()},

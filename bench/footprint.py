@@ -1,7 +1,7 @@
 """Peak resident memory of the whole bot with one backend: start, answer, learn, stop, in a fresh process.
 
-    .venv/bin/python bench/footprint.py [--backend transformers|llama_cpp] [--model qwen2.5-coder-0.5b]
-                                        [--embedder sentence_transformers|llama_cpp]
+    .venv/bin/python bench/footprint.py [--backend openvino|transformers|llama_cpp] [--weights int4|int8]
+                                        [--model qwen2.5-coder-0.5b] [--embedder sentence_transformers|llama_cpp]
 
 A fresh data folder (the prepared models, the GGUF embedder's copy too, are linked from the test cache, so
 nothing is converted in the measured run after the first), one
@@ -55,7 +55,8 @@ class Reply:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", default="transformers", choices=["transformers", "llama_cpp"])
+    parser.add_argument("--backend", default="openvino", choices=["openvino", "transformers", "llama_cpp"])
+    parser.add_argument("--weights", default="int4", choices=["int4", "int8"], help="OPENVINO_WEIGHTS")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--embedder", default="", help="EMBEDDER_BACKEND; empty follows the backend")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "footprint.json")
@@ -65,7 +66,8 @@ async def main() -> None:
         if MODEL_CACHE.is_dir():
             (data / "models").symlink_to(MODEL_CACHE, target_is_directory=True)
         settings = load_settings(env_file=None, data_dir=data, model=args.model, model_backend=args.backend,
-                                 embedder_backend=args.embedder, writeback_quiet_seconds=0)
+                                 openvino_weights=args.weights, embedder_backend=args.embedder,
+                                 writeback_quiet_seconds=0)
         started = time.perf_counter()
         async with MemoryBot(settings) as bot:
             loaded_s = time.perf_counter() - started
@@ -77,7 +79,8 @@ async def main() -> None:
             await bot.handle(msg, reply)
             await bot.writeback.drain()
             learned = await bot.store.list(msg.user.key)
-    row = {"backend": args.backend, "model": args.model, "embedder": settings.embedder,
+    backend = f"openvino-{args.weights}" if args.backend == "openvino" else args.backend
+    row = {"backend": backend, "model": args.model, "embedder": settings.embedder,
            "torch_imported": "torch" in sys.modules, "load_s": round(loaded_s, 1),
            "rss_after_load_mb": round(after_load), "peak_rss_mb": round(rss_mb()),
            "reply_chars": len(reply.text), "memories_learned": len(learned)}

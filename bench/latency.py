@@ -1,15 +1,18 @@
 """Latency of the whole reply path on this machine, per turn, against a plain `model.generate`.
 
-    .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] [--backends transformers,llama_cpp,openvino]
+    .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] \
+        [--backends openvino,openvino-int8,llama_cpp,transformers] [--models qwen2.5-coder-0.5b]
 
 Measures, through the real bot (bundled model, mem0 with embedded Qdrant):
   - recall p50/p95 with `--memories` facts stored for the user (seeded once into bench/data and reused);
+  - first token for a new ~600-token prompt (a new user: nothing of it seen before), through the bot's model;
   - per turn: recall, prompt build, first token, decode tokens/s and total;
   - the same prompt through plain `model.generate` (decode tokens/s, first token);
-  - reply latency with the write-back worker running vs. stopped;
+  - reply latency with the write-back worker running vs. stopped (each question arrives while the fact said
+    before it is being learned);
   - peak resident memory of the process;
-for each backend (`--backends transformers,llama_cpp,openvino`) and model (`--models`) in one run. Writes JSON and a
-PNG chart. Peak memory of one backend alone: run it with `--backends` naming only that one.
+for each backend and model in one run (`openvino-int8` is the openvino backend with OPENVINO_WEIGHTS=int8), and the
+ratios between backends. Writes JSON and a PNG chart. Peak memory of one backend alone: bench/footprint.py.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import AsyncIterator
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -69,8 +73,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def message(text: str, i: int) -> IncomingMessage:
-    return IncomingMessage(platform="bench", workspace="local", channel_id="c", user_id="bench-user",
+def message(text: str, i: int, channel: str = "c") -> IncomingMessage:
+    return IncomingMessage(platform="bench", workspace="local", channel_id=channel, user_id="bench-user",
                            user_name="Alex", text=text, message_id=f"m{i}", is_direct=False)
 
 
@@ -131,8 +135,8 @@ async def seed(bot: MemoryBot, user_key: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-async def turn(bot: MemoryBot, recorder: PromptRecorder, text: str, i: int) -> dict[str, float]:
-    msg = message(text, i)
+async def turn(bot: MemoryBot, recorder: PromptRecorder, text: str, i: int, channel: str = "c") -> dict[str, float]:
+    msg = message(text, i, channel)
     t0 = time.perf_counter()
     memories = await bot.memories.recall.relevant(msg, text, bot.settings.memory.top_k, bot.settings.memory.min_score)
     t1 = time.perf_counter()
@@ -205,6 +209,29 @@ def plain_generate(bot: MemoryBot, messages: list[ChatMessage], params: Generati
             "total_s": total}
 
 
+COLD_MEMORIES = [f"The user mentioned {TOPICS[i % len(TOPICS)]} detail number {i}: item {i * 7 % 1000}, "
+                 f"seen in {2000 + i % 20}." for i in range(24)]
+
+
+async def cold_first_token(bot: MemoryBot, rounds: int) -> dict[str, float]:
+    """First token for prompts of ~600 tokens that share nothing with any earlier one (a unique first line), so no
+    backend can reuse a cached start: what a new user waits for."""
+    params = GenerationParams(max_new_tokens=8, repetition_penalty=bot.settings.model.repetition_penalty)
+    seconds, tokens = [], 0
+    for i in range(rounds):
+        memories = "\n".join(f"- {m}" for m in COLD_MEMORIES)
+        messages = [ChatMessage("system", f"Conversation {time.time_ns()}-{i}. You are memorybot, a helpful "
+                                          f"assistant with a long-term memory.\nWhat you remember:\n{memories}"),
+                    ChatMessage("user", QUESTIONS[i % len(QUESTIONS)])]
+        tokens = bot.model.prompt_tokens(messages)
+        started = time.perf_counter()
+        async for _ in bot.model.stream(messages, params):
+            seconds.append(time.perf_counter() - started)
+            break
+    return {"prompt_tokens": tokens, "first_token_s": round(statistics.median(seconds), 3),
+            "all_s": [round(x, 3) for x in seconds]}
+
+
 def machine() -> dict[str, object]:
     """The CPU the numbers belong to: its name and the vector instruction sets that decide CPU inference speed."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -243,6 +270,8 @@ async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
         print("recall", result["recall_ms"], flush=True)
 
         await bot.writeback.stop()
+        result["cold"] = await cold_first_token(bot, args.turns)
+        print("cold first token", result["cold"], flush=True)
         recorder = PromptRecorder(bot)
         await turn(bot, recorder, "Hello!", 0)  # warm-up
         quiet = [await turn(bot, recorder, QUESTIONS[i % len(QUESTIONS)], i + 1) for i in range(args.turns)]
@@ -259,29 +288,54 @@ async def run_backend(settings, args: argparse.Namespace) -> dict[str, object]:
         print("bot, paired with plain", result["bot_paired"], flush=True)
         print("plain library call", result["plain"], flush=True)
 
-        # With write-back: every other message carries a fact, learned while the next one arrives.
-        bot.writeback.start()
-        await bot.writeback.drain()
-        busy = []
-        for i in range(args.turns):
-            await turn(bot, recorder, FACT_MESSAGES[i % len(FACT_MESSAGES)], 100 + 2 * i)
-            await asyncio.sleep(1.0)  # extraction of that fact is now running
-            busy.append(await turn(bot, recorder, QUESTIONS[i % len(QUESTIONS)], 101 + 2 * i))
-        result["bot_with_writeback"] = summary(busy)
-        print("bot (write-back running)", result["bot_with_writeback"], flush=True)
+        # The same conversation twice, each in a channel of its own: a fact, a pause of WRITEBACK_QUIET_SECONDS
+        # plus one (learning waits that long without a reply, so it is now running), then a question, whose reply
+        # has to take the model back from the extraction. Once with write-back stopped, once running.
+        pause = settings.memory.writeback_quiet_seconds + 1.0
+        for running in (False, True):
+            if running:
+                bot.writeback.start()
+                await bot.writeback.drain()
+            rows = []
+            for i in range(args.turns):
+                channel = f"wb-{running}"
+                await turn(bot, recorder, FACT_MESSAGES[i % len(FACT_MESSAGES)], 300 + 2 * i + 100 * running, channel)
+                await asyncio.sleep(pause)
+                rows.append(await turn(bot, recorder, QUESTIONS[i % len(QUESTIONS)], 301 + 2 * i + 100 * running,
+                                       channel))
+            result["bot_with_writeback" if running else "bot_without_writeback"] = summary(rows)
+            print(f"bot (write-back {'running' if running else 'stopped'})", summary(rows), flush=True)
         await bot.writeback.drain()
 
-    bot_row, busy_row = result["bot"], result["bot_with_writeback"]
+    bot_row, busy_row = result["bot_without_writeback"], result["bot_with_writeback"]
     pairs = zip(paired, plain, strict=True)  # the same prompts, so the same context lengths
     result["ratios"] = {
         "decode_bot_over_plain": round(statistics.median(b["decode_tok_s"] / p["decode_tok_s"] for b, p in pairs), 3),
         "reply_total_with_over_without_writeback": round(busy_row["total_s"] / bot_row["total_s"], 3),
+        "seconds_per_token_with_over_without_writeback": round(
+            (busy_row["total_s"] / busy_row["tokens"]) / (bot_row["total_s"] / bot_row["tokens"]), 3),
         "first_token_with_over_without_writeback": round(busy_row["first_token_s"] / bot_row["first_token_s"], 3),
     }
     result["peak_rss_mb_so_far"] = round(rss_mb(), 1)
     result["peak_rss_mb_before"] = round(rss_before, 1)
     print("ratios", result["ratios"], flush=True)
     return result
+
+
+def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each run against every other run of the same model: first token (new ~600-token prompt; returning user's
+    conversation) and decode speed, as `a / b`."""
+    out = {}
+    for a in runs:
+        for b in runs:
+            if a is b or a["model"] != b["model"]:
+                continue
+            out[f"{a['backend']} / {b['backend']} ({a['model']})"] = {
+                "cold_first_token": round(a["cold"]["first_token_s"] / b["cold"]["first_token_s"], 3),
+                "conversation_first_token": round(a["bot"]["first_token_s"] / b["bot"]["first_token_s"], 3),
+                "decode_tok_s": round(a["bot_paired"]["decode_tok_s"] / b["bot_paired"]["decode_tok_s"], 3),
+            }
+    return out
 
 
 def plot(runs: list[dict[str, object]], path: Path) -> None:
@@ -291,7 +345,7 @@ def plot(runs: list[dict[str, object]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = [f"{r['backend']}\n{r['model']}" for r in runs]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     width = 0.38
     xs = range(len(runs))
     for ax, key, title in [(axes[0], "decode_tok_s", "decode tokens/s (higher is better)"),
@@ -301,6 +355,9 @@ def plot(runs: list[dict[str, object]], path: Path) -> None:
         ax.set_xticks(list(xs), labels)
         ax.set_title(title)
         ax.legend()
+    axes[2].bar(list(xs), [r["cold"]["first_token_s"] for r in runs], width)
+    axes[2].set_xticks(list(xs), labels)
+    axes[2].set_title("first token, new ~600-token prompt, s")
     fig.suptitle("memorybot reply latency on this machine (2 CPU cores)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -310,8 +367,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--memories", type=int, default=10_000)
-    parser.add_argument("--backends", default="transformers,llama_cpp",
-                        help="comma-separated MODEL_BACKEND values, run one after the other")
+    parser.add_argument("--backends", default="openvino,openvino-int8,llama_cpp,transformers",
+                        help="comma-separated MODEL_BACKEND values (openvino-int8: OPENVINO_WEIGHTS=int8), run one "
+                             "after the other")
     parser.add_argument("--models", default="qwen2.5-coder-0.5b", help="comma-separated MODEL values")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--data-dir", default=str(REPO / "bench" / "data"))
@@ -319,12 +377,15 @@ async def main() -> None:
     args = parser.parse_args()
     runs = []
     for model in args.models.split(","):
-        for backend in args.backends.split(","):
+        for spec in args.backends.split(","):
+            backend, _, weights = spec.partition("-")
             settings = load_settings(env_file=None, data_dir=args.data_dir, rate_limit_messages=0,
-                                     max_new_tokens=args.max_new_tokens, model=model, model_backend=backend)
-            runs.append(await run_backend(settings, args))
-    result = {"machine": machine(), "turns": args.turns, "runs": runs,
+                                     max_new_tokens=args.max_new_tokens, model=model, model_backend=backend,
+                                     openvino_weights=weights or "int4")
+            runs.append({**await run_backend(settings, args), "backend": spec})
+    result = {"machine": machine(), "turns": args.turns, "runs": runs, "ratios": ratios(runs),
               "peak_rss_mb": round(rss_mb(), 1)}
+    print("between backends", json.dumps(result["ratios"], indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
