@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ def prepare_ir(gguf_path: Path, ir_dir: Path, *, weights: str, threads: int) -> 
 
 def compress_weights(model: Any, weights: str) -> Any:
     """The model with its weights compressed by NNCF (data-free): int4 symmetric in groups of 128, or int8."""
+    # NNCF sends usage telemetry unless this variable is set (read at its import; it gates nothing else).
+    os.environ.setdefault("NNCF_CI", "1")
     import nncf
 
     if weights == "int4":
