@@ -149,13 +149,14 @@ class MemorySettings:
                             not_negative)
     embedder_model: str = setting(
         "EMBEDDER_MODEL", "",
-        "Sentence-embedding model (384-d): a sentence-transformers folder; for the llama_cpp embedder a BERT "
-        "folder with model.safetensors, or a .gguf. Empty uses the bundled all-MiniLM-L6-v2.")
+        "Sentence-embedding model (384-d): a sentence-transformers folder (BERT with model.safetensors for the "
+        "openvino and llama_cpp embedders, or a .gguf for llama_cpp). Empty uses the bundled all-MiniLM-L6-v2.")
     embedder_backend: str = setting(
         "EMBEDDER_BACKEND", "",
-        "Embedder runtime: sentence_transformers or llama_cpp (llama extra; no torch in the process). "
-        "Empty follows MODEL_BACKEND: llama_cpp with llama_cpp, otherwise sentence_transformers.",
-        one_of("sentence_transformers", "llama_cpp", ""))
+        "Embedder runtime: openvino (exported once; no torch in the process after that), sentence_transformers or "
+        "llama_cpp (llama extra). Empty follows MODEL_BACKEND: openvino with openvino, llama_cpp with llama_cpp, "
+        "otherwise sentence_transformers.",
+        one_of("openvino", "sentence_transformers", "llama_cpp", ""))
     vector_store: str = setting("VECTOR_STORE", "qdrant", "Vector store provider: qdrant or pgvector.",
                                 one_of("qdrant", "pgvector"))
     qdrant_url: str = setting("QDRANT_URL", "", "Qdrant server URL; empty uses embedded Qdrant under DATA_DIR.")
@@ -231,7 +232,9 @@ class Settings:
         """The embedder runtime in use: EMBEDDER_BACKEND, or the one that matches MODEL_BACKEND."""
         if self.memory.embedder_backend:
             return self.memory.embedder_backend
-        return "llama_cpp" if self.model.backend == "llama_cpp" else "sentence_transformers"
+        if self.model.backend in ("openvino", "llama_cpp"):
+            return self.model.backend
+        return "sentence_transformers"
 
 
 # --- loading

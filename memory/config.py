@@ -1,7 +1,8 @@
 """How to build the mem0 instance: embedder, vector store provider and where files live.
 
-Providers are chosen by name here and only here. The embedder runs either in sentence-transformers (torch)
-or in llama.cpp (`memory/gguf_embedder.py`, for bots that generate with llama.cpp and need no torch).
+Providers are chosen by name here and only here. The embedder runs in sentence-transformers (torch), in OpenVINO
+(`memory/openvino_embedder.py`, the default bot's: no torch once exported) or in llama.cpp
+(`memory/gguf_embedder.py`, for bots that generate with llama.cpp and need no torch).
 mem0 reads `MEM0_TELEMETRY` and `MEM0_DIR` when it is first imported, so `create_mem0` sets both before the import.
 """
 
@@ -14,8 +15,8 @@ from typing import Any
 
 EMBEDDING_DIMS = 384
 COLLECTION = "memorybot"
-EMBEDDERS = ("sentence_transformers", "llama_cpp")
-# mem0 must build some client for its LLM (and, with the llama.cpp embedder, its embedder) even though
+EMBEDDERS = ("sentence_transformers", "openvino", "llama_cpp")
+# mem0 must build some client for its LLM (and, with our own embedders, its embedder) even though
 # memorybot never lets it call one: they point at a closed local port so no text could leave the host.
 _CLOSED_PORT = "http://127.0.0.1:9/v1"
 
@@ -32,7 +33,8 @@ class StoreConfig:
     """Everything `MemoryStore` needs. `qdrant_url` empty means embedded Qdrant under `directory`.
 
     `embedder_model` is a sentence-transformers folder (or, for llama_cpp, a .gguf); empty is the bundled
-    MiniLM. The llama.cpp embedder keeps its GGUF copy of a folder in `embedder_cache` (default: `directory`).
+    MiniLM. The OpenVINO and llama.cpp embedders keep their copy of a folder in `embedder_cache` (default:
+    `directory`).
     """
 
     directory: Path
@@ -65,8 +67,8 @@ class StoreConfig:
             embedder = {"provider": "huggingface",
                         "config": {"model": self.embedder_model or bundled_embedder_path(),
                                    "embedding_dims": EMBEDDING_DIMS}}
-        elif self.embedder == "llama_cpp":
-            # mem0 2.2.1 accepts only its own providers; `create_mem0` swaps in the llama.cpp embedder.
+        elif self.embedder in ("openvino", "llama_cpp"):
+            # mem0 2.2.1 accepts only its own providers; `create_mem0` swaps in ours.
             embedder = {"provider": "openai", "config": {"api_key": "unused", "openai_base_url": _CLOSED_PORT,
                                                          "embedding_dims": EMBEDDING_DIMS}}
         else:
@@ -87,13 +89,7 @@ class StoreConfig:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from mem0 import Memory
 
-        embedder = None
-        if self.embedder == "llama_cpp":  # loaded first: a bad model fails before any file is opened
-            from memory.gguf_embedder import LlamaCppEmbedding
-
-            embedder = LlamaCppEmbedding(Path(self.embedder_model or bundled_embedder_path()),
-                                         self.embedder_cache or self.directory, threads=self.embedder_threads,
-                                         dims=EMBEDDING_DIMS)
+        embedder = self._own_embedder()  # loaded first: a bad model fails before any file is opened
         try:
             mem0 = Memory.from_config(self.mem0_config())
         except BaseException:
@@ -103,3 +99,17 @@ class StoreConfig:
         if embedder is not None:
             mem0.embedding_model = embedder
         return mem0
+
+    def _own_embedder(self) -> Any:
+        """The OpenVINO or llama.cpp embedder, or None for mem0's own (sentence-transformers)."""
+        model = Path(self.embedder_model or bundled_embedder_path())
+        cache, threads = self.embedder_cache or self.directory, self.embedder_threads
+        if self.embedder == "openvino":
+            from memory.openvino_embedder import OpenVinoEmbedding
+
+            return OpenVinoEmbedding(model, cache, threads=threads, dims=EMBEDDING_DIMS)
+        if self.embedder == "llama_cpp":
+            from memory.gguf_embedder import LlamaCppEmbedding
+
+            return LlamaCppEmbedding(model, cache, threads=threads, dims=EMBEDDING_DIMS)
+        return None

@@ -341,7 +341,7 @@ class MemoryStore:
 
     def _passages(self, text: str) -> list[str]:
         model = self._mem0.embedding_model
-        if hasattr(model, "count_tokens"):  # the llama.cpp embedder
+        if hasattr(model, "count_tokens"):  # our OpenVINO and llama.cpp embedders
             tokens, limit = model.count_tokens, model.max_tokens
         else:  # sentence-transformers, through mem0's huggingface embedder
             encoder = model.model
@@ -461,7 +461,7 @@ class MemoryStore:
 def _close_mem0(mem0: Any) -> None:
     """mem0's close() leaves the vector store open; embedded Qdrant holds a folder lock until it is closed."""
     mem0.close()
-    if hasattr(mem0.embedding_model, "close"):  # the llama.cpp embedder frees its model
+    if hasattr(mem0.embedding_model, "close"):  # our embedders free their model
         mem0.embedding_model.close()
     client = getattr(mem0.vector_store, "client", None)
     if client is not None and hasattr(client, "close"):

@@ -52,6 +52,9 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     """The core's settings for a test: DATA_DIR given, nothing read from `.env`; keyword arguments are settings
     by their variable's name in lower case (`rate_limit_messages=1`). The one settings factory of the tests."""
     overrides.setdefault("writeback_quiet_seconds", 0.0)  # tests wait for write-back with drain()
+    # The default (OpenVINO) embedder exports itself once per DATA_DIR (~20 s): tests on a fresh DATA_DIR use
+    # sentence-transformers (the same vectors, tested); `real_settings` and the embedder's own tests run it.
+    overrides.setdefault("embedder_backend", "sentence_transformers")
     return load_settings(env_file=None, data_dir=data_dir, **overrides)
 
 
@@ -67,8 +70,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def real_settings(make_settings: Callable[..., Settings], model_data_dir: Path, tmp_path: Path) -> Settings:
-    """Settings for the real bundled model: a fresh DATA_DIR whose models/ links to the shared cache."""
+    """Settings for the real bundled model and the default embedder: a fresh DATA_DIR whose models/ links to the
+    shared cache."""
     data = tmp_path / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "models").symlink_to(model_data_dir / "models", target_is_directory=True)
-    return make_settings(data_dir=data)
+    return make_settings(data_dir=data, embedder_backend="")  # the default embedder, exported once in models/

@@ -235,6 +235,7 @@ def test_admin_forget_user_command(make_settings, tmp_path, monkeypatch):
 
     asyncio.run(seed())
     monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("EMBEDDER_BACKEND", "sentence_transformers")  # as `settings` (see settings_for)
     assert main(["--env-file", "/dev/null", "admin", "forget-user", "--platform", "console",
                  "--workspace", "local", "--user", "dana"]) == 0
 
@@ -263,6 +264,7 @@ def test_admin_forget_user_without_a_workspace_covers_every_one(make_settings, m
 
     asyncio.run(seed())
     monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("EMBEDDER_BACKEND", "sentence_transformers")  # as `settings` (see settings_for)
     assert main(["--env-file", "/dev/null", "admin", "forget-user", "--platform", "discord", "--user", "dana"]) == 0
     assert capsys.readouterr().out.count("Deleted 1 memories") == 3
 

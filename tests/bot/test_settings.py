@@ -58,7 +58,8 @@ def test_a_named_settings_file_must_exist(tmp_path):
 
 
 def test_embedder_follows_the_model_backend_unless_set():
-    assert load_settings(env_file=None).embedder == "sentence_transformers"
+    assert load_settings(env_file=None).embedder == "openvino"
+    assert load_settings(env_file=None, model_backend="transformers").embedder == "sentence_transformers"
     assert load_settings(env_file=None, model_backend="llama_cpp").embedder == "llama_cpp"
     assert load_settings(env_file=None, model_backend="llama_cpp",
                          embedder_backend="sentence_transformers").embedder == "sentence_transformers"

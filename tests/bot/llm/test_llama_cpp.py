@@ -48,7 +48,7 @@ async def test_constrained_extraction_always_parses(backend):
 
 
 async def test_bot_on_llama_cpp_trims_an_oversized_prompt(real_settings):
-    settings = settings_for(real_settings.data_dir, model_backend="llama_cpp", context_tokens=544,
+    settings = settings_for(real_settings.data_dir, model_backend="llama_cpp", embedder_backend="", context_tokens=544,
                             max_new_tokens=32, max_input_chars=20_000)  # the smallest context allowed
     async with MemoryBot(settings) as bot:
         reply = RecordingReply()
@@ -106,7 +106,7 @@ async def test_the_next_reply_reuses_the_whole_last_prompt_when_the_same_memorie
         return stream(messages, params, should_stop)
 
     monkeypatch.setattr(backend, "stream", recording_stream)
-    settings = settings_for(real_settings.data_dir, model_backend="llama_cpp", max_new_tokens=24,
+    settings = settings_for(real_settings.data_dir, model_backend="llama_cpp", embedder_backend="", max_new_tokens=24,
                             writeback_quiet_seconds=600)
     async with MemoryBot(settings, backend=backend) as bot:
         first = message("x")

@@ -125,7 +125,7 @@ async def test_constrained_extraction_always_parses(backend) -> None:
 
 @pytest.mark.slow
 async def test_the_bot_answers_and_learns_on_openvino(real_settings) -> None:
-    settings = settings_for(real_settings.data_dir, model_backend="openvino", max_new_tokens=40)
+    settings = settings_for(real_settings.data_dir, model_backend="openvino", embedder_backend="", max_new_tokens=40)
     async with MemoryBot(settings) as bot:
         reply = RecordingReply()
         await bot.handle(message("Hi! I live in Lisbon and I keep bees."), reply)

@@ -1,0 +1,125 @@
+"""The sentence embedder run by OpenVINO instead of torch: an IR copy of a BERT model, and mem0's embedder for it.
+
+With the default MODEL_BACKEND=openvino nothing else in a running bot needs torch; importing torch and
+sentence-transformers for 384-d embeddings costs ~300 MB of resident memory and seconds at every start. On first
+use the sentence-transformers folder (the bundled all-MiniLM-L6-v2 by default) is exported once to OpenVINO IR
+with `openvino.convert_model` (that one step imports torch and transformers); later starts load the IR only.
+`OpenVinoEmbedding` embeds as sentence-transformers does: the folder's own tokenizer (the `tokenizers` library),
+cut to the model's `max_seq_length` with the closing [SEP] kept, mean-pooled over the tokens, normalized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_log = logging.getLogger(__name__)
+
+CONVERTER_VERSION = 1  # bump when `export_ir` writes something different, so an old copy is rebuilt
+IR_FILE = "embedder.xml"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def exported_ir(model_dir: Path, cache_dir: Path) -> Path:
+    """The IR copy of the BERT model in `model_dir`, exported on first use (a few seconds).
+
+    The copy's folder name holds a hash of the model folder's path and of its weights' size and time, so a changed
+    or reinstalled model is exported again.
+    """
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise RuntimeError(f"embedder model {model_dir}: no model.safetensors there; the openvino embedder needs a "
+                           "local sentence-transformers BERT folder (or use the sentence-transformers embedder)")
+    stat = weights.stat()
+    key = hashlib.sha256(repr((CONVERTER_VERSION, str(model_dir.resolve()), stat.st_size, stat.st_mtime_ns))
+                         .encode()).hexdigest()[:12]
+    target = cache_dir / f"embedder-openvino-{key}"
+    if not (target / IR_FILE).is_file():
+        export_ir(model_dir, target)
+    return target / IR_FILE
+
+
+def export_ir(model_dir: Path, target: Path) -> None:
+    """Export the transformer of the sentence-transformers folder `model_dir` to `target` (made whole or not at all)."""
+    import openvino as ov
+    import torch
+    from transformers import AutoModel
+
+    _log.info("exporting the embedder %s to OpenVINO (once)", model_dir.name)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+    example = {name: torch.ones(1, 8, dtype=torch.long) for name in INPUTS}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns that shape checks become constants: they hold for any one text (tested).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        ir = ov.convert_model(model, example_input=example)
+    ov.save_model(ir, str(partial / IR_FILE), compress_to_fp16=False)
+    partial.rename(target)
+
+
+class OpenVinoEmbedding:
+    """mem0's embedder interface (`embed`, `embed_batch`) over a BERT model run by OpenVINO.
+
+    One text at a time under a lock: the store calls it from its one worker thread anyway.
+    """
+
+    def __init__(self, model_dir: Path, cache_dir: Path, *, threads: int, dims: int) -> None:
+        import openvino as ov
+        from tokenizers import Tokenizer
+
+        if not (model_dir / "tokenizer.json").is_file():
+            raise RuntimeError(f"embedder model {model_dir}: no tokenizer.json there; the openvino embedder needs a "
+                               "local sentence-transformers BERT folder")
+        config = _read_json(model_dir / "sentence_bert_config.json")
+        self.max_tokens = int(config.get("max_seq_length", 512))
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()  # cut by hand below, as sentence-transformers does
+        compiled = ov.Core().compile_model(str(exported_ir(model_dir, cache_dir)), "CPU",
+                                           {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+        self._request = compiled.create_infer_request()
+        self._inputs = {port.get_any_name() for port in compiled.inputs}
+        found = compiled.outputs[0].get_partial_shape()[-1].get_length()
+        if found != dims:
+            raise RuntimeError(f"embedder model {model_dir}: gives {found}-d vectors, the store holds {dims}-d ones")
+        self._lock = threading.Lock()
+
+    def _ids(self, text: str) -> list[int]:
+        ids = list(self._tokenizer.encode(text).ids)
+        return ids[: self.max_tokens - 1] + ids[-1:] if len(ids) > self.max_tokens else ids
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model reads for `text` ([CLS] and [SEP] included), as `max_tokens` counts them."""
+        return len(self._tokenizer.encode(text).ids)
+
+    def embed(self, text: str, memory_action: str | None = None) -> list[float]:
+        ids = np.array([self._ids(text)], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        with self._lock:
+            hidden = self._request.infer({k: v for k, v in feeds.items() if k in self._inputs})[0]
+        vector = np.asarray(hidden, dtype=np.float32)[0].mean(axis=0)  # one text: every token counts
+        norm = float(np.linalg.norm(vector))
+        return (vector / norm if norm else vector).tolist()
+
+    def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
+        return [self.embed(text, memory_action) for text in texts]
+
+    def close(self) -> None:
+        self._request = None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,96 @@
+"""The OpenVINO embedder (the default bot's), for real: the bundled MiniLM exported once gives sentence-transformers'
+vectors and tokens, and a store built on it never loads torch once the export exists."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory.config import StoreConfig, bundled_embedder_path
+from memory.openvino_embedder import OpenVinoEmbedding
+from memory.store import MemoryStore, StoreError
+from tests.memory.test_gguf_embedder import TEXTS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def embedder(cache):
+    embedder = OpenVinoEmbedding(Path(bundled_embedder_path()), cache, threads=2, dims=384)
+    yield embedder
+    embedder.close()
+
+
+def test_vectors_match_sentence_transformers(embedder):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(bundled_embedder_path(), device="cpu")
+    for text in TEXTS:
+        ours = np.array(embedder.embed(text, "add"))
+        theirs = reference.encode(text, normalize_embeddings=True)
+        assert ours.shape == (384,)
+        assert abs(float(np.linalg.norm(ours)) - 1.0) < 1e-5
+        assert float(np.dot(ours, theirs)) > 0.9999, text[:40]
+
+
+def test_tokens_match_the_wordpiece_tokenizer(embedder):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_embedder_path())
+    for text in TEXTS:
+        assert embedder.count_tokens(text) == len(tokenizer(text)["input_ids"])
+    assert len(embedder._ids(TEXTS[-1])) == embedder.max_tokens == 256  # cut, [SEP] kept
+    assert embedder._ids(TEXTS[-1])[-1] == tokenizer.sep_token_id
+
+
+def test_the_export_happens_once(cache, embedder):
+    assert len(list(cache.glob("embedder-openvino-*/embedder.xml"))) == 1
+    OpenVinoEmbedding(Path(bundled_embedder_path()), cache, threads=1, dims=384).close()
+    assert len(list(cache.glob("embedder-openvino-*"))) == 1
+
+
+def test_refuses_a_model_of_another_width(cache):
+    with pytest.raises(RuntimeError, match="384-d vectors, the store holds 768-d"):
+        OpenVinoEmbedding(Path(bundled_embedder_path()), cache, threads=1, dims=768)
+
+
+async def test_a_missing_embedder_model_is_a_clear_store_error(tmp_path):
+    config = StoreConfig(directory=tmp_path / "memory", embedder="openvino", embedder_model=str(tmp_path / "nope"))
+    with pytest.raises(StoreError, match="no tokenizer.json there"):
+        async with MemoryStore(config):
+            pass
+
+
+def test_a_store_on_the_openvino_embedder_never_imports_torch(tmp_path, cache, embedder):
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from memory.config import StoreConfig
+from memory.records import Source
+from memory.store import MemoryStore
+
+async def main():
+    source = Source(platform="console", workspace="local", channel="c", message_id="m1", link=None,
+                    time="2026-11-26T10:00:00+00:00")
+    config = StoreConfig(directory=Path({str(tmp_path)!r}), embedder="openvino", embedder_cache=Path({str(cache)!r}))
+    async with MemoryStore(config) as store:
+        await store.add("u", "The user is vegetarian.", source, context="I'm vegetarian, by the way.")
+        await store.add("u", "The user's dog is called Max.", source)
+        found = await store.search("u", "what should I cook for dinner", 1, include_private=True)
+        assert [r.text for r in found] == ["The user is vegetarian."], found
+        assert await store.passages("word " * 400) and len(await store.passages("word " * 400)) > 1
+    print(sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules))
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
