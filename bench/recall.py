@@ -1,6 +1,7 @@
 """Recall latency at scale: one user with many memories, every recall channel alone and all together.
 
-    .venv/bin/python bench/recall.py [--memories 10000] [--queries 200] [--out bench/results/recall.json]
+    .venv/bin/python bench/recall.py [--memories 10000] [--queries 200] [--embedder openvino|sentence_transformers]
+        [--out bench/results/recall.json]
 
 Seeds `--memories` memories for one user (half facts, half passages of messages, said over the past year;
 written straight to the vector store once into the data folder, and reused), then times the reply path's own
@@ -102,10 +103,12 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, default=REPO / "bench" / "data" / "recall")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "recall.json")
+    parser.add_argument("--embedder", default="", help="EMBEDDER_BACKEND (empty: the default bot's, openvino)")
     args = parser.parse_args()
-    settings = load_settings(env_file=None, data_dir=args.data_dir)
+    settings = load_settings(env_file=None, data_dir=args.data_dir, embedder_backend=args.embedder)
     msg = message("")
-    result: dict[str, object] = {"memories": args.memories, "queries": args.queries, "cpus": settings.model.threads}
+    result: dict[str, object] = {"memories": args.memories, "queries": args.queries, "cpus": settings.model.threads,
+                                 "embedder": settings.embedder}
     result["seed_s"] = round(await seed(settings, msg.user.key, args.memories), 1)
     async with open_memories(settings) as memories:
         await memories.recall.relevant(msg, "warm up", 8, 0.1)  # loads the user's memories into the cache
