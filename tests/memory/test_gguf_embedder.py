@@ -7,24 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from memory.config import StoreConfig, bundled_embedder_path
 from memory.records import Source
 from memory.store import MemoryStore, StoreError
+from tests.memory.embedder_checks import TEXTS, assert_vectors_match_sentence_transformers
 
 pytest.importorskip("llama_cpp")
 
 REPO = Path(__file__).resolve().parents[2]
-TEXTS = [
-    "The user is vegetarian.",
-    "I just adopted a beagle called Max. Any tips?",
-    "What's the café's naïve résumé? ÉCOLE 東京 🎉",
-    "Caroline went to the LGBTQ support group on 7 May 2023 and said it was powerful.",
-    "",
-    "word " * 400,  # longer than MiniLM's 256 tokens: cut the way sentence-transformers cuts it
-]
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +29,7 @@ def embedder(tmp_path_factory):
 
 
 def test_vectors_match_sentence_transformers(embedder):
-    from sentence_transformers import SentenceTransformer
-
-    reference = SentenceTransformer(bundled_embedder_path(), device="cpu")
-    for text in TEXTS:
-        ours = np.array(embedder.embed(text, "add"))
-        theirs = reference.encode(text, normalize_embeddings=True)
-        assert ours.shape == (384,)
-        assert abs(float(np.linalg.norm(ours)) - 1.0) < 1e-5
-        assert float(np.dot(ours, theirs)) > 0.9999, text[:40]
+    assert_vectors_match_sentence_transformers(embedder)
 
 
 def test_tokens_match_the_wordpiece_tokenizer(embedder):

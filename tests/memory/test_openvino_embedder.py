@@ -5,13 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from memory.config import StoreConfig, bundled_embedder_path
 from memory.openvino_embedder import OpenVinoEmbedding
 from memory.store import MemoryStore, StoreError
-from tests.memory.test_gguf_embedder import TEXTS
+from tests.memory.embedder_checks import TEXTS, assert_vectors_match_sentence_transformers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,15 +28,7 @@ def embedder(cache):
 
 
 def test_vectors_match_sentence_transformers(embedder):
-    from sentence_transformers import SentenceTransformer
-
-    reference = SentenceTransformer(bundled_embedder_path(), device="cpu")
-    for text in TEXTS:
-        ours = np.array(embedder.embed(text, "add"))
-        theirs = reference.encode(text, normalize_embeddings=True)
-        assert ours.shape == (384,)
-        assert abs(float(np.linalg.norm(ours)) - 1.0) < 1e-5
-        assert float(np.dot(ours, theirs)) > 0.9999, text[:40]
+    assert_vectors_match_sentence_transformers(embedder)
 
 
 def test_tokens_match_the_wordpiece_tokenizer(embedder):
