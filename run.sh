@@ -72,7 +72,7 @@ install() {
 }
 
 # The llama.cpp backend's extra is built (once, with a C++ compiler) for the tests, or when .env or the
-# environment picks that backend; the default transformers backend needs no compiler.
+# environment picks that backend; the default (OpenVINO) backend needs no compiler.
 wants_llama() {
     [ "${MODEL_BACKEND:-}" = "llama_cpp" ] || grep -Eq '^[[:space:]]*MODEL_BACKEND[[:space:]]*=[[:space:]]*"?llama_cpp' \
         .env 2>/dev/null

@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,7 @@ def exported_ir(model_dir: Path, cache_dir: Path) -> Path:
                          .encode()).hexdigest()[:12]
     target = cache_dir / f"embedder-openvino-{key}"
     if not (target / IR_FILE).is_file():
-        export_ir(model_dir, target)
+        export_ir(model_dir, target)  # also replaces a folder left without its model
     return target / IR_FILE
 
 
@@ -59,12 +62,30 @@ def export_ir(model_dir: Path, target: Path) -> None:
     partial.mkdir(parents=True)
     model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
     example = {name: torch.ones(1, 8, dtype=torch.long) for name in INPUTS}
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _no_conversion_telemetry():
         # The tracer warns that shape checks become constants: they hold for any one text (tested).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         ir = ov.convert_model(model, example_input=example)
     ov.save_model(ir, str(partial / IR_FILE), compress_to_fp16=False)
+    for stale in target.parent.glob("embedder-openvino-*"):  # an earlier model's (or version's) copy
+        if stale != partial:
+            shutil.rmtree(stale, ignore_errors=True)
     partial.rename(target)
+
+
+@contextmanager
+def _no_conversion_telemetry() -> Iterator[None]:
+    """OpenVINO's model conversion reports usage to Google Analytics unless CI=true (its only switch, read at each
+    conversion), so nothing leaves the host: set for the conversion only."""
+    before = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = before
 
 
 class OpenVinoEmbedding:

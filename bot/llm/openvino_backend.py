@@ -34,7 +34,7 @@ class OpenVinoBackend:
         try:
             import openvino_genai as ov_genai
         except ImportError as exc:
-            raise ModelError("MODEL_BACKEND=openvino needs OpenVINO GenAI: pip install -e '.[openvino]'") from exc
+            raise ModelError("OpenVINO GenAI is not installed: reinstall memorybot (./run.sh)") from exc
         self._ov = ov_genai
         scheduler = ov_genai.SchedulerConfig()
         scheduler.enable_prefix_caching = True

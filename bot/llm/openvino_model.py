@@ -57,14 +57,15 @@ def prepare_ir(gguf_path: Path, ir_dir: Path, *, weights: str, threads: int) -> 
     full = partial / "f16"
     full.mkdir(parents=True)
     _log.info("preparing %s for OpenVINO with %s weights (once, about a minute)", gguf_path.name, weights)
-    write_as_f16(gguf_path, full / "model.gguf")
-    try:  # enable_save_ov_model writes the IR (and the tokenizers) next to the GGUF it reads
+    try:
+        write_as_f16(gguf_path, full / "model.gguf")
+        # enable_save_ov_model writes the IR (and the tokenizers) next to the GGUF it reads
         ov_genai.LLMPipeline(str(full / "model.gguf"), "CPU", INFERENCE_NUM_THREADS=threads,
                              enable_save_ov_model=True)
         model = compress_weights(ov.Core().read_model(str(full / IR_FILE)), weights)
         ov.save_model(model, str(partial / IR_FILE), compress_to_fp16=False)
-    except RuntimeError as exc:
-        raise ModelError(f"OpenVINO cannot build {gguf_path.name}: {exc}") from exc
+    except Exception as exc:  # gguf, GenAI and NNCF each have their own errors; the .partial folder is redone
+        raise ModelError(f"cannot prepare {gguf_path.name} for OpenVINO: {exc}") from exc
     for tokenizer in full.glob("openvino_*tokenizer.*"):
         tokenizer.rename(partial / tokenizer.name)
     shutil.rmtree(full)

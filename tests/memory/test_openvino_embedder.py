@@ -1,6 +1,7 @@
 """The OpenVINO embedder (the default bot's), for real: the bundled MiniLM exported once gives sentence-transformers'
 vectors and tokens, and a store built on it never loads torch once the export exists."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,20 @@ def test_the_export_happens_once(cache, embedder):
     assert len(list(cache.glob("embedder-openvino-*/embedder.xml"))) == 1
     OpenVinoEmbedding(Path(bundled_embedder_path()), cache, threads=1, dims=384).close()
     assert len(list(cache.glob("embedder-openvino-*"))) == 1
+
+
+def test_the_export_sends_no_telemetry(tmp_path, monkeypatch):
+    from openvino_telemetry.utils.sender import TelemetrySender
+
+    from memory.openvino_embedder import export_ir
+
+    sent = []
+    monkeypatch.setattr(TelemetrySender, "send", lambda self, *args, **kwargs: sent.append(args))
+    monkeypatch.delenv("CI", raising=False)
+    (tmp_path / "embedder-openvino-old").mkdir()  # an earlier copy: replaced
+    export_ir(Path(bundled_embedder_path()), tmp_path / "embedder-openvino-new")
+    assert sent == [] and "CI" not in os.environ
+    assert [p.name for p in tmp_path.iterdir()] == ["embedder-openvino-new"]
 
 
 def test_refuses_a_model_of_another_width(cache):
