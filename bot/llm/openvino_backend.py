@@ -20,9 +20,6 @@ from bot.llm.base import ChatMessage, GenerationParams, ModelError
 
 KV_CACHE_BLOCKS = 512  # 32 tokens each: room for ~16k tokens of earlier prompts, allocated as used
 NO_TOKEN_TIMEOUT_SECONDS = 600.0
-# Activations are quantized to int8 in groups this long for the int4/int8 matrix kernels; the default (32) was
-# 25-30% slower on prompts and 10-25% slower decoding than groups matching the weights' 128 (bench/README.md).
-DYNAMIC_QUANTIZATION_GROUP = 128
 _WARM_UP_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
 
@@ -42,8 +39,7 @@ class OpenVinoBackend:
         scheduler.max_num_batched_tokens = context_tokens  # a whole prompt in one pass
         try:
             self.pipe = ov_genai.LLMPipeline(str(ir_dir), "CPU", scheduler_config=scheduler,
-                                             INFERENCE_NUM_THREADS=threads,
-                                             DYNAMIC_QUANTIZATION_GROUP_SIZE=DYNAMIC_QUANTIZATION_GROUP)
+                                             INFERENCE_NUM_THREADS=threads)
         except RuntimeError as exc:
             raise ModelError(f"cannot load {ir_dir}: {exc}") from exc
         self.tokenizer = self.pipe.get_tokenizer()
