@@ -124,6 +124,7 @@ async def test_rate_limited_user_gets_the_polite_message(make_settings):
 async def test_history_of_the_conversation_is_in_the_prompt(make_settings):
     backend = ScriptedBackend(reply=lambda msgs: f"reply to {msgs[-1].content}")
     async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.writeback.stop()  # the last call is the reply's, not an extraction that ran after it
         await bot.handle(message("first"), RecordingReply())
         await bot.handle(message("second"), RecordingReply())
         contents = [m.content for m in backend.calls[-1]]
