@@ -97,15 +97,15 @@ def convert_bert(model_dir: Path, target: Path) -> None:
     if config.get("model_type") != "bert":
         raise RuntimeError(f"{model_dir}: the llama.cpp embedder converts BERT models only, "
                            f"not {config.get('model_type')!r}")
-    pooling = _read_json(model_dir / "1_Pooling" / "config.json")
+    pooling = read_json(model_dir / "1_Pooling" / "config.json")
     if pooling and not pooling.get("pooling_mode_mean_tokens"):
         raise RuntimeError(f"{model_dir}: the llama.cpp embedder needs a mean-pooled model")
-    stages = {m.get("type", "").rsplit(".", 1)[-1] for m in _read_json(model_dir / "modules.json") or []}
+    stages = {m.get("type", "").rsplit(".", 1)[-1] for m in read_json(model_dir / "modules.json") or []}
     if stages - {"Transformer", "Pooling", "Normalize"}:
         raise RuntimeError(f"{model_dir}: the llama.cpp embedder cannot run the stages "
                            f"{sorted(stages - {'Transformer', 'Pooling', 'Normalize'})} after pooling")
     tokens = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    tokenizer = _read_json(model_dir / "tokenizer_config.json")
+    tokenizer = read_json(model_dir / "tokenizer_config.json")
     ids = {token: i for i, token in enumerate(tokens)}
 
     writer = gguf.GGUFWriter(str(target), "bert")
@@ -157,7 +157,8 @@ def _gguf_tensors(weights: dict[str, np.ndarray], layers: int) -> list[tuple[str
     return out
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file of a model folder, or {} when the folder has none (also used by the OpenVINO embedder)."""
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -177,7 +178,7 @@ class LlamaCppEmbedding:
         if model_dir.suffix == ".gguf" and not model_dir.is_file():
             raise RuntimeError(f"embedder model {model_dir}: no such file")
         gguf_path = model_dir if model_dir.suffix == ".gguf" else converted_gguf(model_dir, cache_dir)
-        st_config = _read_json(model_dir / "sentence_bert_config.json") if model_dir.is_dir() else {}
+        st_config = read_json(model_dir / "sentence_bert_config.json") if model_dir.is_dir() else {}
         context = int(st_config.get("max_seq_length", 512))
         try:
             self._llama = llama_cpp.Llama(

@@ -11,7 +11,6 @@ cut to the model's `max_seq_length` with the closing [SEP] kept, mean-pooled ove
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -20,9 +19,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from memory.gguf_embedder import read_json
 
 _log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class OpenVinoEmbedding:
         if not (model_dir / "tokenizer.json").is_file():
             raise RuntimeError(f"embedder model {model_dir}: no tokenizer.json there; the openvino embedder needs a "
                                "local sentence-transformers BERT folder")
-        config = _read_json(model_dir / "sentence_bert_config.json")
+        config = read_json(model_dir / "sentence_bert_config.json")
         self.max_tokens = int(config.get("max_seq_length", 512))
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
@@ -138,9 +138,3 @@ class OpenVinoEmbedding:
     def close(self) -> None:
         self._request = None
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
