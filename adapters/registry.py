@@ -10,6 +10,7 @@ PLATFORMS: dict[str, str] = {
     "chat": "adapters.console:ConsolePlatform",
     "discord": "adapters.discord:DiscordPlatform",
     "slack": "adapters.slack:SlackPlatform",
+    "worker": "adapters.worker:WorkerPlatform",
 }
 
 

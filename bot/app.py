@@ -4,8 +4,10 @@
         await bot.handle(message, reply)     # the reply flow
         await bot.command(name, arg, msg, dialect)  # a user's command (bot/commands)
 
-Entering loads the model and the memory store and starts the write-back worker; leaving stops them.
-Pending write-back stays in SQLite and is finished on the next start.
+Entering loads the model and the memory store and starts the write-back worker (unless WRITEBACK_WORKER is off:
+then `memorybot worker` processes sharing DATABASE_URL learn); leaving stops them. Pending write-back stays in the
+state database (SQLite, or PostgreSQL shared by several processes) and is finished on the next start, or by
+another process.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ def store_config(settings: Settings) -> StoreConfig:
 
 
 def _lock_data_dir(data_dir: Path) -> TextIO | None:
-    """One running bot per DATA_DIR: its write-back queue and mem0's history live there, and two workers would
-    learn every exchange twice. The lock file stays open (and locked) while the bot runs; the system releases
-    it when the process ends, however it ends."""
+    """One running bot per DATA_DIR when its state is in SQLite there: two workers on one SQLite queue would
+    learn every exchange twice (PostgreSQL state is claimed row by row instead; see bot/database.py). The lock
+    file stays open (and locked) while the bot runs; the system releases it when the process ends, however it
+    ends."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory lock; one bot per DATA_DIR is up to the operator
@@ -78,7 +81,7 @@ class MemoryBot:
         self.settings = settings
         self._backend = backend
         self.access = AccessPolicy(settings.access)
-        self.db = BotDatabase(settings.database_path)
+        self.db = BotDatabase(settings.database_path, settings.memory.database_url.reveal())
         self.store = MemoryStore(store_config(settings))
         self.memories: Memories
         self.model: LocalModel | None = None
@@ -97,7 +100,8 @@ class MemoryBot:
 
     async def _start(self) -> None:
         self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # what users said lives here
-        self._lock = _lock_data_dir(self.settings.data_dir)
+        if not self.settings.memory.database_url:
+            self._lock = _lock_data_dir(self.settings.data_dir)
         await self.db.open()
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
@@ -123,11 +127,13 @@ class MemoryBot:
             max_backoff=memory.writeback_max_backoff_seconds,
             quiet_seconds=memory.writeback_quiet_seconds,
             keep_messages=memory.keep_messages,
+            lease_seconds=memory.writeback_lease_seconds,
         )
         self._handler = MessageHandler(
             self.settings, self.model, self.memories, self.writeback, self.db, self.access
         )
-        self.writeback.start()
+        if memory.writeback_worker:
+            self.writeback.start()
         self._retention = asyncio.create_task(self._apply_retention(), name="memory-retention")
         pending = await self.db.pending_count()
         if pending:
@@ -201,7 +207,7 @@ class MemoryBot:
 @asynccontextmanager
 async def open_memories(settings: Settings) -> AsyncIterator[Memories]:
     """The memory operations without the model (for command-line listing and admin tasks)."""
-    db = BotDatabase(settings.database_path)
+    db = BotDatabase(settings.database_path, settings.memory.database_url.reveal())
     await db.open()
     try:
         async with MemoryStore(store_config(settings)) as store:

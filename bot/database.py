@@ -1,14 +1,17 @@
-"""The bot's own durable state in SQLite (aiosqlite): the write-back queue and per-user learning pauses.
+"""The bot's own durable state: the write-back queue and per-user learning pauses, in SQLite (the embedded default)
+or, when DATABASE_URL is set, in PostgreSQL shared by several bot processes (`bot/sql.py`).
 
 A queued exchange stays in `pending_exchanges` until its facts are stored, so a crash or a store outage
-loses nothing: the worker picks up what is left on the next start. `learned_from` keeps the ids (never the
-text) of every message queued for learning, so a deleted or edited message the bot never learned from costs
-one lookup, not a search of the memory store.
+loses nothing: a worker picks up what is left. A worker claims a row for a lease (`claim`) and renews it while
+it works; a row whose lease ran out (its process died) is claimed by the next worker, so each exchange is learned
+by one worker at a time, and several processes never wait on each other's claims (`FOR UPDATE SKIP LOCKED`).
+`learned_from` keeps the ids (never the text) of every message queued for learning, so a deleted or edited
+message the bot never learned from costs one lookup, not a search of the memory store.
 
 A queued exchange is a `QueuedExchange` kept as JSON; the message it came from is also kept in columns
 (`platform`, `workspace`, `channel`, `message_id`), which is what SQL looks exchanges up by: nothing here reads
-inside the JSON, so the record can change without queries silently matching nothing. Files from before those
-columns get them once, filled from the JSON, when opened (`_add_source_columns`).
+inside the JSON, so the record can change without queries silently matching nothing. SQLite files from before
+those columns (or the claim columns) get them once when opened (`_add_columns`).
 """
 
 from __future__ import annotations
@@ -18,33 +21,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
 from bot.exchange import QueuedExchange
 from bot.message import MessageRef
+from bot.sql import Sql, SqliteSql, open_sql
 
 _log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 1: learned_from filled in; 2: stored memories carry their kind, attribute and time
+# Times are POSIX seconds (DOUBLE PRECISION: PostgreSQL's REAL would round them to minutes). `SERIAL`: see bot/sql.py.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_exchanges (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id SERIAL,
     user_key TEXT NOT NULL,
     payload TEXT NOT NULL,  -- a QueuedExchange as JSON
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    created_at DOUBLE PRECISION NOT NULL,
     platform TEXT NOT NULL,  -- the message the exchange came from (its `source`)
     workspace TEXT NOT NULL,
     channel TEXT NOT NULL,
-    message_id TEXT NOT NULL
+    message_id TEXT NOT NULL,
+    claimed_by TEXT NOT NULL DEFAULT '',  -- the worker learning it, until `lease_until`
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS failed_exchanges (
-    id INTEGER PRIMARY KEY,
+    id BIGINT PRIMARY KEY,
     user_key TEXT NOT NULL,
     payload TEXT NOT NULL,
     error TEXT NOT NULL,
-    failed_at REAL NOT NULL,
+    failed_at DOUBLE PRECISION NOT NULL,
     platform TEXT NOT NULL,
     workspace TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -56,63 +61,57 @@ CREATE TABLE IF NOT EXISTS learned_from (
     channel TEXT NOT NULL,
     message_id TEXT NOT NULL,
     user_key TEXT NOT NULL,
-    queued_at REAL NOT NULL,
+    queued_at DOUBLE PRECISION NOT NULL,
     forgetting INTEGER NOT NULL DEFAULT 0,  -- deleted or edited; its facts are being deleted
     PRIMARY KEY (platform, workspace, message_id, channel, user_key)
 );
 CREATE INDEX IF NOT EXISTS learned_from_forgetting ON learned_from (forgetting) WHERE forgetting = 1;
+CREATE INDEX IF NOT EXISTS learned_from_user ON learned_from (user_key);
 CREATE TABLE IF NOT EXISTS paused_users (
     user_key TEXT PRIMARY KEY,
-    paused_at REAL NOT NULL,
+    paused_at DOUBLE PRECISION NOT NULL,
     notified INTEGER NOT NULL DEFAULT 0
 );
 """
 
-
-async def connect(path: Path, schema: str) -> aiosqlite.Connection:
-    """Open (creating it if needed) a SQLite file in WAL mode with `schema` applied; adapters use it too."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA secure_delete=ON")  # deleted rows (what users said) are overwritten, not kept
-    await db.executescript(schema)
-    await db.commit()
-    return db
-
-
 _EXCHANGE_TABLES = ("pending_exchanges", "failed_exchanges")
 _SOURCE_COLUMNS = ("platform", "workspace", "channel", "message_id")
+_CLAIM_COLUMNS = {"claimed_by": "TEXT NOT NULL DEFAULT ''", "lease_until": "REAL NOT NULL DEFAULT 0"}
 
 
-async def _columns(db: aiosqlite.Connection, table: str) -> set[str]:
-    async with db.execute(f"PRAGMA table_info({table})") as cursor:
-        return {str(row[1]) for row in await cursor.fetchall()}
+async def _columns(sql: Sql, table: str) -> set[str]:
+    return {str(row[1]) for row in await sql.fetchall(f"PRAGMA table_info({table})")}
 
 
-async def _add_source_columns(db: aiosqlite.Connection) -> None:
-    """Give exchange tables from before the source columns those columns, filled from the JSON of their rows, in
-    one transaction (a table that has them is left alone, so this runs once); then index them for the lookup of
-    a message's exchanges (`forget_exchanges`). SQLite adds a NOT NULL column only with a default: ''."""
+async def _add_columns(sql: Sql) -> None:
+    """Give SQLite exchange tables from before the source columns those columns, filled from the JSON of their
+    rows, and the queue the claim columns, in one transaction each (a table that has them is left alone, so this
+    runs once); then index the source columns for the lookup of a message's exchanges (`forget_exchanges`).
+    SQLite adds a NOT NULL column only with a default: ''. PostgreSQL tables are made with every column."""
     for table in _EXCHANGE_TABLES:
-        if set(_SOURCE_COLUMNS) <= await _columns(db, table):
+        if set(_SOURCE_COLUMNS) <= await _columns(sql, table):
             continue
-        await db.execute("BEGIN IMMEDIATE")  # another process migrating the same file waits, then finds it done
-        try:
-            missing = [column for column in _SOURCE_COLUMNS if column not in await _columns(db, table)]
-            for column in missing:
-                await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        # another process migrating the same file waits, then finds it done
+        async with sql.transaction() as tx:
+            have = {str(row[1]) for row in await tx.fetchall(f"PRAGMA table_info({table})")}
+            for column in (c for c in _SOURCE_COLUMNS if c not in have):
+                await tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
             filled = ", ".join(f"{column} = coalesce(json_extract(payload, '$.source.{column}'), '')"
                                for column in _SOURCE_COLUMNS)
-            cursor = await db.execute(f"UPDATE {table} SET {filled}")
-            await db.commit()
-        except BaseException:
-            await db.rollback()
-            raise
-        _log.info("gave %s its source columns (%d rows)", table, cursor.rowcount)
+            rows = await tx.execute(f"UPDATE {table} SET {filled}")
+        _log.info("gave %s its source columns (%d rows)", table, rows)
+    if missing := [c for c in _CLAIM_COLUMNS if c not in await _columns(sql, "pending_exchanges")]:
+        async with sql.transaction() as tx:
+            for column in missing:
+                await tx.execute(f"ALTER TABLE pending_exchanges ADD COLUMN {column} {_CLAIM_COLUMNS[column]}")
+
+
+async def _index_sources(sql: Sql) -> None:
     for table in _EXCHANGE_TABLES:
-        await db.execute(f"CREATE INDEX IF NOT EXISTS {table}_source ON {table} (platform, workspace, message_id, "
-                         "channel)")
-    await db.commit()
+        await sql.execute(f"CREATE INDEX IF NOT EXISTS {table}_source ON {table} (platform, workspace, message_id, "
+                          "channel)")
+    await sql.execute("CREATE INDEX IF NOT EXISTS pending_exchanges_due ON pending_exchanges "
+                      "(next_attempt_at, id)")
 
 
 @dataclass(frozen=True)
@@ -123,6 +122,7 @@ class PendingExchange:
     user_key: str
     record: QueuedExchange
     attempts: int
+    worker: str = ""  # who claimed it (`BotDatabase.claim`)
 
 
 def _message_filter(ref: MessageRef) -> tuple[str, tuple[str, ...]]:
@@ -135,19 +135,32 @@ def _message_filter(ref: MessageRef) -> tuple[str, tuple[str, ...]]:
 
 
 class BotDatabase:
-    def __init__(self, path: Path) -> None:
+    """The bot's state at `url` (PostgreSQL) or, with no url, in the SQLite file at `path`."""
+
+    def __init__(self, path: Path, url: str = "") -> None:
         self._path = path
-        self._db: aiosqlite.Connection | None = None
+        self._url = url
+        self._sql: Sql | None = None
+        self.version = 0
 
     async def open(self) -> None:
-        """Open the file. `version` says which one-time upgrades of the memory store it has seen (a new file
+        """Open the state. `version` says which one-time upgrades of the memory store it has seen (new state
         has seen none: it may sit next to a store that already has memories): 1, `learned_from` filled in
         (`fill_sources`); 2, the store's memories given their kind, profile attribute and time (`upgraded`).
-        The bot's own tables are brought up to date here, every time (see `_add_source_columns`)."""
-        self._db = await connect(self._path, _SCHEMA)
-        await _add_source_columns(self._db)
-        async with self.db.execute("PRAGMA user_version") as cursor:
-            self.version = int((await cursor.fetchone() or (0,))[0])
+        The bot's own tables are brought up to date here, every time (see `_add_columns`). On SQLite, one
+        process owns the file, so claims left by an earlier run (it was killed) are let go at once."""
+        self._sql = await open_sql(self._url, self._path, _SCHEMA)
+        if isinstance(self._sql, SqliteSql):
+            await _add_columns(self._sql)
+            await self._sql.execute("UPDATE pending_exchanges SET claimed_by = '', lease_until = 0 "
+                                    "WHERE lease_until > 0")
+        await _index_sources(self._sql)
+        self.version = await self._sql.version()
+
+    @property
+    def shared(self) -> bool:
+        """Whether other bot processes share this state (PostgreSQL)."""
+        return self.sql.shared
 
     @property
     def sources_missing(self) -> bool:
@@ -155,20 +168,19 @@ class BotDatabase:
 
     async def upgraded(self, version: int) -> None:
         """Record that the one-time upgrade to `version` is done."""
-        await self.db.execute(f"PRAGMA user_version = {int(version)}")
-        await self.db.commit()
+        await self.sql.set_version(version)
         self.version = version
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._sql is not None:
+            await self._sql.close()
+            self._sql = None
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def sql(self) -> Sql:
+        if self._sql is None:
             raise RuntimeError("database is not open")
-        return self._db
+        return self._sql
 
     # --- write-back queue
 
@@ -176,66 +188,82 @@ class BotDatabase:
         now = time.time()
         source = exchange.source
         where = (source.platform, source.workspace, source.channel, source.message_id)
-        cursor = await self.db.execute(
-            "INSERT INTO pending_exchanges (user_key, payload, created_at, platform, workspace, channel, message_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (user_key, exchange.to_json(), now, *where),
-        )
-        await self.db.execute(
-            "INSERT OR IGNORE INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (*where, user_key, now),
-        )
-        await self.db.commit()
-        return int(cursor.lastrowid or 0)
+        async with self.sql.transaction() as tx:
+            [(exchange_id,)] = await tx.fetchall(
+                "INSERT INTO pending_exchanges (user_key, payload, created_at, platform, workspace, channel, "
+                "message_id) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (user_key, exchange.to_json(), now, *where),
+            )
+            await tx.execute(
+                "INSERT INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (*where, user_key, now),
+            )
+        return int(exchange_id)
 
-    async def next_due(self) -> tuple[PendingExchange | None, float | None]:
-        """The oldest exchange that is due now, or None and the time the next one becomes due. A row that does
-        not hold a readable exchange is set aside (it would otherwise block the queue)."""
+    async def claim(self, worker: str, lease_seconds: float) -> tuple[PendingExchange | None, float | None]:
+        """Claim the oldest exchange that is due and not claimed by a live worker, for `lease_seconds`; or None
+        and the time the next one becomes due or free. A row that does not hold a readable exchange is set aside
+        (it would otherwise block the queue)."""
         while True:
-            async with self.db.execute(
-                "SELECT id, user_key, payload, attempts, next_attempt_at FROM pending_exchanges "
-                "ORDER BY next_attempt_at, id LIMIT 1"
-            ) as cursor:
-                row = await cursor.fetchone()
+            now = time.time()
+            row = await self.sql.fetchone(
+                "UPDATE pending_exchanges SET claimed_by = ?, lease_until = ? WHERE id = ("
+                "SELECT id FROM pending_exchanges WHERE next_attempt_at <= ? AND lease_until <= ? "
+                f"ORDER BY next_attempt_at, id LIMIT 1{self.sql.skip_locked}) "
+                "RETURNING id, user_key, payload, attempts",
+                (worker, now + lease_seconds, now, now),
+            )
             if row is None:
-                return None, None
-            if row[4] > time.time():
-                return None, float(row[4])
+                due = await self.sql.fetchone(
+                    "SELECT min(CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END) "
+                    "FROM pending_exchanges")
+                return None, (float(due[0]) if due and due[0] is not None else None)
             try:
-                return PendingExchange(row[0], row[1], QueuedExchange.from_json(row[2]), row[3]), None
+                return PendingExchange(int(row[0]), str(row[1]), QueuedExchange.from_json(row[2]), int(row[3]),
+                                       worker), None
             except ValueError as exc:
                 _log.warning("exchange %s set aside: its row cannot be read (details in failed_exchanges)", row[0])
-                await self._move_to_failed(row[0], None, f"unreadable row: {exc}")
+                await self._move_to_failed(int(row[0]), None, f"unreadable row: {exc}")
+
+    async def renew(self, exchange: PendingExchange, lease_seconds: float) -> bool:
+        """Extend the worker's claim; False if it lost the claim (its lease ran out and another worker took it,
+        or the row is gone)."""
+        return await self.sql.execute(
+            "UPDATE pending_exchanges SET lease_until = ? WHERE id = ? AND claimed_by = ?",
+            (time.time() + lease_seconds, exchange.id, exchange.worker)) > 0
+
+    async def release(self, exchange: PendingExchange) -> None:
+        """Give the claim back (the exchange keeps its place in the queue)."""
+        await self.sql.execute("UPDATE pending_exchanges SET claimed_by = '', lease_until = 0 "
+                               "WHERE id = ? AND claimed_by = ?", (exchange.id, exchange.worker))
 
     async def pending_count(self) -> int:
-        async with self.db.execute("SELECT COUNT(*) FROM pending_exchanges") as cursor:
-            row = await cursor.fetchone()
+        row = await self.sql.fetchone("SELECT COUNT(*) FROM pending_exchanges")
         return int(row[0]) if row else 0
 
-    async def is_pending(self, exchange_id: int) -> bool:
-        """Whether the exchange is still queued (forget-all removes a user's rows while they are worked on)."""
-        async with self.db.execute("SELECT 1 FROM pending_exchanges WHERE id = ?", (exchange_id,)) as cursor:
-            return await cursor.fetchone() is not None
+    async def holds(self, exchange: PendingExchange) -> bool:
+        """Whether the exchange is still queued and claimed by this worker (forget-all removes a user's rows
+        while they are worked on; another worker takes a claim whose lease ran out)."""
+        return await self.sql.fetchone("SELECT 1 FROM pending_exchanges WHERE id = ? AND claimed_by = ?",
+                                       (exchange.id, exchange.worker)) is not None
 
-    async def save_progress(self, exchange_id: int, exchange: QueuedExchange) -> None:
+    async def save_progress(self, exchange: PendingExchange, record: QueuedExchange) -> None:
         """Keep what the worker has done so far (extracted facts, how many are stored) for a retry."""
-        await self.db.execute(
-            "UPDATE pending_exchanges SET payload = ? WHERE id = ?", (exchange.to_json(), exchange_id)
-        )
-        await self.db.commit()
+        await self.sql.execute("UPDATE pending_exchanges SET payload = ? WHERE id = ? AND claimed_by = ?",
+                               (record.to_json(), exchange.id, exchange.worker))
 
-    async def done(self, exchange_id: int) -> None:
-        await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange_id,))
-        await self.db.commit()
+    async def done(self, exchange: PendingExchange) -> None:
+        await self.sql.execute("DELETE FROM pending_exchanges WHERE id = ? AND claimed_by = ?",
+                               (exchange.id, exchange.worker))
 
-    async def retry_later(self, exchange_id: int, delay: float) -> None:
-        """Count a failed attempt and try again in `delay` seconds."""
-        await self.db.execute(
-            "UPDATE pending_exchanges SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
-            (time.time() + delay, exchange_id),
+    async def retry_later(self, exchange: PendingExchange, delay: float) -> None:
+        """Count a failed attempt, let go of the claim and try again in `delay` seconds."""
+        await self.sql.execute(
+            "UPDATE pending_exchanges SET attempts = attempts + 1, next_attempt_at = ?, claimed_by = '', "
+            "lease_until = 0 WHERE id = ? AND claimed_by = ?",
+            (time.time() + delay, exchange.id, exchange.worker),
         )
-        await self.db.commit()
 
     async def set_aside(self, exchange: PendingExchange, error: str) -> None:
         """Move an exchange the model cannot turn into facts out of the queue, keeping it for inspection;
@@ -244,107 +272,98 @@ class BotDatabase:
 
     async def _move_to_failed(self, exchange_id: int, payload: str | None, error: str) -> None:
         """Move a queued row to `failed_exchanges` with `payload` (None: the one it has) and `error`."""
-        await self.db.execute(
-            "INSERT OR REPLACE INTO failed_exchanges "
-            "(id, user_key, payload, error, failed_at, platform, workspace, channel, message_id) "
-            "SELECT id, user_key, coalesce(?, payload), ?, ?, platform, workspace, channel, message_id "
-            "FROM pending_exchanges WHERE id = ?",
-            (payload, error, time.time(), exchange_id),
-        )
-        await self.db.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange_id,))
-        await self.db.commit()
+        async with self.sql.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO failed_exchanges "
+                "(id, user_key, payload, error, failed_at, platform, workspace, channel, message_id) "
+                "SELECT id, user_key, coalesce(?, payload), ?, ?, platform, workspace, channel, message_id "
+                "FROM pending_exchanges WHERE id = ? "
+                "ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, error = excluded.error, "
+                "failed_at = excluded.failed_at",
+                (payload, error, time.time(), exchange_id),
+            )
+            await tx.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange_id,))
 
     async def drop_set_aside(self, older_than_days: float) -> int:
         """Delete set-aside exchanges (they hold what users said) once they are this old; return how many."""
-        cursor = await self.db.execute("DELETE FROM failed_exchanges WHERE failed_at < ?",
-                                       (time.time() - older_than_days * 86400,))
-        await self.db.commit()
-        return cursor.rowcount
+        return await self.sql.execute("DELETE FROM failed_exchanges WHERE failed_at < ?",
+                                      (time.time() - older_than_days * 86400,))
 
     async def user_keys(self) -> set[str]:
         """Users with exchanges queued or set aside."""
         keys: set[str] = set()
-        for table in ("pending_exchanges", "failed_exchanges"):
-            async with self.db.execute(f"SELECT DISTINCT user_key FROM {table}") as cursor:
-                keys.update(str(row[0]) for row in await cursor.fetchall())
+        for table in _EXCHANGE_TABLES:
+            keys.update(str(row[0]) for row in await self.sql.fetchall(f"SELECT DISTINCT user_key FROM {table}"))
         return keys
 
     async def fill_sources(self, stored: list[tuple[str, MessageRef]]) -> None:
         """Fill in `learned_from` once (see `open`): the (user key, message) pairs the memory store has facts
         from, and the exchanges queued or set aside."""
         now = time.time()
-        await self.db.executemany(
-            "INSERT OR IGNORE INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+        await self.sql.executemany(
+            "INSERT INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(ref.platform, ref.workspace, ref.channel_id or "", ref.message_id, user_key, now)
              for user_key, ref in stored],
         )
         for table in _EXCHANGE_TABLES:
-            await self.db.execute(
-                "INSERT OR IGNORE INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
-                f"SELECT platform, workspace, channel, message_id, user_key, ? FROM {table}",
+            await self.sql.execute(
+                "INSERT INTO learned_from (platform, workspace, channel, message_id, user_key, queued_at) "
+                # `WHERE true`: SQLite reads ON CONFLICT after a bare SELECT as part of a join
+                f"SELECT platform, workspace, channel, message_id, user_key, ? FROM {table} WHERE true "
+                "ON CONFLICT DO NOTHING",
                 (now,),
             )
-        await self.db.commit()
         await self.upgraded(1)
 
     async def users_with_message(self, ref: MessageRef) -> set[str]:
         """Users whose exchange from this message was queued at some point (it may still be, or set aside)."""
         where, args = _message_filter(ref)
-        async with self.db.execute(f"SELECT DISTINCT user_key FROM learned_from WHERE {where}", args) as cursor:
-            return {str(row[0]) for row in await cursor.fetchall()}
+        rows = await self.sql.fetchall(f"SELECT DISTINCT user_key FROM learned_from WHERE {where}", args)
+        return {str(row[0]) for row in rows}
 
     async def forget_exchanges(self, user_key: str, ref: MessageRef) -> None:
         """Drop this user's exchanges from this message, queued or set aside."""
         where, args = _message_filter(ref)
-        for table in _EXCHANGE_TABLES:
-            await self.db.execute(f"DELETE FROM {table} WHERE user_key = ? AND {where}", (user_key, *args))
-        await self.db.commit()
+        async with self.sql.transaction() as tx:
+            for table in _EXCHANGE_TABLES:
+                await tx.execute(f"DELETE FROM {table} WHERE user_key = ? AND {where}", (user_key, *args))
 
     async def mark_forgetting(self, ref: MessageRef) -> None:
         """The facts of this message are about to be deleted (see `forgetting`)."""
         where, args = _message_filter(ref)
-        await self.db.execute(f"UPDATE learned_from SET forgetting = 1 WHERE {where}", args)
-        await self.db.commit()
+        await self.sql.execute(f"UPDATE learned_from SET forgetting = 1 WHERE {where}", args)
 
     async def forget_sources(self, ref: MessageRef) -> None:
         """The facts of this message are deleted: forget that it taught anything."""
         where, args = _message_filter(ref)
-        await self.db.execute(f"DELETE FROM learned_from WHERE {where}", args)
-        await self.db.commit()
+        await self.sql.execute(f"DELETE FROM learned_from WHERE {where}", args)
 
     async def forgetting(self) -> list[MessageRef]:
         """Messages whose facts were being deleted when the store failed."""
-        async with self.db.execute(
-            "SELECT DISTINCT platform, workspace, channel, message_id FROM learned_from WHERE forgetting = 1"
-        ) as cursor:
-            return [MessageRef(*map(str, row)) for row in await cursor.fetchall()]
+        rows = await self.sql.fetchall(
+            "SELECT DISTINCT platform, workspace, channel, message_id FROM learned_from WHERE forgetting = 1")
+        return [MessageRef(*map(str, row)) for row in rows]
 
     async def forget_user(self, user_key: str) -> None:
         """Drop everything queued or set aside for a user (their memories are being deleted)."""
-        for table in ("pending_exchanges", "failed_exchanges", "learned_from"):
-            await self.db.execute(f"DELETE FROM {table} WHERE user_key = ?", (user_key,))
-        await self.db.commit()
+        async with self.sql.transaction() as tx:
+            for table in (*_EXCHANGE_TABLES, "learned_from"):
+                await tx.execute(f"DELETE FROM {table} WHERE user_key = ?", (user_key,))
 
     # --- learning pauses
 
     async def set_paused(self, user_key: str, paused: bool) -> None:
         if paused:
-            await self.db.execute(
-                "INSERT OR IGNORE INTO paused_users (user_key, paused_at) VALUES (?, ?)", (user_key, time.time())
-            )
+            await self.sql.execute("INSERT INTO paused_users (user_key, paused_at) VALUES (?, ?) "
+                                   "ON CONFLICT DO NOTHING", (user_key, time.time()))
         else:
-            await self.db.execute("DELETE FROM paused_users WHERE user_key = ?", (user_key,))
-        await self.db.commit()
+            await self.sql.execute("DELETE FROM paused_users WHERE user_key = ?", (user_key,))
 
     async def is_paused(self, user_key: str) -> bool:
-        async with self.db.execute("SELECT 1 FROM paused_users WHERE user_key = ?", (user_key,)) as cursor:
-            return await cursor.fetchone() is not None
+        return await self.sql.fetchone("SELECT 1 FROM paused_users WHERE user_key = ?", (user_key,)) is not None
 
     async def take_pause_notice(self, user_key: str) -> bool:
         """True once per pause: whether the user still has to be told that learning is paused."""
-        cursor = await self.db.execute(
-            "UPDATE paused_users SET notified = 1 WHERE user_key = ? AND notified = 0", (user_key,)
-        )
-        await self.db.commit()
-        return cursor.rowcount > 0
+        return await self.sql.execute(
+            "UPDATE paused_users SET notified = 1 WHERE user_key = ? AND notified = 0", (user_key,)) > 0

@@ -165,20 +165,50 @@ class MemorySettings:
     writeback_max_backoff_seconds: float = setting("WRITEBACK_MAX_BACKOFF_SECONDS", 300.0,
                                                    "Longest wait between retries of a failing write-back.",
                                                    not_negative)
+    writeback_lease_seconds: float = setting(
+        "WRITEBACK_LEASE_SECONDS", 120.0,
+        "How long a worker's claim on a queued exchange lasts unless renewed (it renews it while it works): a "
+        "process that dies mid-exchange has it taken over by another after this long (DATABASE_URL).", positive)
+    database_url: Secret = setting(
+        "DATABASE_URL", Secret(""),
+        "postgresql:// URL of a database for the bot's own state (write-back queue, paused users, learned message "
+        "ids, Slack event ids), shared by every bot process and worker pointed at it; may be PGVECTOR_URL's. "
+        "Empty keeps that state in SQLite under DATA_DIR (one process).")
+    writeback_worker: bool = setting(
+        "WRITEBACK_WORKER", True,
+        "Learn queued exchanges in this process. false only queues them, for `memorybot worker` processes on the "
+        "same DATABASE_URL (replies and learning on different machines).")
     writeback_quiet_seconds: float = setting(
         "WRITEBACK_QUIET_SECONDS", 3.0,
         "Learning starts once no reply has run for this long (at most a minute later), so it never slows a chat.",
         not_negative)
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the memories live under DATA_DIR (embedded Qdrant), where only one process can reach them."""
+        return self.vector_store == "qdrant" and not self.qdrant_url
+
     def validate(self) -> None:
+        if not self.writeback_worker and not self.database_url:
+            raise SettingsError("WRITEBACK_WORKER=false needs DATABASE_URL: the exchanges it queues are learned by "
+                                "`memorybot worker` processes sharing that database")
+        if self.database_url:
+            _check_url("DATABASE_URL", self.database_url)
+            if self.embedded:
+                raise SettingsError("DATABASE_URL shares the bot's state between processes, so their memories must "
+                                    "be shared too: set VECTOR_STORE=pgvector (PGVECTOR_URL) or QDRANT_URL")
         if self.vector_store != "pgvector":
             return
         if not self.pgvector_url:
             raise SettingsError("PGVECTOR_URL is required when VECTOR_STORE=pgvector")
-        if not re.fullmatch(r"postgres(ql)?://\S+", self.pgvector_url.reveal()):
-            # psycopg would echo the malformed value, password included, into its logs
-            raise SettingsError("PGVECTOR_URL must be a URL starting with postgresql://, without spaces (escape "
-                                "them as %20; its value is not shown)")
+        _check_url("PGVECTOR_URL", self.pgvector_url)
+
+
+def _check_url(name: str, url: Secret) -> None:
+    if not re.fullmatch(r"postgres(ql)?://\S+", url.reveal()):
+        # psycopg would echo the malformed value, password included, into its logs
+        raise SettingsError(f"{name} must be a URL starting with postgresql://, without spaces (escape them as "
+                            "%20; its value is not shown)")
 
 
 @dataclass(frozen=True)

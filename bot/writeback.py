@@ -5,7 +5,9 @@ passages, episodic memory; `keep_messages`), then extracts facts with the local 
 stores them with their provenance, and deletes the row. The passages, the extracted facts and how many of each
 are stored are kept in the row, so a retry neither extracts again nor stores anything twice. A failing store is
 retried with exponential backoff; an answer the model cannot produce validly, or an exchange that failed
-MAX_ATTEMPTS times, is set aside (kept, logged). Each memory is stored under the user's lock after checking
+MAX_ATTEMPTS times, is set aside (kept, logged). Each worker claims the row it works on for a lease it renews
+while it works (`bot/database.py`), so several processes sharing one queue learn each exchange once, and a dead
+process's exchange is taken over when its lease runs out. Each memory is stored under the user's lock after checking
 that the user has not forgotten everything or paused learning meanwhile. Extraction gives way to replies,
 but after MAX_PREEMPTIONS in a row the next one runs to the end, so a busy server still learns.
 """
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
@@ -35,6 +40,12 @@ MAX_DEFER_SECONDS = 60.0
 MAX_ATTEMPTS = 10  # failures before an exchange is set aside (with backoff capped at 5 min: about half an hour)
 MAX_PREEMPTIONS = 3  # replies an extraction gives way to before it runs to the end (or it could starve)
 ERROR_PAUSE_SECONDS = 5.0  # how long the worker rests after an error of its own (e.g. the queue database)
+RENEWALS_PER_LEASE = 4  # a claim is renewed this often within its lease, so one slow renewal does not lose it
+
+
+def worker_name() -> str:
+    """This worker's name in the queue's claims: host and process, and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def queued_exchange(msg: IncomingMessage, text: str, reply_text: str, context: str | None = None) -> QueuedExchange:
@@ -63,6 +74,7 @@ class WritebackWorker:
         max_backoff: float = 300.0,
         quiet_seconds: float = 0.0,
         keep_messages: bool = True,
+        lease_seconds: float = 120.0,
     ) -> None:
         self._db = db
         self._memories = memories
@@ -71,6 +83,8 @@ class WritebackWorker:
         self._max_backoff = max_backoff
         self._quiet = quiet_seconds
         self._keep_messages = keep_messages
+        self._lease = lease_seconds
+        self.name = worker_name()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False
@@ -126,7 +140,7 @@ class WritebackWorker:
 
     async def _step(self) -> None:
         await self._wait_for_quiet()
-        exchange, due_at = await self._db.next_due()
+        exchange, due_at = await self._db.claim(self.name, self._lease)
         if exchange is None:
             delay = None if due_at is None else max(0.0, due_at - time.time())
             self._wake.clear()
@@ -136,13 +150,25 @@ class WritebackWorker:
                 pass
             return
         self._busy = True
+        renewing = asyncio.create_task(self._renew(exchange), name="memory-writeback-lease")
         try:
             await self._process(exchange)
         except Exception as exc:  # anything one exchange does
             _log.exception("write-back of exchange %s failed unexpectedly", exchange.id)
             await self._fail(exchange, f"{type(exc).__name__}: {exc}")
         finally:
+            renewing.cancel()
             self._busy = False
+
+    async def _renew(self, exchange: PendingExchange) -> None:
+        """Keep the claim on `exchange` while it is worked on (a failed renewal is tried again next time)."""
+        while True:
+            await asyncio.sleep(self._lease / RENEWALS_PER_LEASE)
+            try:
+                if not await self._db.renew(exchange, self._lease):
+                    return  # gone (done, forgotten) or taken over: storing checks `holds` and stops
+            except Exception as exc:  # the queue database is down: the lease may still outlast it
+                _log.warning("could not renew the claim on exchange %s: %s", exchange.id, type(exc).__name__)
 
     async def _extraction_failed(self, exchange: PendingExchange, exc: ExtractionError | ModelError) -> None:
         if isinstance(exc, ExtractionError):  # the model's answer will not get better: keep it for inspection
@@ -161,13 +187,13 @@ class WritebackWorker:
             return
         delay = self._backoff(exchange.attempts)
         _log.warning("write-back of exchange %s failed (%s); retrying in %.0f s", exchange.id, error, delay)
-        await self._db.retry_later(exchange.id, delay)
+        await self._db.retry_later(exchange, delay)
 
     async def _process(self, exchange: PendingExchange) -> None:
         user_key, record = exchange.user_key, exchange.record
         if await self._db.is_paused(user_key):  # paused after this exchange was queued
             _log.info("exchange %s dropped: learning is paused for that user", exchange.id)
-            await self._db.done(exchange.id)
+            await self._db.done(exchange)
             return
         source = record.source
         if self._keep_messages and (record := await self._keep_passages(exchange, record)) is None:
@@ -179,6 +205,7 @@ class WritebackWorker:
                                                       preemptible=self._gave_way < MAX_PREEMPTIONS)
             except Preempted:  # the exchange keeps its place in the queue
                 self._gave_way += 1
+                await self._db.release(exchange)
                 return
             except (ExtractionError, ModelError) as exc:
                 self._gave_way = 0
@@ -186,7 +213,7 @@ class WritebackWorker:
                 return
             self._gave_way = 0
             record = replace(record, facts=facts, stored=0)
-            await self._db.save_progress(exchange.id, record)
+            await self._db.save_progress(exchange, record)
 
         facts = record.facts or []
 
@@ -198,7 +225,7 @@ class WritebackWorker:
             return
         _log.info("exchange %s: stored %d passage(s) and %d fact(s)", exchange.id,
                   len(record.passages or ()), len(facts))
-        await self._db.done(exchange.id)
+        await self._db.done(exchange)
 
     async def _keep_passages(self, exchange: PendingExchange, record: QueuedExchange) -> QueuedExchange | None:
         """Store the passages of the user's message (episodic memory); the record with them counted, or None
@@ -208,7 +235,7 @@ class WritebackWorker:
         resumed = record.passages is not None
         if not resumed:
             record = replace(record, passages=await self._memories.learning.passages(record.text), passages_stored=0)
-            await self._db.save_progress(exchange.id, record)
+            await self._db.save_progress(exchange, record)
         passages, first = record.passages or [], record.passages_stored
 
         async def keep(index: int) -> None:
@@ -229,9 +256,10 @@ class WritebackWorker:
             # The embedder and the model share the CPU cores: storing waits while a reply is generated.
             await self._model.wait_for_idle()
             async with self._memories.locks.hold(user=exchange.user_key):
-                if not await self._db.is_pending(exchange.id) or await self._db.is_paused(exchange.user_key):
-                    _log.info("exchange %s dropped: the user forgot everything or paused learning", exchange.id)
-                    await self._db.done(exchange.id)
+                if not await self._db.holds(exchange) or await self._db.is_paused(exchange.user_key):
+                    _log.info("exchange %s dropped: the user forgot everything or paused learning, or another "
+                              "worker took it over", exchange.id)
+                    await self._db.done(exchange)
                     return None
                 try:
                     await store(index)
@@ -239,7 +267,7 @@ class WritebackWorker:
                     await self._fail(exchange, f"memory store: {exc}")
                     return None
                 record = counted(record, index + 1)
-                await self._db.save_progress(exchange.id, record)
+                await self._db.save_progress(exchange, record)
         return record
 
     def _backoff(self, attempts: int) -> float:

@@ -3,7 +3,9 @@
 Listeners only translate. Bolt acknowledges Events API requests before a listener runs; the listener
 starts the reply as a tracked task and returns. Answered: `app_mention` in channels, every message in a
 DM, and follow-ups in threads the bot has posted in. Bot messages and message subtypes are ignored, and
-an `event_id` already handled (a Slack retry) is never answered twice. Both facts are kept in SQLite.
+an `event_id` already handled (a Slack retry) is never answered twice. Both facts are kept in the bot's state
+database (SQLite, or PostgreSQL shared by every replica behind a load balancer: a retry reaching another replica is
+not answered twice either).
 A deleted message (`message_deleted`, or a thread's first message turned into a tombstone) is forgotten:
 whatever the bot learned from it goes. An edited one (`message_changed` with new text) is forgotten, then its
 new text is learned (no new reply) if it is still for the bot.
@@ -20,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-import aiosqlite
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
@@ -30,9 +31,9 @@ from adapters.slack.commands import MemoryCommands
 from adapters.slack.identity import PLATFORM, workspace_of
 from adapters.slack.reply import CALL_FAILED, SlackReply, api_error
 from bot.app import MemoryBot
-from bot.database import connect
 from bot.errors import REPLY_FAILED
 from bot.message import IncomingMessage, MessageRef
+from bot.sql import Sql, open_sql
 
 _log = logging.getLogger(__name__)
 
@@ -43,68 +44,65 @@ USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
 Payload = dict[str, Any]  # a Slack JSON object (request body, event)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS bot_threads (
     channel TEXT NOT NULL, thread_ts TEXT NOT NULL, PRIMARY KEY (channel, thread_ts));
 """
 
 
 class SlackStore:
-    """Durable Slack state under DATA_DIR: event ids already handled and threads the bot posted in."""
+    """Durable Slack state: event ids already handled and threads the bot posted in; in PostgreSQL at `url`, or
+    in the SQLite file at `path`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str = "") -> None:
         self._path = path
-        self._db: aiosqlite.Connection | None = None
+        self._url = url
+        self._sql: Sql | None = None
         self._threads: set[tuple[str, str]] = set()  # write-through cache of bot_threads
         self._pruned_at = 0.0
 
     async def __aenter__(self) -> Self:
-        self._db = await connect(self._path, _SCHEMA)
+        self._sql = await open_sql(self._url, self._path, _SCHEMA)
         await self._forget_old_events()
         return self
 
     async def _forget_old_events(self) -> None:
         self._pruned_at = time.time()
-        await self.db.execute(
+        await self.sql.execute(
             "DELETE FROM seen_events WHERE seen_at < ?", (self._pruned_at - SEEN_EVENTS_DAYS * 86400,)
         )
-        await self.db.commit()
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._sql is not None:
+            await self._sql.close()
+            self._sql = None
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def sql(self) -> Sql:
+        if self._sql is None:
             raise RuntimeError("SlackStore is not open")
-        return self._db
+        return self._sql
 
     async def first_delivery(self, event_id: str) -> bool:
         """Record `event_id`; true only the first time it is seen (later ones are Slack's retries)."""
         if time.time() - self._pruned_at > 86400:  # a long-running app: keep the table to recent days
             await self._forget_old_events()
-        cursor = await self.db.execute(
-            "INSERT OR IGNORE INTO seen_events (event_id, seen_at) VALUES (?, ?)", (event_id, time.time())
-        )
-        await self.db.commit()
-        return cursor.rowcount == 1
+        return await self.sql.execute(
+            "INSERT INTO seen_events (event_id, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (event_id, time.time())
+        ) == 1
 
     async def add_thread(self, channel: str, thread_ts: str) -> None:
         if (channel, thread_ts) in self._threads:
             return
-        await self.db.execute("INSERT OR IGNORE INTO bot_threads VALUES (?, ?)", (channel, thread_ts))
-        await self.db.commit()
+        await self.sql.execute("INSERT INTO bot_threads VALUES (?, ?) ON CONFLICT DO NOTHING", (channel, thread_ts))
         self._threads.add((channel, thread_ts))
 
     async def in_thread(self, channel: str, thread_ts: str) -> bool:
         if (channel, thread_ts) in self._threads:
             return True
-        cursor = await self.db.execute(
+        return await self.sql.fetchone(
             "SELECT 1 FROM bot_threads WHERE channel = ? AND thread_ts = ?", (channel, thread_ts)
-        )
-        return await cursor.fetchone() is not None
+        ) is not None
 
 
 def is_person_message(event: Payload) -> bool:

@@ -98,7 +98,7 @@ async def start_slack(
 ) -> AsyncIterator[RunningSlack]:
     """Receive Slack events for `bot` until the block ends; then stop receiving and finish running work."""
     client = client or make_client(settings)
-    async with SlackStore(bot.settings.data_dir / STORE_FILE) as store:
+    async with SlackStore(bot.settings.data_dir / STORE_FILE, bot.settings.memory.database_url.reveal()) as store:
         secret = None if settings.socket_mode else settings.signing_secret.reveal()
         adapter = SlackAdapter(bot, client, store, signing_secret=secret)
         try:

@@ -26,7 +26,7 @@ __all__ = ["Memories", "MemoryPage"]
 class Memories:
     def __init__(self, store: MemoryStore, db: BotDatabase, *, ttl_days: int = 0, history_turns: int = 6,
                  channels: tuple[str, ...] = CHANNELS) -> None:
-        self.locks = Locks()
+        self.locks = Locks(db.sql.lock if db.shared else None)
         self.history = ConversationHistory(history_turns)
         self.recall = Recall(store, channels)
         self.learning = Learning(store, ttl_days)

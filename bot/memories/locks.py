@@ -6,20 +6,24 @@ memories is stored and while they forget or pause, so a write-back in progress n
 just deleted. Whoever needs both takes the message lock first: `Locks.hold` takes what it is asked for in that
 order, and asking for a message lock while holding a user lock raises `LockOrderError` (a deadlock waiting
 to happen), so a wrong order fails in tests instead of hanging in production.
+
+When other bot processes share the state (PostgreSQL), each lock is also taken there (`shared`, an advisory lock
+every process sees), after the in-process one, so a process asks the server for a key once at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
 from bot.message import MessageRef
 
 K = TypeVar("K")
+SharedLock = Callable[[str], AbstractAsyncContextManager[None]]
 
 # The task holding a user lock: tasks started meanwhile inherit the variable, but hold nothing.
 _user_lock_holder: ContextVar[asyncio.Task[object] | None] = ContextVar("user_lock_holder", default=None)
@@ -37,7 +41,8 @@ def message_key(ref: MessageRef) -> tuple[str, str, str]:
 class Locks:
     """Per-user and per-message locks; unused ones go away by themselves."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: SharedLock | None = None) -> None:
+        self._shared = shared
         self._users: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._messages: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = \
             weakref.WeakValueDictionary()
@@ -49,9 +54,14 @@ class Locks:
             if message is not None:
                 if _user_lock_holder.get() is asyncio.current_task():
                     raise LockOrderError("a message lock must be taken before the user lock, not inside it")
-                await stack.enter_async_context(_lock(self._messages, message_key(message)))
+                key = message_key(message)
+                await stack.enter_async_context(_lock(self._messages, key))
+                if self._shared is not None:
+                    await stack.enter_async_context(self._shared("message:" + ":".join(key)))
             if user is not None:
                 await stack.enter_async_context(_lock(self._users, user))
+                if self._shared is not None:
+                    await stack.enter_async_context(self._shared("user:" + user))
                 token = _user_lock_holder.set(asyncio.current_task())
                 stack.callback(_user_lock_holder.reset, token)
             yield

@@ -92,30 +92,26 @@ async def opened(tmp_path: Path) -> AsyncIterator[BotDatabase]:
 
 
 async def rows(db: BotDatabase, table: str) -> list[tuple]:
-    async with db.db.execute(f"SELECT id, platform, workspace, channel, message_id FROM {table} ORDER BY id") \
-            as cursor:
-        return [tuple(row) for row in await cursor.fetchall()]
+    return await db.sql.fetchall(f"SELECT id, platform, workspace, channel, message_id FROM {table} ORDER BY id")
 
 
 async def test_an_old_database_gets_the_source_columns_filled_from_the_payloads(opened):
     assert await rows(opened, "pending_exchanges") == [
         (1, "discord", "g1", "c1", "m1"), (2, "discord", "g1", "c1", "m2"), (3, "discord", "g1", "c1", "m1")]
     assert await rows(opened, "failed_exchanges") == [(4, "discord", "g1", "c1", "m1")]
-    async with opened.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_source'") \
-            as cursor:
-        assert sorted(row[0] for row in await cursor.fetchall()) == ["failed_exchanges_source",
-                                                                    "pending_exchanges_source"]
+    indexes = await opened.sql.fetchall("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_source'")
+    assert sorted(row[0] for row in indexes) == ["failed_exchanges_source", "pending_exchanges_source"]
     assert opened.version == 0 and opened.sources_missing  # the memory store's upgrades are still to come
 
 
 async def test_old_rows_are_read_as_exchanges_with_their_progress(opened):
-    exchange, _ = await opened.next_due()
+    exchange, _ = await opened.claim("w", 60)
     assert exchange is not None and exchange.id == 1
     assert exchange.record == QueuedExchange(text="I have a dog", reply="ok", user_name="Dana", source=source("m1"),
                                              passages=["I have a dog"], passages_stored=1,
                                              facts=["The user has a dog."], stored=0)
-    await opened.done(1)
-    exchange, _ = await opened.next_due()
+    await opened.done(exchange)
+    exchange, _ = await opened.claim("w", 60)
     assert exchange is not None and exchange.record.passages is None and exchange.record.facts is None
 
 
@@ -137,12 +133,12 @@ async def test_opening_again_changes_nothing(tmp_path):
     for _ in range(2):
         db = BotDatabase(path)
         await db.open()
-        async with db.db.execute("PRAGMA table_info(pending_exchanges)") as cursor:
-            columns = [row[1] for row in await cursor.fetchall()]
+        columns = [row[1] for row in await db.sql.fetchall("PRAGMA table_info(pending_exchanges)")]
         seen.append((columns, await rows(db, "pending_exchanges"), await rows(db, "failed_exchanges"), db.version))
         await db.close()
     assert seen[0] == seen[1]
-    assert seen[0][0][-4:] == ["platform", "workspace", "channel", "message_id"] and seen[0][3] == 2
+    assert seen[0][0][-6:] == ["platform", "workspace", "channel", "message_id", "claimed_by", "lease_until"]
+    assert seen[0][3] == 2
 
 
 async def test_new_rows_name_their_message_in_columns_queued_and_set_aside(tmp_path):
@@ -152,7 +148,7 @@ async def test_new_rows_name_their_message_in_columns_queued_and_set_aside(tmp_p
         queued = QueuedExchange(text="I have a dog", reply="ok", source=source("m9", channel="c2"))
         exchange_id = await db.enqueue(DANA, queued)
         assert await rows(db, "pending_exchanges") == [(exchange_id, "discord", "g1", "c2", "m9")]
-        exchange, _ = await db.next_due()
+        exchange, _ = await db.claim("w", 60)
         assert exchange is not None and exchange.record == queued
         await db.set_aside(exchange, "the model said no")
         assert await rows(db, "failed_exchanges") == [(exchange_id, "discord", "g1", "c2", "m9")]
@@ -164,11 +160,10 @@ async def test_new_rows_name_their_message_in_columns_queued_and_set_aside(tmp_p
 
 
 async def test_an_unreadable_row_is_set_aside_not_blocking_the_queue(opened):
-    await opened.db.execute("UPDATE pending_exchanges SET payload = '{\"text\": 1}' WHERE id = 1")
-    exchange, _ = await opened.next_due()
+    await opened.sql.execute("UPDATE pending_exchanges SET payload = '{\"text\": 1}' WHERE id = 1")
+    exchange, _ = await opened.claim("w", 60)
     assert exchange is not None and exchange.id == 2
-    async with opened.db.execute("SELECT payload, error FROM failed_exchanges WHERE id = 1") as cursor:
-        [(payload, error)] = await cursor.fetchall()
+    [(payload, error)] = await opened.sql.fetchall("SELECT payload, error FROM failed_exchanges WHERE id = 1")
     assert payload == '{"text": 1}' and "unreadable" in error
 
 

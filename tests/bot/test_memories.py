@@ -176,9 +176,8 @@ async def test_an_older_bot_database_learns_where_stored_memories_came_from(make
         await bot.writeback.drain()
         await bot.writeback.stop()
         await bot.handle(message("I like tea a lot", message_id="m2"), RecordingReply())  # still queued
-        await bot.db.db.execute("DELETE FROM learned_from")  # as a file from before the table was
-        await bot.db.db.execute("PRAGMA user_version = 0")
-        await bot.db.db.commit()
+        await bot.db.sql.execute("DELETE FROM learned_from")  # as a file from before the table was
+        await bot.db.sql.set_version(0)
     async with MemoryBot(settings, backend=ScriptedBackend(reply="ok")) as bot:
         assert not bot.db.sources_missing
         assert await bot.memories.forgetting.forget_message(MessageRef("console", "local", None, "m2")) == 0

@@ -57,9 +57,8 @@ async def test_invalid_model_output_is_set_aside_not_lost(make_settings):
     async with MemoryBot(make_settings(), backend=Garbage()) as bot:
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
-        async with bot.db.db.execute("SELECT payload, error, platform, workspace, channel, message_id "
-                                     "FROM failed_exchanges") as cursor:
-            [(payload, error, *where)] = await cursor.fetchall()
+        [(payload, error, *where)] = await bot.db.sql.fetchall(
+            "SELECT payload, error, platform, workspace, channel, message_id FROM failed_exchanges")
         assert QueuedExchange.from_json(payload).text == "I have a dog" and error
         assert where == ["console", "local", "terminal", "m1"]  # what a deletion looks set-aside exchanges up by
 
@@ -169,8 +168,8 @@ async def test_edits_relearn_once_in_order_and_a_delete_waits_for_an_edit(make_s
         await bot.message_edited(edit("I live in Faro", 1), said.ref)  # delivered late: older than the last
         await bot.message_edited(edit("I live in Porto", 2), said.ref)  # delivered twice
         assert (await bot.memories.controls.list(said.user)).total == 0
-        [queued] = [QueuedExchange.from_json(row[0]).text async for row in await bot.db.db.execute(
-            "SELECT payload FROM pending_exchanges")]
+        [queued] = [QueuedExchange.from_json(row[0]).text
+                    for row in await bot.db.sql.fetchall("SELECT payload FROM pending_exchanges")]
         assert queued == "I live in Porto"
         # an edit and a deletion at once: the deletion waits for the edit, then removes what it queued
         await asyncio.gather(bot.message_edited(edit("I live in Braga", 3), said.ref), bot.forget_message(said.ref))
@@ -230,23 +229,22 @@ async def test_an_exchange_failing_again_and_again_is_set_aside(make_settings):
         bot.memories.learning.learn = down
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain(timeout=60)
-        async with bot.db.db.execute("SELECT error FROM failed_exchanges") as cursor:
-            [(error,)] = await cursor.fetchall()
+        [(error,)] = await bot.db.sql.fetchall("SELECT error FROM failed_exchanges")
         assert "connection refused" in error
 
 
 async def test_the_worker_survives_a_failing_queue_database(make_settings, monkeypatch):
     monkeypatch.setattr("bot.writeback.ERROR_PAUSE_SECONDS", 0.05)
     async with MemoryBot(make_settings(), backend=ScriptedBackend(facts=["The user has a dog."])) as bot:
-        real_next_due, failures = bot.db.next_due, [1]
+        real_claim, failures = bot.db.claim, [1]
 
-        async def broken_once():
+        async def broken_once(*args):
             if failures[0]:
                 failures[0] -= 1
                 raise OSError("disk I/O error")
-            return await real_next_due()
+            return await real_claim(*args)
 
-        bot.db.next_due = broken_once
+        bot.db.claim = broken_once
         await bot.handle(message("I have a dog"), RecordingReply())
         await bot.writeback.drain()
         assert failures == [0] and (await bot.memories.controls.list(message("x").user)).total == 1
@@ -258,7 +256,7 @@ async def test_set_aside_exchanges_are_deleted_after_a_month(make_settings):
         await bot.writeback.drain()
         await bot.memories.forgetting.purge_expired()
         assert await bot.db.user_keys() == {message("x").user.key}  # a fresh one stays for inspection
-        await bot.db.db.execute("UPDATE failed_exchanges SET failed_at = failed_at - 31 * 86400")
+        await bot.db.sql.execute("UPDATE failed_exchanges SET failed_at = failed_at - 31 * 86400")
         await bot.memories.forgetting.purge_expired()
         assert await bot.db.user_keys() == set()
 

@@ -1,0 +1,167 @@
+"""The bot's state in PostgreSQL, shared by several processes (two `BotDatabase`s on one database stand for two
+processes): queue rows are claimed once each, a claim whose lease ran out is taken over, locks and pauses are
+seen by every process, and a Slack retry reaching another replica is not answered twice. On SQLite, a claim left
+by a killed process is let go when the file is opened again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from adapters.slack.app import SlackStore
+from bot.database import BotDatabase
+from bot.exchange import QueuedExchange
+from bot.settings import SettingsError
+from bot.sql import PostgresSql
+from memory.records import Source
+from tests.servers.postgres import PostgresServer
+
+DANA = "slack:T1:dana"
+
+
+def exchange(n: int) -> QueuedExchange:
+    source = Source(platform="slack", workspace="T1", channel="C1", message_id=f"m{n}", link="",
+                    time="2026-12-01T10:00:00+00:00", origin="extracted", private=False)
+    return QueuedExchange(text=f"message {n}", reply="ok", source=source)
+
+
+@pytest.fixture
+async def two(postgres: PostgresServer, tmp_path: Path) -> AsyncIterator[tuple[BotDatabase, BotDatabase]]:
+    """Two processes' views of one shared state."""
+    url = postgres.new_database()
+    first, second = BotDatabase(tmp_path / "a.sqlite3", url), BotDatabase(tmp_path / "b.sqlite3", url)
+    await first.open()
+    await second.open()
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_two_workers_claim_each_exchange_once(two):
+    first, second = two
+    queued = {await first.enqueue(DANA, exchange(n)) for n in range(30)}
+    claimed: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def work(db: BotDatabase, name: str) -> None:
+        while True:
+            pending, _ = await db.claim(name, 60)
+            if pending is None:
+                return
+            claimed[name].append(pending.id)
+            await asyncio.sleep(0)  # let the other one in between claim and done
+            await db.done(pending)
+
+    await asyncio.gather(work(first, "a"), work(second, "b"), work(first, "a"), work(second, "b"))
+    assert sorted(claimed["a"] + claimed["b"]) == sorted(queued)  # every one, none twice
+    assert claimed["a"] and claimed["b"]
+    assert not (await first.pending_count() or await second.pending_count())
+
+
+async def test_a_claim_is_taken_over_when_its_lease_runs_out(two):
+    first, second = two
+    await first.enqueue(DANA, exchange(1))
+    mine, _ = await first.claim("a", 0.5)
+    assert mine is not None
+    nothing, free_at = await second.claim("b", 60)
+    assert nothing is None and free_at is not None  # claimed: the other waits for the lease
+    await asyncio.sleep(0.6)  # the first process died (it renews no more)
+    taken, _ = await second.claim("b", 60)
+    assert taken is not None and taken.id == mine.id
+    assert not await first.holds(mine) and await second.holds(taken)
+    await first.done(mine)  # too late: it no longer holds it, so the row stays for the new owner
+    assert await second.pending_count() == 1
+    assert not await first.renew(mine, 60)
+    await second.done(taken)
+    assert await second.pending_count() == 0
+
+
+async def test_a_renewed_claim_is_kept_and_a_released_one_is_free(two):
+    first, second = two
+    await first.enqueue(DANA, exchange(1))
+    mine, _ = await first.claim("a", 0.5)
+    assert mine is not None
+    for _ in range(3):
+        await asyncio.sleep(0.25)
+        assert await first.renew(mine, 0.5)
+        assert (await second.claim("b", 60))[0] is None
+    await first.release(mine)  # gave way to a reply
+    taken, _ = await second.claim("b", 60)
+    assert taken is not None and taken.id == mine.id
+
+
+async def test_pauses_and_forgetting_are_seen_by_every_process(two):
+    first, second = two
+    await first.set_paused(DANA, True)
+    assert await second.is_paused(DANA)
+    assert await second.take_pause_notice(DANA) and not await first.take_pause_notice(DANA)
+    await first.enqueue(DANA, exchange(1))
+    claimed, _ = await second.claim("b", 60)
+    assert claimed is not None
+    await first.forget_user(DANA)  # forget-all on one replica while the other works on the exchange
+    assert not await second.holds(claimed)
+
+
+async def test_a_lock_held_by_one_process_keeps_the_other_waiting(postgres: PostgresServer):
+    url = postgres.new_database()
+    one, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+    try:
+        async with one.lock("user:slack:T1:dana"):
+            waiting = asyncio.create_task(other.lock("user:slack:T1:dana").__aenter__())
+            async with other.lock("user:slack:T1:sam"):  # another key is free meanwhile
+                pass
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        await asyncio.wait_for(waiting, 5)
+    finally:
+        await one.close()
+        await other.close()
+
+
+async def test_a_slack_retry_reaching_another_replica_is_not_answered_twice(postgres: PostgresServer, tmp_path):
+    url = postgres.new_database()
+    async with SlackStore(tmp_path / "a.sqlite3", url) as a, SlackStore(tmp_path / "b.sqlite3", url) as b:
+        assert await a.first_delivery("Ev1")
+        assert not await b.first_delivery("Ev1")
+        await a.add_thread("C1", "1.000")
+        assert await b.in_thread("C1", "1.000")
+
+
+async def test_state_opened_by_processes_starting_together_is_made_once(postgres: PostgresServer, tmp_path):
+    url = postgres.new_database()
+    dbs = [BotDatabase(tmp_path / f"{n}.sqlite3", url) for n in range(4)]
+    await asyncio.gather(*(db.open() for db in dbs))
+    try:
+        await dbs[0].upgraded(2)
+        assert await dbs[3].sql.version() == 2
+    finally:
+        await asyncio.gather(*(db.close() for db in dbs))
+
+
+async def test_on_sqlite_a_killed_process_claim_is_let_go_on_the_next_start(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    db = BotDatabase(path)
+    await db.open()
+    await db.enqueue(DANA, exchange(1))
+    assert (await db.claim("killed", 3600))[0] is not None
+    await db.close()  # as if killed: the claim was never given back
+    db = BotDatabase(path)
+    await db.open()
+    try:
+        claimed, _ = await db.claim("next", 3600)
+        assert claimed is not None
+    finally:
+        await db.close()
+
+
+def test_shared_state_needs_shared_memories(make_settings: Callable, postgres: PostgresServer):
+    url = postgres.url("postgres")
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        make_settings(database_url=url)  # embedded Qdrant lives in one DATA_DIR
+    make_settings(database_url=url, vector_store="pgvector", pgvector_url=url)
+    with pytest.raises(SettingsError, match="WRITEBACK_WORKER"):
+        make_settings(writeback_worker=False)
+    with pytest.raises(SettingsError, match="DATABASE_URL must be a URL"):
+        make_settings(database_url="host=db password=x", vector_store="pgvector", pgvector_url=url)
