@@ -54,6 +54,7 @@ def store_config(settings: Settings) -> StoreConfig:
         qdrant_url=settings.memory.qdrant_url,
         qdrant_api_key=settings.memory.qdrant_api_key.reveal(),
         pgvector_url=settings.memory.pgvector_url.reveal(),
+        keep_history=not settings.memory.database_url,  # see memory/config.py
     )
 
 

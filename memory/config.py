@@ -4,6 +4,9 @@ Providers are chosen by name here and only here. The embedder runs in sentence-t
 (`memory/openvino_embedder.py`, the default bot's: no torch once exported) or in llama.cpp
 (`memory/gguf_embedder.py`, for bots that generate with llama.cpp and need no torch).
 mem0 reads `MEM0_TELEMETRY` and `MEM0_DIR` when it is first imported, so `create_mem0` sets both before the import.
+mem0 keeps each memory's versions in a SQLite file of its own (`history_db_path`, SQLite only); when several
+processes share the memories (`keep_history` off), that file would hold text that another process's forgetting
+cannot reach, so it is kept in memory and written nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class StoreConfig:
     max_list: int = 100_000  # most memories one list, export or forget-all of a user covers
     max_purge_scan: int = 1_000_000  # most memories one retention purge looks at
     connect_timeout: float = 15.0  # seconds a store server may take to accept the first connection
+    keep_history: bool = True  # mem0's version history (off when several processes share the store)
 
     def vector_store(self) -> dict[str, Any]:
         common = {"collection_name": COLLECTION, "embedding_model_dims": EMBEDDING_DIMS}
@@ -78,7 +82,7 @@ class StoreConfig:
             "embedder": embedder,
             # memorybot stores facts with infer=False, so mem0's LLM is never called.
             "llm": {"provider": "openai", "config": {"api_key": "unused", "openai_base_url": _CLOSED_PORT}},
-            "history_db_path": str(self.directory / "history.sqlite3"),
+            "history_db_path": str(self.directory / "history.sqlite3") if self.keep_history else ":memory:",
         }
 
     def create_mem0(self) -> Any:
@@ -98,6 +102,8 @@ class StoreConfig:
             raise
         if embedder is not None:
             mem0.embedding_model = embedder
+        if not self.keep_history:
+            mem0.db.add_history = _keep_nothing
         return mem0
 
     def _own_embedder(self) -> Any:
@@ -113,3 +119,7 @@ class StoreConfig:
 
             return LlamaCppEmbedding(model, cache, threads=threads, dims=EMBEDDING_DIMS)
         return None
+
+
+def _keep_nothing(*args: Any, **kwargs: Any) -> None:
+    """mem0's `add_history` when no history is kept."""

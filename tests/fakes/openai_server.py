@@ -38,6 +38,10 @@ class FakeModelServer:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        return await self._answer(request, body)
+
+    async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """Stream the reply, or the facts to an extraction (it asks for a JSON `response_format`)."""
         text = json.dumps({"facts": self.facts}) if "response_format" in body else self.reply
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
