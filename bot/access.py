@@ -8,12 +8,12 @@ messages get no answer at all. Seeing, exporting and deleting one's own memories
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.message import IncomingMessage
 from bot.settings import AccessSettings
+from bot.sql import Sql
 
 
 @dataclass(frozen=True)
@@ -27,46 +27,51 @@ ALLOW = Decision(True)
 
 
 class RateLimiter:
-    """A sliding window of recent message times per user."""
+    """A sliding window of recent message times per user, in the recent-activity tables (`BotDatabase.recent`):
+    shared by every replica when the state is, so a user writing through several counts once. Replicas counting
+    the same user at the same instant may let one message more through; the limit is a courtesy, not a quota."""
 
-    def __init__(self, limit: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, sql: Sql, limit: int, window_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self._sql = sql
         self._limit = limit
         self._window = window_seconds
         self._clock = clock
-        self._seen: dict[str, deque[float]] = {}
-        self._told_until: dict[str, float] = {}
 
-    def hit(self, key: str) -> tuple[float, bool]:
+    async def hit(self, key: str) -> tuple[float, bool]:
         """Record one message. Return (0, False) if allowed, else the seconds until the user may write again
         and whether this is the first refusal of that wait (only that one is worth telling the user)."""
         if self._limit <= 0:
             return 0.0, False
         now = self._clock()
-        times = self._seen.setdefault(key, deque())
-        while times and now - times[0] >= self._window:
-            times.popleft()
-        if len(times) >= self._limit:
-            wait = self._window - (now - times[0])
-            first = now >= self._told_until.get(key, 0.0)
-            self._told_until[key] = now + wait
-            return wait, first
-        if not times:  # a quiet user: forget them, so the tables hold only recent writers
-            self._told_until.pop(key, None)
-        times.append(now)
+        async with self._sql.transaction() as tx:
+            await tx.execute("DELETE FROM rate_hits WHERE at <= ?", (now - self._window,))  # everyone's old hits
+            [(count, oldest)] = await tx.fetchall("SELECT COUNT(*), min(at) FROM rate_hits WHERE user_key = ?",
+                                                  (key,))
+            if count >= self._limit:
+                wait = self._window - (now - float(oldest))
+                told = await tx.fetchall("SELECT told_until FROM rate_notices WHERE user_key = ?", (key,))
+                first = not told or now >= float(told[0][0])
+                await tx.execute("INSERT INTO rate_notices (user_key, told_until) VALUES (?, ?) "
+                                 "ON CONFLICT (user_key) DO UPDATE SET told_until = excluded.told_until",
+                                 (key, now + wait))
+                return wait, first
+            if not count:  # a quiet user: forget their notice, so the table holds only recent writers
+                await tx.execute("DELETE FROM rate_notices WHERE user_key = ?", (key,))
+            await tx.execute("INSERT INTO rate_hits (user_key, at) VALUES (?, ?)", (key, now))
         return 0.0, False
 
 
 class AccessPolicy:
     """Applies the access settings to a message; the same rules on every platform."""
 
-    def __init__(self, settings: AccessSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: AccessSettings, sql: Sql, clock: Callable[[], float] = time.time) -> None:
         self._s = settings
-        self._limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds, clock)
+        self._limiter = RateLimiter(sql, settings.rate_limit_messages, settings.rate_limit_window_seconds, clock)
 
     def is_admin(self, user_id: str) -> bool:
         return user_id in self._s.admin_users
 
-    def check(self, msg: IncomingMessage, *, command: bool = False, rate_limited: bool = True) -> Decision:
+    async def check(self, msg: IncomingMessage, *, command: bool = False, rate_limited: bool = True) -> Decision:
         """Whether to answer `msg`. A `command` (answered privately) always hears why it is refused; without
         `rate_limited` the rules apply but the message does not count towards the rate limit."""
         s = self._s
@@ -89,7 +94,7 @@ class AccessPolicy:
                 return Decision(False, "role not allowed")
         if not rate_limited:
             return ALLOW
-        wait, first = self._limiter.hit(msg.user.key)
+        wait, first = await self._limiter.hit(msg.user.key)
         if wait > 0:  # told once per wait, so a flood does not become a flood of notices
             notice = f"You're sending messages a bit fast. Please wait {wait:.0f} s and try again."
             return Decision(False, "rate limited", notice if first or command else None)

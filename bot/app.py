@@ -81,7 +81,7 @@ class MemoryBot:
     def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
         self.settings = settings
         self._backend = backend
-        self.access = AccessPolicy(settings.access)
+        self.access: AccessPolicy
         self.db = BotDatabase(settings.database_path, settings.memory.database_url.reveal())
         self.store = MemoryStore(store_config(settings))
         self.memories: Memories
@@ -104,6 +104,7 @@ class MemoryBot:
         if not self.settings.memory.database_url:
             self._lock = _lock_data_dir(self.settings.data_dir)
         await self.db.open()
+        self.access = AccessPolicy(self.settings.access, self.db.recent)
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
         await self.store.open()

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.exchange import QueuedExchange
 from bot.message import MessageRef
@@ -72,6 +74,34 @@ CREATE TABLE IF NOT EXISTS paused_users (
     paused_at DOUBLE PRECISION NOT NULL,
     notified INTEGER NOT NULL DEFAULT 0
 );
+"""
+
+# Recent activity (`recent`): the conversation history (bot/history.py), rate-limit hits (bot/access.py) and the
+# memories each user's last reply used (`/why`, bot/memories/recall.py). Process memory for the embedded default;
+# the shared database when there is one, so every replica sees the same.
+_RECENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversation_turns (
+    id SERIAL,
+    conversation TEXT NOT NULL,
+    user_key TEXT NOT NULL,
+    text TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_turns_of ON conversation_turns (conversation, user_key, id);
+CREATE INDEX IF NOT EXISTS conversation_turns_user ON conversation_turns (user_key);
+CREATE INDEX IF NOT EXISTS conversation_turns_at ON conversation_turns (at);
+CREATE TABLE IF NOT EXISTS rate_hits (user_key TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS rate_hits_of ON rate_hits (user_key, at);
+CREATE INDEX IF NOT EXISTS rate_hits_at ON rate_hits (at);
+CREATE TABLE IF NOT EXISTS rate_notices (user_key TEXT PRIMARY KEY, told_until DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS last_used (
+    user_key TEXT PRIMARY KEY,
+    records TEXT NOT NULL,  -- the memories as JSON
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS last_used_at ON last_used (at);
 """
 
 _EXCHANGE_TABLES = ("pending_exchanges", "failed_exchanges")
@@ -141,6 +171,7 @@ class BotDatabase:
         self._path = path
         self._url = url
         self._sql: Sql | None = None
+        self._recent: Sql | None = None
         self.version = 0
 
     async def open(self) -> None:
@@ -149,11 +180,12 @@ class BotDatabase:
         (`fill_sources`); 2, the store's memories given their kind, profile attribute and time (`upgraded`).
         The bot's own tables are brought up to date here, every time (see `_add_columns`). On SQLite, one
         process owns the file, so claims left by an earlier run (it was killed) are let go at once."""
-        self._sql = await open_sql(self._url, self._path, _SCHEMA)
+        self._sql = await open_sql(self._url, self._path, _SCHEMA + _RECENT_SCHEMA if self._url else _SCHEMA)
         if isinstance(self._sql, SqliteSql):
             await _add_columns(self._sql)
             await self._sql.execute("UPDATE pending_exchanges SET claimed_by = '', lease_until = 0 "
                                     "WHERE lease_until > 0")
+            self._recent = await SqliteSql.open(Path(":memory:"), _RECENT_SCHEMA)
         await _index_sources(self._sql)
         self.version = await self._sql.version()
 
@@ -172,6 +204,9 @@ class BotDatabase:
         self.version = version
 
     async def close(self) -> None:
+        if self._recent is not None:
+            await self._recent.close()
+            self._recent = None
         if self._sql is not None:
             await self._sql.close()
             self._sql = None
@@ -181,6 +216,11 @@ class BotDatabase:
         if self._sql is None:
             raise RuntimeError("database is not open")
         return self._sql
+
+    @property
+    def recent(self) -> Sql:
+        """The recent-activity tables (see `_RECENT_SCHEMA`)."""
+        return self._recent or self.sql
 
     # --- write-back queue
 
@@ -367,3 +407,120 @@ class BotDatabase:
         """True once per pause: whether the user still has to be told that learning is paused."""
         return await self.sql.execute(
             "UPDATE paused_users SET notified = 1 WHERE user_key = ? AND notified = 0", (user_key,)) > 0
+
+    # --- the whole state as records, for moving it to another database (bot/transfer.py)
+
+    async def has_state(self) -> bool:
+        """Whether anything is queued, set aside, learned from or paused here."""
+        for state in STATE_TABLES.values():
+            if await self.sql.fetchone(f"SELECT 1 FROM {state.table} LIMIT 1") is not None:
+                return True
+        return False
+
+    async def state_records(self, page_size: int = 500) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(record type, fields) of every row of the state, table by table in `STATE_TABLES` order, a page at a
+        time. A queued exchange's row id and claim belong to this database and are left out."""
+        for kind, state in STATE_TABLES.items():
+            columns = ", ".join(state.fields)
+            offset = 0
+            while rows := await self.sql.fetchall(f"SELECT {columns} FROM {state.table} ORDER BY {state.order} "
+                                                  "LIMIT ? OFFSET ?", (page_size, offset)):
+                for row in rows:
+                    yield kind, dict(zip(state.fields, row, strict=True))
+                offset += len(rows)
+
+    async def load_state(self, kind: str, records: list[dict[str, Any]]) -> int:
+        """Add `records` of one type (fields as `state_records` gives them) in one transaction; a record the
+        state has already is left alone, so loading twice adds nothing. Returns how many were added.
+
+        A queued exchange is added unless this user's message is known here already (queued, set aside, or
+        learned from: `learned_from`, loaded after the queue, names it), so an exchange learned since an
+        earlier load is not queued again. A set-aside exchange keeps its id unless that id is taken here; the
+        queue's ids then start above every set-aside one (an exchange set aside later keeps its queue id)."""
+        state = STATE_TABLES[kind]
+        added = 0
+        async with self.sql.transaction() as tx:
+            for record in records:
+                values = tuple(record[field] for field in state.fields)
+                if kind == "pending":
+                    added += await _load_pending(tx, record, values)
+                elif kind == "set_aside":
+                    added += await _load_set_aside(tx, record, values)
+                else:
+                    added += await tx.execute(
+                        f"INSERT INTO {state.table} ({', '.join(state.fields)}) "
+                        f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT DO NOTHING", values)
+            if kind == "set_aside" and added:
+                await self._ids_above_set_aside(tx)
+        return added
+
+    async def _ids_above_set_aside(self, tx: Any) -> None:
+        """Make the queue number its next rows above every set-aside id."""
+        [(highest,)] = await tx.fetchall("SELECT coalesce(max(id), 0) FROM failed_exchanges")
+        if isinstance(self.sql, SqliteSql):  # AUTOINCREMENT counts in sqlite_sequence
+            await tx.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'pending_exchanges', 0 "
+                             "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'pending_exchanges')")
+            await tx.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'pending_exchanges'",
+                             (int(highest),))
+        else:
+            await tx.execute("SELECT setval(pg_get_serial_sequence('pending_exchanges', 'id'), "
+                             "greatest(?, nextval(pg_get_serial_sequence('pending_exchanges', 'id'))))",
+                             (int(highest),))
+
+
+@dataclass(frozen=True)
+class StateTable:
+    """One table of the state as records: its fields (name and the JSON type of the value: str, int or float)
+    and the order its rows are read in."""
+
+    table: str
+    fields: dict[str, type]
+    order: str
+
+
+_SOURCE_FIELDS: dict[str, type] = {column: str for column in _SOURCE_COLUMNS}
+# Record type -> table, in the order an export writes them: the queue before `learned_from` (see `load_state`).
+STATE_TABLES = {
+    "pending": StateTable("pending_exchanges", {"user_key": str, "payload": str, "attempts": int,
+                                                "next_attempt_at": float, "created_at": float, **_SOURCE_FIELDS},
+                          "id"),
+    "set_aside": StateTable("failed_exchanges", {"id": int, "user_key": str, "payload": str, "error": str,
+                                                 "failed_at": float, **_SOURCE_FIELDS}, "id"),
+    "learned_from": StateTable("learned_from", {**_SOURCE_FIELDS, "user_key": str, "queued_at": float,
+                                                "forgetting": int},
+                               "platform, workspace, message_id, channel, user_key"),
+    "paused": StateTable("paused_users", {"user_key": str, "paused_at": float, "notified": int}, "user_key"),
+}
+
+
+async def _load_pending(tx: Any, record: dict[str, Any], values: tuple[Any, ...]) -> int:
+    known = await tx.fetchall(
+        "SELECT 1 FROM learned_from WHERE user_key = ? AND platform = ? AND workspace = ? AND channel = ? "
+        "AND message_id = ? UNION ALL SELECT 1 FROM pending_exchanges WHERE user_key = ? AND platform = ? "
+        "AND workspace = ? AND channel = ? AND message_id = ? AND created_at = ?",
+        (*_user_message(record), *_user_message(record), record["created_at"]))
+    if known:
+        return 0
+    fields = STATE_TABLES["pending"].fields
+    return await tx.execute(f"INSERT INTO pending_exchanges ({', '.join(fields)}) "
+                            f"VALUES ({', '.join('?' * len(fields))})", values)
+
+
+async def _load_set_aside(tx: Any, record: dict[str, Any], values: tuple[Any, ...]) -> int:
+    if await tx.fetchall("SELECT 1 FROM failed_exchanges WHERE user_key = ? AND platform = ? AND workspace = ? "
+                         "AND channel = ? AND message_id = ? AND failed_at = ?",
+                         (*_user_message(record), record["failed_at"])):
+        return 0
+    taken = await tx.fetchall("SELECT 1 FROM failed_exchanges WHERE id = ? UNION ALL "
+                              "SELECT 1 FROM pending_exchanges WHERE id = ?", (record["id"], record["id"]))
+    if taken:
+        [(highest,)] = await tx.fetchall("SELECT max(m) FROM (SELECT coalesce(max(id), 0) AS m FROM failed_exchanges "
+                                         "UNION ALL SELECT coalesce(max(id), 0) FROM pending_exchanges) AS ids")
+        values = (int(highest) + 1, *values[1:])
+    fields = STATE_TABLES["set_aside"].fields
+    return await tx.execute(f"INSERT INTO failed_exchanges ({', '.join(fields)}) "
+                            f"VALUES ({', '.join('?' * len(fields))})", values)
+
+
+def _user_message(record: dict[str, Any]) -> tuple[str, ...]:
+    return (record["user_key"], *(record[column] for column in _SOURCE_COLUMNS))

@@ -55,7 +55,7 @@ class MessageHandler:
         )
 
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
-        decision = self._access.check(msg)
+        decision = await self._access.check(msg)
         if not decision.allowed:
             _log.info("not answering %s message %s: %s", msg.platform, msg.message_id, decision.reason)
             if decision.reply:
@@ -66,7 +66,7 @@ class MessageHandler:
             await reply.send(EMPTY_MESSAGE)
             return
         erasures = self._memories.forgetting.erasures(msg.user)
-        earlier = self._memories.history.recent(msg.conversation_key, msg.user.key)
+        earlier = await self._memories.history.recent(msg.conversation_key, msg.user.key)
         answered = earlier[-1].reply if earlier else None  # the bot's message the user may be answering
         reply_text = ""
         try:
@@ -76,18 +76,18 @@ class MessageHandler:
             async with self._memories.locks.hold(message=msg.ref, user=msg.user.key):
                 if self._memories.forgetting.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
                     _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
-                    self._memories.history.forget_user(msg.user.key)
+                    await self._memories.history.forget_user(msg.user.key)
                 elif self._memories.forgetting.was_changed(msg):  # its new text, if any, is learned instead
                     _log.info("%s message %s was deleted or edited during its reply; it is not kept",
                               msg.platform, msg.message_id)
-                    self._memories.history.forget_message(msg.ref)
+                    await self._memories.history.forget_message(msg.ref)
                 else:
                     await self._queue_writeback(msg, text, reply_text, answered, reply)
 
     async def learn_edit(self, msg: IncomingMessage) -> None:
         """Queue an edited message's new text for learning, without a new reply. Nothing is learned where the
         bot would not answer the message or the user paused learning; refusals are logged, not said."""
-        decision = self._access.check(msg, rate_limited=False)  # fixing a typo is not another message
+        decision = await self._access.check(msg, rate_limited=False)  # fixing a typo is not another message
         if not decision.allowed:
             _log.info("not learning the edit of %s message %s: %s", msg.platform, msg.message_id, decision.reason)
             return
@@ -119,7 +119,7 @@ class MessageHandler:
             count_prompt=self._model.prompt_tokens,
         )
         # what `why` will list
-        self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
+        await self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
         note = f"\n\n(Your message was long, so I read only its first {self._s.model.max_input_chars} characters.)"
         try:
             async with reply.typing():
@@ -132,7 +132,7 @@ class MessageHandler:
             await reply.send(REPLY_FAILED)
             return ""
         reply_text = strip_reasoning(shown)
-        self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text, msg.message_id))
+        await self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text, msg.message_id))
         return reply_text
 
     async def _deltas(self, messages: list[ChatMessage], note: str) -> AsyncIterator[str]:

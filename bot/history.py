@@ -1,11 +1,20 @@
-"""Short-term memory: the last few exchanges of each conversation, kept in process memory only."""
+"""Short-term memory: the last few exchanges of each conversation, for the next reply's prompt.
+
+Kept in the bot's recent-activity tables (`BotDatabase.recent`): in this process's memory for the embedded
+default, as before; in the shared PostgreSQL when several processes serve one community, so a thread's next
+message has its history whichever replica answers it. A user's turns leave with a forget-all, a message's with
+its deletion, and a conversation silent for HISTORY_DAYS is dropped.
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import time
 from dataclasses import dataclass
 
 from bot.message import MessageRef
+from bot.sql import Sql
+
+HISTORY_DAYS = 7  # a conversation silent this long starts afresh
 
 
 @dataclass(frozen=True)
@@ -17,38 +26,44 @@ class Turn:
 
 
 class ConversationHistory:
-    """Recent turns per conversation (channel or thread); the least recently used conversations go first."""
+    """Each user's recent turns per conversation (channel or thread)."""
 
-    def __init__(self, turns: int, max_conversations: int = 1000) -> None:
+    def __init__(self, sql: Sql, turns: int) -> None:
+        self._sql = sql
         self._turns = turns
-        self._max = max_conversations
-        self._by_conversation: OrderedDict[str, deque[Turn]] = OrderedDict()
 
-    def recent(self, conversation: str, user_key: str) -> list[Turn]:
-        """This user's recent turns in the conversation (other people's words never enter their prompt)."""
-        turns = self._by_conversation.get(conversation, ())
-        return [t for t in turns if t.user_key == user_key]
+    async def recent(self, conversation: str, user_key: str) -> list[Turn]:
+        """This user's recent turns in the conversation, oldest first (other people's words never enter their
+        prompt)."""
+        if self._turns == 0:
+            return []
+        rows = await self._sql.fetchall(
+            "SELECT text, reply, message_id FROM conversation_turns WHERE conversation = ? AND user_key = ? "
+            "AND at > ? ORDER BY id DESC LIMIT ?",
+            (conversation, user_key, time.time() - HISTORY_DAYS * 86400, self._turns))
+        return [Turn(user_key, str(text), str(reply), str(message_id)) for text, reply, message_id in reversed(rows)]
 
-    def add(self, conversation: str, turn: Turn) -> None:
+    async def add(self, conversation: str, turn: Turn) -> None:
+        """Keep the turn, and only the last `turns` of the user's turns in the conversation."""
         if self._turns == 0:
             return
-        turns = self._by_conversation.pop(conversation, None) or deque(maxlen=self._turns)
-        turns.append(turn)
-        self._by_conversation[conversation] = turns
-        while len(self._by_conversation) > self._max:
-            self._by_conversation.popitem(last=False)
+        now = time.time()
+        async with self._sql.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO conversation_turns (conversation, user_key, text, reply, message_id, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (conversation, turn.user_key, turn.text, turn.reply, turn.message_id, now))
+            await tx.execute(
+                "DELETE FROM conversation_turns WHERE conversation = ? AND user_key = ? AND id NOT IN ("
+                "SELECT id FROM conversation_turns WHERE conversation = ? AND user_key = ? ORDER BY id DESC LIMIT ?)",
+                (conversation, turn.user_key, conversation, turn.user_key, self._turns))
+            await tx.execute("DELETE FROM conversation_turns WHERE at <= ?", (now - HISTORY_DAYS * 86400,))
 
-    def forget_user(self, user_key: str) -> None:
-        for conversation, turns in self._by_conversation.items():
-            self._by_conversation[conversation] = deque(
-                (t for t in turns if t.user_key != user_key), maxlen=self._turns
-            )
+    async def forget_user(self, user_key: str) -> None:
+        await self._sql.execute("DELETE FROM conversation_turns WHERE user_key = ?", (user_key,))
 
-    def forget_message(self, ref: MessageRef) -> None:
+    async def forget_message(self, ref: MessageRef) -> None:
         """Drop the turn of a deleted message (and the bot's answer to it)."""
         prefix = f"{ref.platform}:{ref.workspace}:" + (f"{ref.channel_id}:" if ref.channel_id is not None else "")
-        for conversation, turns in self._by_conversation.items():
-            if conversation.startswith(prefix):
-                self._by_conversation[conversation] = deque(
-                    (t for t in turns if t.message_id != ref.message_id), maxlen=self._turns
-                )
+        await self._sql.execute(
+            "DELETE FROM conversation_turns WHERE message_id = ? AND substr(conversation, 1, ?) = ?",
+            (ref.message_id, len(prefix), prefix))

@@ -83,10 +83,13 @@ def postgres_schema(schema: str) -> str:
 
 
 class SqliteSql(Sql):
-    """A SQLite file in WAL mode; statements run one at a time on aiosqlite's thread."""
+    """A SQLite file in WAL mode on one connection; statements run one at a time on aiosqlite's thread. Tasks
+    share the connection, so each statement or transaction holds `_turn`: another task's statement must not land
+    inside (and commit) a transaction still under way."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        self._turn = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, schema: str) -> SqliteSql:
@@ -104,30 +107,34 @@ class SqliteSql(Sql):
         return cls(db)
 
     async def execute(self, query: str, args: Args = ()) -> int:
-        cursor = await self.db.execute(query, tuple(args))
-        await self.db.commit()
-        return cursor.rowcount
+        async with self._turn:
+            cursor = await self.db.execute(query, tuple(args))
+            await self.db.commit()
+            return cursor.rowcount
 
     async def executemany(self, query: str, rows: Iterable[Args]) -> None:
-        await self.db.executemany(query, [tuple(r) for r in rows])
-        await self.db.commit()
+        async with self._turn:
+            await self.db.executemany(query, [tuple(r) for r in rows])
+            await self.db.commit()
 
     async def fetchall(self, query: str, args: Args = ()) -> list[Row]:
-        async with self.db.execute(query, tuple(args)) as cursor:
-            rows = await cursor.fetchall()
-        if self.db.in_transaction:  # an UPDATE ... RETURNING
-            await self.db.commit()
-        return [tuple(r) for r in rows]
+        async with self._turn:
+            async with self.db.execute(query, tuple(args)) as cursor:
+                rows = await cursor.fetchall()
+            if self.db.in_transaction:  # an UPDATE ... RETURNING
+                await self.db.commit()
+            return [tuple(r) for r in rows]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTransaction]:
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield _SqliteTransaction(self.db)
-        except BaseException:
-            await self.db.rollback()
-            raise
-        await self.db.commit()
+        async with self._turn:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTransaction(self.db)
+            except BaseException:
+                await self.db.rollback()
+                raise
+            await self.db.commit()
 
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:

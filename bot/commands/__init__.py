@@ -47,7 +47,7 @@ async def run_command(memories: Memories, access: AccessPolicy | None, name: str
     except KeyError:
         return Reply(f"I don't know that command.\n{help_text(dialect)}")
     if command.gated and access is not None:
-        decision = access.check(msg, command=True)
+        decision = await access.check(msg, command=True)
         if not decision.allowed:
             _log.info("refusing /%s from %s: %s", name, msg.user.key, decision.reason)
             return Reply(decision.reply or NOT_FOR_YOU_HERE)

@@ -57,7 +57,7 @@ async def search(call: Call) -> Result:
 
 
 async def why(call: Call) -> Result:
-    used = call.memories.recall.why(call.user)
+    used = await call.memories.recall.why(call.user)
     if not used:
         return Reply("My last reply to you used no memories.")
     lines = [record_line(r, call.dialect, i) for i, r in enumerate(used, start=1)]

@@ -27,8 +27,8 @@ class Memories:
     def __init__(self, store: MemoryStore, db: BotDatabase, *, ttl_days: int = 0, history_turns: int = 6,
                  channels: tuple[str, ...] = CHANNELS) -> None:
         self.locks = Locks(db.sql.lock if db.shared else None)
-        self.history = ConversationHistory(history_turns)
-        self.recall = Recall(store, channels)
+        self.history = ConversationHistory(db.recent, history_turns)
+        self.recall = Recall(store, db.recent, channels)
         self.learning = Learning(store, ttl_days)
-        self.forgetting = Forgetting(store, db, self.locks, self.recall, self.history, ttl_days)
+        self.forgetting = Forgetting(store, db, self.locks, self.history, ttl_days)
         self.controls = Controls(store, db, self.locks, self.recall, self.learning)

@@ -1,6 +1,6 @@
 """Forgetting: one memory, everything about a user, what a deleted or edited message taught, and what is past
-its retention. Whatever is forgotten also leaves the write-back queue, the conversation history and what
-`/why` lists, so it never comes back."""
+its retention. Whatever is forgotten also leaves the write-back queue and the conversation history, so it never
+comes back (`/why` looks its memories up when asked, so a forgotten one is not listed)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from bot.database import BotDatabase
 from bot.errors import UserError
 from bot.history import ConversationHistory
 from bot.memories.locks import Locks, message_key
-from bot.memories.recall import Recall
 from bot.message import IncomingMessage, MessageRef, UserRef
 from memory.store import MemoryStore
 
@@ -24,12 +23,11 @@ MAX_CHANGES_REMEMBERED = 10_000  # deleted or edited messages kept in mind (repl
 
 
 class Forgetting:
-    def __init__(self, store: MemoryStore, db: BotDatabase, locks: Locks, recall: Recall,
-                 history: ConversationHistory, ttl_days: int = 0) -> None:
+    def __init__(self, store: MemoryStore, db: BotDatabase, locks: Locks, history: ConversationHistory,
+                 ttl_days: int = 0) -> None:
         self._store = store
         self._db = db
         self._locks = locks
-        self._recall = recall
         self._history = history
         self._ttl_days = ttl_days
         self._erasures: dict[str, int] = {}  # forget-alls per user since start, for replies in flight
@@ -43,8 +41,6 @@ class Forgetting:
             raise UserError("Tell me which memory to forget: give its id from the list.")
         async with self._locks.hold(user=user.key):
             deleted = await self._store.delete(user.key, memory_id)
-        if deleted:
-            self._recall.forget_used(user.key, {memory_id})
         return deleted
 
     async def forget_all(self, user: UserRef) -> int:
@@ -52,8 +48,7 @@ class Forgetting:
         async with self._locks.hold(user=user.key):
             self._erasures[user.key] = self._erasures.get(user.key, 0) + 1
             await self._db.forget_user(user.key)
-            self._recall.forget_used(user.key)
-            self._history.forget_user(user.key)
+            await self._history.forget_user(user.key)
             return await self._store.delete_all(user.key)
 
     def erasures(self, user: UserRef) -> int:
@@ -125,7 +120,7 @@ class Forgetting:
         for user_key in users:
             async with self._locks.hold(user=user_key):  # a fact of it being stored now is stored before this
                 await self._db.forget_exchanges(user_key, ref)
-        self._history.forget_message(ref)
+        await self._history.forget_message(ref)
         if not users:  # never queued for learning: nothing in the store came from it
             return 0
         # The record of the message goes only once its facts are gone: if the store fails now, the deletion
@@ -133,6 +128,4 @@ class Forgetting:
         await self._db.mark_forgetting(ref)
         deleted = await self._store.delete_from_source(ref.platform, ref.workspace, ref.channel_id, ref.message_id)
         await self._db.forget_sources(ref)
-        for user_key, ids in deleted.items():
-            self._recall.forget_used(user_key, set(ids))
         return sum(len(ids) for ids in deleted.values())

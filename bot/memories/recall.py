@@ -1,26 +1,30 @@
 """Recall for replies: the user's profile, their memories most relevant to a message, and what the last reply
-used (for `/why`). DM-only memories are recalled in DMs only."""
+used (for `/why`, kept in the recent-activity tables: any replica answers it). DM-only memories are recalled in
+DMs only."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterable
 
 from bot import supersede
 from bot.dates import time_window
 from bot.message import IncomingMessage, UserRef
+from bot.sql import Sql
 from memory.recall import CHANNELS, RecallQuery
 from memory.records import KINDS, MemoryRecord
 from memory.store import MemoryStore
 
-MAX_USERS_REMEMBERED = 10_000  # `why` answers for this many most recent users
+USED_DAYS = 30  # `why` answers for a reply this recent
 
 
 class Recall:
-    def __init__(self, store: MemoryStore, channels: tuple[str, ...] = CHANNELS) -> None:
+    def __init__(self, store: MemoryStore, recent: Sql, channels: tuple[str, ...] = CHANNELS) -> None:
         self._store = store
+        self._recent = recent
         self._channels = channels
-        self._last_used: dict[str, list[MemoryRecord]] = {}
 
     async def relevant(self, msg: IncomingMessage, query: str, limit: int, min_score: float, *,
                        kinds: tuple[str, ...] = KINDS) -> list[MemoryRecord]:
@@ -43,23 +47,21 @@ class Recall:
         found = await self._store.profile(msg.user.key, supersede.PROFILE, include_private=msg.is_direct)
         return one_per_attribute(found)
 
-    def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
-        """Remember which memories went into the user's latest reply, for `why` (for the most recent users)."""
-        self._last_used.pop(user.key, None)
-        self._last_used[user.key] = list(records)
-        if len(self._last_used) > MAX_USERS_REMEMBERED:
-            del self._last_used[next(iter(self._last_used))]
+    async def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
+        """Remember which memories went into the user's latest reply, for `why` (their ids; for USED_DAYS)."""
+        now = time.time()
+        await self._recent.execute(
+            "INSERT INTO last_used (user_key, records, at) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_key) DO UPDATE SET records = excluded.records, at = excluded.at",
+            (user.key, json.dumps([r.id for r in records]), now))
+        await self._recent.execute("DELETE FROM last_used WHERE at < ?", (now - USED_DAYS * 86400,))
 
-    def why(self, user: UserRef) -> list[MemoryRecord]:
-        """The memories the user's last reply used (empty if none, or no reply yet)."""
-        return list(self._last_used.get(user.key, []))
-
-    def forget_used(self, user_key: str, memory_ids: set[str] | None = None) -> None:
-        """Deleted memories (`None`: all of the user's) leave what `why` lists."""
-        if memory_ids is None:
-            self._last_used.pop(user_key, None)
-        elif user_key in self._last_used:
-            self._last_used[user_key] = [r for r in self._last_used[user_key] if r.id not in memory_ids]
+    async def why(self, user: UserRef) -> list[MemoryRecord]:
+        """The memories the user's last reply used, as they are now: one forgotten since is not listed (empty
+        if none, or no reply yet)."""
+        row = await self._recent.fetchone("SELECT records FROM last_used WHERE user_key = ?", (user.key,))
+        found = [await self._store.get(user.key, memory_id) for memory_id in json.loads(row[0])] if row else []
+        return [record for record in found if record is not None]
 
 
 def one_per_attribute(records: list[MemoryRecord]) -> list[MemoryRecord]:

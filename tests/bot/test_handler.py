@@ -35,7 +35,7 @@ async def test_recalled_memories_go_into_the_system_prompt_as_bullets(make_setti
         await bot.handle(message("What should I cook tonight? Any food ideas?"), RecordingReply())
         system = backend.calls[-1][0].content
         assert "- The user is vegetarian." in system
-        assert [r.text for r in bot.memories.recall.why(message("x").user)] == ["The user is vegetarian."]
+        assert [r.text for r in await bot.memories.recall.why(message("x").user)] == ["The user is vegetarian."]
 
 
 async def test_other_users_memories_never_reach_the_prompt(make_settings):
@@ -174,5 +174,5 @@ async def test_the_profile_is_always_in_the_prompt_and_earlier_words_are_quoted(
         assert system.count("garden tool number") <= 2  # three memories at most, the profile apart
         assert "- My name is Dana" in system  # whatever the question
         assert 'Dana said: "I fixed the old lawnmower\'s blade"' in system
-        why = bot.memories.recall.why(message("x").user)
+        why = await bot.memories.recall.why(message("x").user)
         assert why[0].text == "My name is Dana" and any(r.kind == "message" for r in why)

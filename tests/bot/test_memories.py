@@ -137,7 +137,7 @@ async def test_forget_all_clears_memories_queue_and_history(bot):
     assert await bot.db.pending_count() == 1
     assert await bot.memories.forgetting.forget_all(msg.user) == 1
     assert await bot.db.pending_count() == 0
-    assert await texts(bot) == [] and bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
+    assert await texts(bot) == [] and await bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
 
 
 async def test_a_deleted_message_is_forgotten_stored_queued_and_in_history(bot):
@@ -154,17 +154,17 @@ async def test_a_deleted_message_is_forgotten_stored_queued_and_in_history(bot):
     [tea] = [r for r in (await bot.memories.controls.list(dana.user)).records if "tea" in r.text]
     await bot.writeback.stop()
     await bot.handle(message("I live in Porto", message_id="m3"), RecordingReply())
-    bot.memories.recall.note_used(dana.user, [tea])
+    await bot.memories.recall.note_used(dana.user, [tea])
     assert await bot.db.pending_count() == 1
     # the same message id in another channel is another message (Slack); None matches any channel (Discord).
     # Its fact and the message itself (kept as said) both go.
     assert await bot.memories.forgetting.forget_message(MessageRef("console", "local", "terminal", "m1")) == 2
     assert await texts(bot) == ["The user has a dog called Rex"] and await texts(bot, "eve") == ["The user plays chess"]
-    assert bot.memories.recall.why(dana.user) == []
+    assert await bot.memories.recall.why(dana.user) == []
     assert await bot.store.history(dana.user.key, tea.id) == []
     assert await bot.memories.forgetting.forget_message(MessageRef("console", "local", None, "m3")) == 0
     assert await bot.db.pending_count() == 0
-    assert [t.message_id for t in bot.memories.history.recent(dana.conversation_key, dana.user.key)] == ["m2"]
+    assert [t.message_id for t in await bot.memories.history.recent(dana.conversation_key, dana.user.key)] == ["m2"]
     assert await bot.memories.forgetting.forget_message(MessageRef("console", "other", None, "m2")) == 0
     assert await texts(bot) == ["The user has a dog called Rex"]
 
@@ -190,9 +190,9 @@ async def test_an_older_bot_database_learns_where_stored_memories_came_from(make
 async def test_forgetting_one_memory_takes_it_out_of_why(bot):
     msg = message("x")
     tea = await bot.memories.controls.remember(msg, "I like tea")
-    bot.memories.recall.note_used(msg.user, [tea])
+    await bot.memories.recall.note_used(msg.user, [tea])
     assert await bot.memories.forgetting.forget(msg.user, tea.id)
-    assert bot.memories.recall.why(msg.user) == []
+    assert await bot.memories.recall.why(msg.user) == []
 
 
 async def test_one_running_bot_per_data_dir(make_settings):

@@ -1,7 +1,7 @@
 """The bot's state in PostgreSQL, shared by several processes (two `BotDatabase`s on one database stand for two
-processes): queue rows are claimed once each, a claim whose lease ran out is taken over, locks and pauses are
-seen by every process, and a Slack retry reaching another replica is not answered twice. On SQLite, a claim left
-by a killed process is let go when the file is opened again."""
+processes): queue rows are claimed once each, a claim whose lease ran out is taken over, locks, pauses and
+conversation history are seen by every process, and a Slack retry reaching another replica is not answered
+twice. On SQLite, a claim left by a killed process is let go when the file is opened again."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 from adapters.slack.app import SlackStore
 from bot.database import BotDatabase
 from bot.exchange import QueuedExchange
+from bot.history import ConversationHistory, Turn
+from bot.message import MessageRef
 from bot.settings import SettingsError
 from bot.sql import PostgresSql
 from memory.records import Source
@@ -165,3 +167,15 @@ def test_shared_state_needs_shared_memories(make_settings: Callable, postgres: P
         make_settings(writeback_worker=False)
     with pytest.raises(SettingsError, match="DATABASE_URL must be a URL"):
         make_settings(database_url="host=db password=x", vector_store="pgvector", pgvector_url=url)
+
+
+async def test_a_thread_has_its_history_whichever_replica_answers(two):
+    first, second = two
+    conversation = "slack:T1:C1:1.000"
+    for n in range(8):
+        await ConversationHistory(first.recent, 6).add(conversation, Turn(DANA, f"message {n}", "ok", f"m{n}"))
+    turns = await ConversationHistory(second.recent, 6).recent(conversation, DANA)
+    assert [t.message_id for t in turns] == [f"m{n}" for n in range(2, 8)]  # the last six, oldest first
+    await ConversationHistory(second.recent, 6).forget_message(MessageRef("slack", "T1", "C1", "m7"))
+    await ConversationHistory(first.recent, 6).forget_user("slack:T1:sam")  # another user's: nothing of dana's
+    assert [t.message_id for t in await ConversationHistory(first.recent, 6).recent(conversation, DANA)][-1] == "m6"

@@ -134,7 +134,7 @@ async def test_a_reply_running_during_forget_all_or_its_deletion_is_not_learned(
         await replying
         await bot.writeback.drain()
         assert await bot.db.pending_count() == 0 and (await bot.memories.controls.list(msg.user)).total == 0
-        assert bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
+        assert await bot.memories.history.recent(msg.conversation_key, msg.user.key) == []
         await bot.handle(message("I still have a dog", message_id="m2"), RecordingReply())  # others are learned
         await bot.writeback.drain()
         assert (await bot.memories.controls.list(msg.user)).total == 1

@@ -114,7 +114,8 @@ async def test_the_next_reply_reuses_the_whole_last_prompt_when_the_same_memorie
         for days, fact in enumerate(facts):
             await bot.memories.controls.remember(replace(first, sent_at=first.sent_at + timedelta(days=days)), fact)
         await bot.handle(message("Which instrument do I play?"), RecordingReply())
-        assert [m.text for m in bot.memories.recall.why(first.user)] == facts  # in the order learned, not by relevance
+        used = await bot.memories.recall.why(first.user)
+        assert [m.text for m in used] == facts  # in the order learned, not by relevance
         await bot.handle(message("And what is my dog called?", message_id="m2"), RecordingReply())
     replies = [p for p in prompts if "JSON" not in p[0].content]
     assert replies[0][0] == replies[1][0]  # the same system prompt, memories included
