@@ -76,8 +76,9 @@ CREATE TABLE IF NOT EXISTS paused_users (
 );
 """
 
-# Recent activity (`recent`): the conversation history (bot/history.py), rate-limit hits (bot/access.py) and the
-# memories each user's last reply used (`/why`, bot/memories/recall.py). Process memory for the embedded default;
+# Recent activity (`recent`): the conversation history (bot/history.py), rate-limit hits (bot/access.py), the
+# memories each user's last reply used (`/why`, bot/memories/recall.py), and forget-alls and deleted or edited
+# messages that replies still running must see (bot/memories/forgetting.py). Process memory for the embedded default;
 # the shared database when there is one, so every replica sees the same.
 _RECENT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversation_turns (
@@ -102,6 +103,18 @@ CREATE TABLE IF NOT EXISTS last_used (
     at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS last_used_at ON last_used (at);
+CREATE TABLE IF NOT EXISTS erasures (user_key TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changed_messages (  -- deleted or edited messages (bot/memories/forgetting.py)
+    platform TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    channel TEXT,  -- NULL: the platform did not say (see MessageRef)
+    deleted INTEGER NOT NULL,
+    edited_at TEXT,  -- the latest edit handled, ISO 8601
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (platform, workspace, message_id)
+);
+CREATE INDEX IF NOT EXISTS changed_messages_at ON changed_messages (at);
 """
 
 _EXCHANGE_TABLES = ("pending_exchanges", "failed_exchanges")
@@ -136,12 +149,11 @@ async def _add_columns(sql: Sql) -> None:
                 await tx.execute(f"ALTER TABLE pending_exchanges ADD COLUMN {column} {_CLAIM_COLUMNS[column]}")
 
 
-async def _index_sources(sql: Sql) -> None:
-    for table in _EXCHANGE_TABLES:
-        await sql.execute(f"CREATE INDEX IF NOT EXISTS {table}_source ON {table} (platform, workspace, message_id, "
-                          "channel)")
-    await sql.execute("CREATE INDEX IF NOT EXISTS pending_exchanges_due ON pending_exchanges "
-                      "(next_attempt_at, id)")
+# Indexes on columns that SQLite files from before them get only in `_add_columns`.
+_SOURCE_INDEXES = "".join(
+    f"CREATE INDEX IF NOT EXISTS {table}_source ON {table} (platform, workspace, message_id, channel);\n"
+    for table in _EXCHANGE_TABLES
+) + "CREATE INDEX IF NOT EXISTS pending_exchanges_due ON pending_exchanges (next_attempt_at, id);\n"
 
 
 @dataclass(frozen=True)
@@ -180,13 +192,16 @@ class BotDatabase:
         (`fill_sources`); 2, the store's memories given their kind, profile attribute and time (`upgraded`).
         The bot's own tables are brought up to date here, every time (see `_add_columns`). On SQLite, one
         process owns the file, so claims left by an earlier run (it was killed) are let go at once."""
-        self._sql = await open_sql(self._url, self._path, _SCHEMA + _RECENT_SCHEMA if self._url else _SCHEMA)
-        if isinstance(self._sql, SqliteSql):
+        if self._url:  # made whole, once, under the schema lock of bot/sql.py
+            self._sql = await open_sql(self._url, self._path, _SCHEMA + _SOURCE_INDEXES + _RECENT_SCHEMA)
+        else:
+            self._sql = await open_sql("", self._path, _SCHEMA)
             await _add_columns(self._sql)
+            for statement in filter(None, _SOURCE_INDEXES.split(";\n")):
+                await self._sql.execute(statement)
             await self._sql.execute("UPDATE pending_exchanges SET claimed_by = '', lease_until = 0 "
                                     "WHERE lease_until > 0")
             self._recent = await SqliteSql.open(Path(":memory:"), _RECENT_SCHEMA)
-        await _index_sources(self._sql)
         self.version = await self._sql.version()
 
     @property

@@ -65,7 +65,7 @@ class MessageHandler:
         if not text:
             await reply.send(EMPTY_MESSAGE)
             return
-        erasures = self._memories.forgetting.erasures(msg.user)
+        erasures = await self._memories.forgetting.erasures(msg.user)
         earlier = await self._memories.history.recent(msg.conversation_key, msg.user.key)
         answered = earlier[-1].reply if earlier else None  # the bot's message the user may be answering
         reply_text = ""
@@ -74,10 +74,10 @@ class MessageHandler:
         finally:
             # no forget-all, deletion or edit between the checks and the queue
             async with self._memories.locks.hold(message=msg.ref, user=msg.user.key):
-                if self._memories.forgetting.erasures(msg.user) != erasures:  # the user forgot everything meanwhile
+                if await self._memories.forgetting.erasures(msg.user) != erasures:  # forgot everything meanwhile
                     _log.info("%s forgot everything during a reply; its message is not kept", msg.user.key)
                     await self._memories.history.forget_user(msg.user.key)
-                elif self._memories.forgetting.was_changed(msg):  # its new text, if any, is learned instead
+                elif await self._memories.forgetting.was_changed(msg):  # its new text, if any, is learned instead
                     _log.info("%s message %s was deleted or edited during its reply; it is not kept",
                               msg.platform, msg.message_id)
                     await self._memories.history.forget_message(msg.ref)

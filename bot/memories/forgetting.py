@@ -5,6 +5,7 @@ comes back (`/why` looks its memories up when asked, so a forgotten one is not l
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -12,14 +13,14 @@ from datetime import datetime
 from bot.database import BotDatabase
 from bot.errors import UserError
 from bot.history import ConversationHistory
-from bot.memories.locks import Locks, message_key
+from bot.memories.locks import Locks
 from bot.message import IncomingMessage, MessageRef, UserRef
 from memory.store import MemoryStore
 
 _log = logging.getLogger(__name__)
 
 SET_ASIDE_DAYS = 30  # how long an exchange the model could not learn from is kept for inspection
-MAX_CHANGES_REMEMBERED = 10_000  # deleted or edited messages kept in mind (replies still running, late edits)
+CHANGES_DAYS = 7  # how long a deleted or edited message is kept in mind (replies still running, late edits)
 
 
 class Forgetting:
@@ -30,9 +31,9 @@ class Forgetting:
         self._locks = locks
         self._history = history
         self._ttl_days = ttl_days
-        self._erasures: dict[str, int] = {}  # forget-alls per user since start, for replies in flight
-        # Deleted or edited messages, oldest first: (ref, deleted, time of the latest edit handled)
-        self._changed: dict[tuple[str, str, str], tuple[MessageRef, bool, datetime | None]] = {}
+        # forget-alls per user and deleted or edited messages, for replies in flight (in `db.recent`: every
+        # process sharing the state sees another's)
+        self._recent = db.recent
 
     async def forget(self, user: UserRef, memory_id: str) -> bool:
         """Forget one of the user's memories; False if they have none with that id."""
@@ -46,14 +47,16 @@ class Forgetting:
     async def forget_all(self, user: UserRef) -> int:
         """Forget everything about the user (memories, queued exchanges, history); how many memories went."""
         async with self._locks.hold(user=user.key):
-            self._erasures[user.key] = self._erasures.get(user.key, 0) + 1
+            await self._recent.execute("INSERT INTO erasures (user_key, count) VALUES (?, 1) "
+                                       "ON CONFLICT (user_key) DO UPDATE SET count = erasures.count + 1", (user.key,))
             await self._db.forget_user(user.key)
             await self._history.forget_user(user.key)
             return await self._store.delete_all(user.key)
 
-    def erasures(self, user: UserRef) -> int:
+    async def erasures(self, user: UserRef) -> int:
         """How often the user has forgotten everything; a reply that saw this number change drops its turn."""
-        return self._erasures.get(user.key, 0)
+        row = await self._recent.fetchone("SELECT count FROM erasures WHERE user_key = ?", (user.key,))
+        return int(row[0]) if row else 0
 
     async def forget_message(self, ref: MessageRef) -> int:
         """The message was deleted on its platform: forget everything learned from it, for whoever said it.
@@ -63,7 +66,7 @@ class Forgetting:
         Returns how many memories were deleted.
         """
         async with self._locks.hold(message=ref):
-            self._note_change(ref, deleted=True, edited_at=None)
+            await self._note_change(ref, deleted=True, edited_at=None)
             return await self._forget_message(ref)
 
     @asynccontextmanager
@@ -72,25 +75,38 @@ class Forgetting:
         that the caller queues the new text in the same step. Yields False, doing nothing, for a deleted message
         or an edit not newer than one already handled (a repeated or late event)."""
         async with self._locks.hold(message=ref):
-            before = self._changed.get(message_key(ref))
+            before = await self._change(ref)
             _, deleted, latest = before or (ref, False, None)
             if deleted or (latest is not None and (edited_at is None or edited_at <= latest)):
                 yield False
                 return
-            self._note_change(ref, deleted=False, edited_at=edited_at)
+            await self._note_change(ref, deleted=False, edited_at=edited_at)
             try:
                 await self._forget_message(ref)
                 yield True
             except BaseException:  # the new text was not queued: a repeated edit event must be handled again
-                self._changed.pop(message_key(ref), None)
-                if before is not None:
-                    self._changed[message_key(ref)] = before
+                if before is None:
+                    await self._recent.execute("DELETE FROM changed_messages WHERE platform = ? AND workspace = ? "
+                                               "AND message_id = ?", (ref.platform, ref.workspace, ref.message_id))
+                else:
+                    await self._note_change(before[0], deleted=before[1], edited_at=before[2])
                 raise
 
-    def was_changed(self, msg: IncomingMessage) -> bool:
+    async def was_changed(self, msg: IncomingMessage) -> bool:
         """Whether `msg` was deleted or edited since it arrived (its reply must not be learned from)."""
-        change = self._changed.get(message_key(msg.ref))
+        change = await self._change(msg.ref)
         return change is not None and change[0].matches(msg)
+
+    async def _change(self, ref: MessageRef) -> tuple[MessageRef, bool, datetime | None] | None:
+        """How the message was last changed: (the ref it was changed by, deleted, the latest edit handled)."""
+        row = await self._recent.fetchone(
+            "SELECT channel, deleted, edited_at FROM changed_messages WHERE platform = ? AND workspace = ? "
+            "AND message_id = ?", (ref.platform, ref.workspace, ref.message_id))
+        if row is None:
+            return None
+        channel, deleted, edited_at = row
+        changed_by = MessageRef(ref.platform, ref.workspace, None if channel is None else str(channel), ref.message_id)
+        return changed_by, bool(deleted), datetime.fromisoformat(edited_at) if edited_at else None
 
     async def finish_forgetting(self) -> int:
         """Delete the facts of deleted or edited messages whose deletion failed half-way (store errors)."""
@@ -107,12 +123,15 @@ class Forgetting:
         await self._db.drop_set_aside(keep_days)
         return await self._store.purge_expired()  # also when the retention was turned off after they were learned
 
-    def _note_change(self, ref: MessageRef, *, deleted: bool, edited_at: datetime | None) -> None:
-        key = message_key(ref)
-        self._changed.pop(key, None)
-        self._changed[key] = (ref, deleted, edited_at)
-        if len(self._changed) > MAX_CHANGES_REMEMBERED:
-            del self._changed[next(iter(self._changed))]
+    async def _note_change(self, ref: MessageRef, *, deleted: bool, edited_at: datetime | None) -> None:
+        now = time.time()
+        await self._recent.execute(
+            "INSERT INTO changed_messages (platform, workspace, message_id, channel, deleted, edited_at, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, workspace, message_id) DO UPDATE SET "
+            "channel = excluded.channel, deleted = excluded.deleted, edited_at = excluded.edited_at, at = excluded.at",
+            (ref.platform, ref.workspace, ref.message_id, ref.channel_id, int(deleted),
+             edited_at.isoformat() if edited_at else None, now))
+        await self._recent.execute("DELETE FROM changed_messages WHERE at < ?", (now - CHANGES_DAYS * 86400,))
 
     async def _forget_message(self, ref: MessageRef) -> int:
         """Under the message's lock."""
