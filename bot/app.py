@@ -58,7 +58,7 @@ def store_config(settings: Settings) -> StoreConfig:
     )
 
 
-def _lock_data_dir(data_dir: Path) -> TextIO | None:
+def lock_data_dir(data_dir: Path) -> TextIO | None:
     """One running bot per DATA_DIR when its state is in SQLite there: two workers on one SQLite queue would
     learn every exchange twice (PostgreSQL state is claimed row by row instead; see bot/database.py). The lock
     file stays open (and locked) while the bot runs; the system releases it when the process ends, however it
@@ -102,7 +102,7 @@ class MemoryBot:
     async def _start(self) -> None:
         self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # what users said lives here
         if not self.settings.memory.database_url:
-            self._lock = _lock_data_dir(self.settings.data_dir)
+            self._lock = lock_data_dir(self.settings.data_dir)
         await self.db.open()
         self.access = AccessPolicy(self.settings.access, self.db.recent)
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
