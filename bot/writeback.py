@@ -41,6 +41,7 @@ MAX_ATTEMPTS = 10  # failures before an exchange is set aside (with backoff capp
 MAX_PREEMPTIONS = 3  # replies an extraction gives way to before it runs to the end (or it could starve)
 ERROR_PAUSE_SECONDS = 5.0  # how long the worker rests after an error of its own (e.g. the queue database)
 RENEWALS_PER_LEASE = 4  # a claim is renewed this often within its lease, so one slow renewal does not lose it
+SHARED_POLL_SECONDS = 1.0  # how often an idle worker looks at a shared queue (other processes fill it)
 
 
 def worker_name() -> str:
@@ -76,6 +77,8 @@ class WritebackWorker:
         keep_messages: bool = True,
         lease_seconds: float = 120.0,
     ) -> None:
+        """`quiet_seconds`: see `_wait_for_quiet`. On a queue other processes fill (`db.shared`), an idle worker
+        looks again every SHARED_POLL_SECONDS; on its own, it sleeps until `submit` or a retry is due."""
         self._db = db
         self._memories = memories
         self._extractor = extractor
@@ -143,6 +146,8 @@ class WritebackWorker:
         exchange, due_at = await self._db.claim(self.name, self._lease)
         if exchange is None:
             delay = None if due_at is None else max(0.0, due_at - time.time())
+            if self._db.shared:
+                delay = SHARED_POLL_SECONDS if delay is None else min(delay, SHARED_POLL_SECONDS)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)

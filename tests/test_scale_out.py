@@ -1,6 +1,7 @@
 """Several processes on one PostgreSQL (state, queue and pgvector): a bot that only queues (WRITEBACK_WORKER=false)
 and two `memorybot worker` processes that learn. Every exchange is learned exactly once; a worker killed
-(`SIGKILL`) in the middle of an extraction has its exchange taken over by the other once its lease runs out.
+(`SIGKILL`) in the middle of an extraction has its exchange taken over by the other once its lease runs out, and
+an idle worker learns what another process queues later.
 
 The model is an OpenAI-compatible stand-in (tests/fakes/openai_server.py) answering each extraction with a fact
 made from the message, so a fact learned twice or lost shows; the first extraction it is asked for never gets an
@@ -101,6 +102,11 @@ async def test_two_workers_learn_every_exchange_once_and_take_over_a_killed_ones
                 return await state.pending_count() == 0
 
             await wait_for(drained, 120, "the queue was never drained")
+            # idle workers notice what another process queues later
+            async with MemoryBot(make_settings(writeback_worker=False, **shared), backend=ScriptedBackend("ok")) as bot:
+                await bot.handle(message(f"My locker number is {100 + EXCHANGES}.", user=USERS[0],
+                                         message_id="late"), RecordingReply())
+            await wait_for(drained, 60, "an exchange queued later was never learned")
         finally:
             for worker in workers:
                 if worker.poll() is None:
@@ -116,11 +122,12 @@ async def test_two_workers_learn_every_exchange_once_and_take_over_a_killed_ones
         assert survivor.returncode == 0, (tmp_path / "workers.log").read_text()[-3000:]
         asked = model.asked
 
-    assert sorted(asked) == [str(100 + n) for n in range(EXCHANGES)]
-    assert sorted(asked.values()) == [1] * (EXCHANGES - 1) + [2]  # the killed one's was asked again, once
+    assert sorted(asked) == [str(100 + n) for n in range(EXCHANGES + 1)]
+    assert sorted(asked.values()) == [1] * EXCHANGES + [2]  # the killed one's was asked again, once
     async with MemoryBot(make_settings(writeback_worker=False, **shared), backend=ScriptedBackend("ok")) as bot:
         for i, user in enumerate(USERS):
             records = (await bot.memories.controls.list(message("x", user=user).user, page_size=100)).records
             facts = sorted(r.text for r in records if "locker number is" in r.text and r.kind == "fact")
-            wanted = sorted(f"The user's locker number is {100 + n}." for n in range(i, EXCHANGES, len(USERS)))
+            numbers = [*range(i, EXCHANGES, len(USERS)), *([EXCHANGES] if i == 0 else [])]
+            wanted = sorted(f"The user's locker number is {100 + n}." for n in numbers)
             assert facts == wanted, user  # each exchange learned once, for its own user only
