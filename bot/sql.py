@@ -183,15 +183,16 @@ class PostgresSql(Sql):
     shared = True
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, pool: Any, locks: Any) -> None:
+    def __init__(self, pool: Any, url: str, timeout: float) -> None:
         self._pool = pool
-        self._locks = locks  # one connection holding this process's advisory locks
+        self._url = url
+        self._timeout = timeout
+        self._locks: Any = None  # one connection holding this process's advisory locks
         self._locks_guard = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, schema: str, *, timeout: float = 15.0, max_size: int = 8) -> PostgresSql:
         try:
-            import psycopg
             from psycopg_pool import AsyncConnectionPool
         except ImportError as exc:
             raise SqlError("DATABASE_URL needs psycopg 3 and psycopg-pool (the `pgvector` extra)") from exc
@@ -199,12 +200,11 @@ class PostgresSql(Sql):
                                    kwargs={"autocommit": True})
         try:
             await pool.open(wait=True, timeout=timeout)
-            locks = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=int(timeout))
         except Exception as exc:
             await pool.close()
             raise SqlError(f"cannot reach the PostgreSQL server of DATABASE_URL within {timeout:.0f} s "
                            f"({type(exc).__name__})") from exc
-        sql = cls(pool, locks)
+        sql = cls(pool, url, timeout)
         try:
             async with sql.transaction() as tx:
                 await tx.execute("SELECT pg_advisory_xact_lock(?)", (_lock_id("memorybot schema"),))
@@ -247,9 +247,20 @@ class PostgresSql(Sql):
             await self._on_lock_connection("SELECT pg_advisory_unlock(%s)", lock_id)
 
     async def _on_lock_connection(self, query: str, lock_id: int) -> bool:
+        """Run a lock call on the lock connection, connecting it first if it is not open (the first call, or
+        after the server went away: the locks it held went with it, and the caller's call fails)."""
+        import psycopg
+
         async with self._locks_guard:
-            cursor = await self._locks.execute(query, (lock_id,))
-            row = await cursor.fetchone()
+            if self._locks is None or self._locks.closed:
+                self._locks = await psycopg.AsyncConnection.connect(self._url, autocommit=True,
+                                                                    connect_timeout=int(self._timeout))
+            try:
+                cursor = await self._locks.execute(query, (lock_id,))
+                row = await cursor.fetchone()
+            except psycopg.OperationalError:
+                await self._locks.close()  # connected again on the next call
+                raise
         return bool(row and row[0])
 
     async def version(self) -> int:
@@ -261,7 +272,8 @@ class PostgresSql(Sql):
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (int(version),))
 
     async def close(self) -> None:
-        await self._locks.close()
+        if self._locks is not None:
+            await self._locks.close()
         await self._pool.close()
 
 

@@ -179,3 +179,16 @@ async def test_a_thread_has_its_history_whichever_replica_answers(two):
     await ConversationHistory(second.recent, 6).forget_message(MessageRef("slack", "T1", "C1", "m7"))
     await ConversationHistory(first.recent, 6).forget_user("slack:T1:sam")  # another user's: nothing of dana's
     assert [t.message_id for t in await ConversationHistory(first.recent, 6).recent(conversation, DANA)][-1] == "m6"
+
+
+async def test_locks_work_again_after_the_server_dropped_the_lock_connection(postgres: PostgresServer):
+    url = postgres.new_database()
+    sql = await PostgresSql.open(url, "")
+    try:
+        async with sql.lock("user:dana"):
+            pass
+        await sql._locks.close()  # as when the server restarts: its locks went with it
+        async with sql.lock("user:dana"):  # a new connection
+            pass
+    finally:
+        await sql.close()
