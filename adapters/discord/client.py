@@ -4,6 +4,11 @@
 the one error boundary of the event. A deleted message (by its author or a moderator, one or in bulk) is
 forgotten: whatever the bot learned from it goes. An edited one is forgotten, then its new text is learned
 (no new reply) if it is still for the bot. Discord rate limits are left to discord.py.
+
+The client is always discord.py's `AutoShardedClient`, so there is one code path: unsharded, it runs the
+shards Discord recommends (one for a small bot) in this process; sharded, those of `shard_ids` out of
+`shard_count`. Events reach the handlers below the same way whichever shard they come from. The process that
+runs shard 0 (which also gets the DMs) registers the slash commands; the others leave them alone.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ def gateway_intents() -> discord.Intents:
     return intents
 
 
-class DiscordClient(discord.Client):
-    """Connects one `MemoryBot` to Discord."""
+class DiscordClient(discord.AutoShardedClient):
+    """Connects one `MemoryBot` to Discord (`shard_count` and `shard_ids`, if given, pick this process's shards)."""
 
     def __init__(
         self, bot: MemoryBot, *, respond_channels: frozenset[str] = frozenset(), **options: Any
@@ -67,7 +72,14 @@ class DiscordClient(discord.Client):
         if running := {task for task in self._working if task is not asyncio.current_task()}:
             await asyncio.wait(running, timeout=timeout)
 
+    @property
+    def registers_commands(self) -> bool:
+        """One process registers the slash commands (they are the application's, not a shard's): shard 0's."""
+        return self.shard_ids is None or 0 in self.shard_ids
+
     async def setup_hook(self) -> None:
+        if not self.registers_commands:
+            return
         # Chat keeps working without slash commands, so a failed registration is a warning, not a crash.
         try:
             synced = await self.tree.sync()
@@ -77,8 +89,12 @@ class DiscordClient(discord.Client):
             _log.info("registered %d slash commands", len(synced))
 
     async def on_ready(self) -> None:
-        _log.info("connected to Discord as %s (%s) in %d server(s)", self.user, self.user and self.user.id,
-                  len(self.guilds))
+        _log.info("connected to Discord as %s (%s) in %d server(s), shard(s) %s of %s", self.user,
+                  self.user and self.user.id, len(self.guilds), ", ".join(map(str, sorted(self.shards))),
+                  self.shard_count)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        _log.info("shard %d of %s connected", shard_id, self.shard_count)
 
     async def on_message(self, message: discord.Message) -> None:
         if self.user is None or not is_addressed(message, self.user, self.respond_channels):

@@ -1,4 +1,9 @@
-"""`memorybot discord`: the Discord platform (see `adapters/platform.py`): connect, serve until stopped."""
+"""`memorybot discord`: the Discord platform (see `adapters/platform.py`): connect, serve until stopped.
+
+A process running only some of the shards (DISCORD_SHARD_IDS) is refused unless the bot's state and memories are
+shared (DATABASE_URL, which needs a shared store): every shard's process then queues, pauses, locks and learns in
+one place, each exchange learned once by whichever worker claims it.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from adapters.discord.client import DiscordClient
 from adapters.discord.settings import DiscordSettings
 from adapters.platform import FINISH_SECONDS
 from bot.app import MemoryBot
-from bot.settings import SettingsError, load_group
+from bot.settings import MemorySettings, SettingsError, load_group, load_settings
 
 _log = logging.getLogger(__name__)
 
@@ -29,7 +34,7 @@ class DiscordPlatform:
 
     def __init__(self, settings: DiscordSettings, **client_options: Any) -> None:
         self.settings = settings
-        self._client_options = client_options  # passed to `discord.Client` (tests use them)
+        self._client_options = client_options  # discord.py client options (tests use them)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -37,7 +42,9 @@ class DiscordPlatform:
 
     @classmethod
     def from_env(cls, env_file: str | None, args: argparse.Namespace) -> DiscordPlatform:
-        return cls(load_group(DiscordSettings, env_file))
+        settings = load_group(DiscordSettings, env_file)
+        check_shared_state(settings, load_settings(env_file).memory)  # before the model loads
+        return cls(settings)
 
     async def prepare(self) -> None:
         """Check the token with Discord before the model loads, so a wrong one fails at once."""
@@ -52,8 +59,10 @@ class DiscordPlatform:
             await http.close()
 
     async def serve(self, bot: MemoryBot, stop: asyncio.Event) -> None:
+        check_shared_state(self.settings, bot.settings.memory)
+        shards = {"shard_count": self.settings.shard_count or None, "shard_ids": self.settings.shards}
         async with DiscordClient(bot, respond_channels=self.settings.respond_channels,
-                                 **self._client_options) as client:
+                                 **shards, **self._client_options) as client:
             session = asyncio.create_task(_connect(client, self._token))
             stopping = asyncio.create_task(stop.wait())
             try:
@@ -67,6 +76,16 @@ class DiscordPlatform:
     @property
     def _token(self) -> str:
         return self.settings.token.reveal().strip()
+
+
+def check_shared_state(discord_settings: DiscordSettings, memory: MemorySettings) -> None:
+    """Refuse to run some of the shards on state of this process's own: each process would keep its own memories,
+    pauses and queue, so a server that moves to another shard (another count, shards moved between processes)
+    would lose what the bot knows of its users, and an admin's deletion would reach one process's share only."""
+    if not discord_settings.runs_every_shard and not memory.database_url:
+        raise SettingsError("DISCORD_SHARD_IDS leaves the other shards to other processes, which must share the "
+                            "bot's state: set DATABASE_URL (and VECTOR_STORE=pgvector or QDRANT_URL), the same "
+                            "for every shard's process")
 
 
 async def _end(client: DiscordClient, session: asyncio.Task[None]) -> None:

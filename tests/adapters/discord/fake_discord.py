@@ -3,6 +3,11 @@
 The unmodified discord.py talks to it over real sockets. Every REST request is recorded (JSON bodies and
 multipart uploads) so tests assert on what the bot actually sent. Tests drive the bot by dispatching
 gateway events (`MESSAGE_CREATE`, `INTERACTION_CREATE`) built with the payload helpers here.
+
+It has two servers (guilds) whose ids fall on different shards for any shard count above 1, and takes one gateway
+connection per shard, from one process or several: each IDENTIFY's `shard: [id, count]` is recorded, READY lists
+the shard's own guilds, and an event goes to the connection of the shard that owns its guild by Discord's rule,
+`(guild_id >> 22) % shard_count` (direct messages to shard 0), as Discord routes it.
 """
 
 from __future__ import annotations
@@ -56,6 +61,23 @@ class Recorded:
         return int((data or {}).get("flags") or 0)
 
 
+@dataclass(frozen=True)
+class FakeGuild:
+    """One server: a text channel with a thread, a members role, and the role Discord gives the bot."""
+
+    id: str
+    name: str
+    channel_id: str
+    thread_id: str
+    role_id: str
+    bot_role_id: str
+
+
+def shard_of(guild_id: str | None, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to; direct messages (no guild) go to shard 0."""
+    return (int(guild_id) >> 22) % shard_count if guild_id else 0
+
+
 @dataclass
 class _Failure:
     method: str
@@ -86,27 +108,32 @@ def _iso(when: datetime | None = None) -> str:
 
 
 class FakeDiscord:
-    """State of one fake Discord: a bot user, an application, one guild with a text channel and a thread."""
+    """State of one fake Discord: a bot user, an application, two guilds (`guild_id`, `channel_id`, ... name the
+    first; `other_guild` is the second) and a DM channel. `recommended_shards` is what `/gateway/bot` answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, recommended_shards: int = 1) -> None:
         self._ids = itertools.count(1_100_000_000_000_000_000)
+        self.recommended_shards = recommended_shards
         self.app_id = self.new_id()
         self.bot_user = self.user("memorybot", bot=True, user_id=self.app_id)
-        self.guild_id = self.new_id()
-        self.channel_id = self.new_id()
-        self.thread_id = self.new_id()
+        first = self._new_guild("Test Guild")
+        # the next id block (ids >> 22): the guild after it on the shard ring, whatever the shard count above 1
+        self.other_guild = self._new_guild("Other Guild", guild_id=str(int(first.id) + (1 << 22)))
+        self.guilds = [first, self.other_guild]
+        self.guild_id, self.channel_id, self.thread_id = first.id, first.channel_id, first.thread_id
+        self.role_id, self.bot_role_id = first.role_id, first.bot_role_id
         self.dm_channel_id = self.new_id()
-        self.role_id = self.new_id()
-        self.bot_role_id = self.new_id()
         self.requests: list[Recorded] = []
         self.commands: list[dict[str, Any]] = []
-        self.identify: dict[str, Any] | None = None  # the IDENTIFY payload the bot sent
+        self.identify: dict[str, Any] | None = None  # the last IDENTIFY payload a bot sent
+        self.identifies: list[dict[str, Any]] = []  # every IDENTIFY, in order (one per shard and connection)
+        self.dispatched: list[tuple[int, str, dict[str, Any]]] = []  # (shard, event, data) of every event sent
         self.last_response_message_id = ""  # the message an interaction callback created
         self.posted: dict[str, dict[str, Any]] = {}  # the bot's channel messages by id, edits applied
         self._failures: list[_Failure] = []
         self._seq = itertools.count(1)
-        self._ws: web.WebSocketResponse | None = None
-        self._identified = asyncio.Event()
+        self._shards: dict[int, web.WebSocketResponse] = {}  # the open gateway connections, by shard
+        self._shard_count = 1  # as the bots identified (every connection of one bot names the same count)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -126,18 +153,39 @@ class FakeDiscord:
         return self.url
 
     async def stop(self) -> None:
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
+        for ws in list(self._shards.values()):
+            if not ws.closed:
+                await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def wait_identified(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._identified.wait(), timeout)
+    async def wait_identified(self, timeout: float = 10.0, shards: int = 1) -> None:
+        """Wait until `shards` gateway connections have identified and been sent their guilds."""
+        async def enough() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self._shards) >= shards)
+        await asyncio.wait_for(enough(), timeout)
+
+    @property
+    def connected_shards(self) -> list[int]:
+        return sorted(self._shards)
+
+    def shard_of(self, guild_id: str | None) -> int:
+        """The shard that gets this guild's events at the shard count the bots identified with."""
+        return shard_of(guild_id, self._shard_count)
 
     # ----- payload helpers
 
     def new_id(self) -> str:
         return str(next(self._ids))
+
+    def _new_guild(self, name: str, guild_id: str | None = None) -> FakeGuild:
+        return FakeGuild(id=guild_id or self.new_id(), name=name, channel_id=self.new_id(), thread_id=self.new_id(),
+                         role_id=self.new_id(), bot_role_id=self.new_id())
+
+    def guild_of(self, channel_id: str) -> FakeGuild | None:
+        """The guild a channel or thread is in (None: the DM channel)."""
+        return next((g for g in self.guilds if channel_id in (g.channel_id, g.thread_id)), None)
 
     def user(self, name: str, *, bot: bool = False, user_id: str | None = None) -> dict[str, Any]:
         return {"id": user_id or self.new_id(), "username": name, "global_name": name,
@@ -155,15 +203,18 @@ class FakeDiscord:
         reply_to: dict[str, Any] | None = None,
         mention_roles: list[str] | None = None,
     ) -> dict[str, Any]:
-        """A MESSAGE_CREATE payload from `author` in the guild text channel (or the DM channel)."""
+        """A MESSAGE_CREATE payload from `author` in the first guild's text channel, in `channel_id` (the guild
+        follows from it), or in the DM channel."""
+        channel_id = channel_id or (self.dm_channel_id if dm else self.channel_id)
+        guild = self.guild_of(channel_id)
         data: dict[str, Any] = {
-            "id": self.new_id(), "channel_id": channel_id or (self.dm_channel_id if dm else self.channel_id),
+            "id": self.new_id(), "channel_id": channel_id,
             "author": author, "content": content, "timestamp": _iso(), "edited_timestamp": None,
             "tts": False, "mention_everyone": False, "mentions": mentions or [],
             "mention_roles": mention_roles or [], "attachments": [], "embeds": [], "pinned": False, "type": 0,
         }
-        if not dm:
-            data["guild_id"] = self.guild_id
+        if guild is not None:
+            data["guild_id"] = guild.id
             data["member"] = _member(roles=roles)
         if reply_to is not None:
             data["type"] = 19
@@ -177,15 +228,15 @@ class FakeDiscord:
 
     def command(
         self, user: dict[str, Any], name: str, options: dict[str, Any] | None = None, *, dm: bool = False,
-        roles: list[str] | None = None,
+        roles: list[str] | None = None, guild: FakeGuild | None = None,
     ) -> dict[str, Any]:
         """An INTERACTION_CREATE payload for the slash command `name` with string/int `options`, run by a
-        member holding `roles`."""
+        member holding `roles` in the text channel of `guild` (the first one by default), or in the DMs."""
         kinds = {str: 3, int: 4, bool: 5}
         opts = [{"name": k, "type": kinds[type(v)], "value": v} for k, v in (options or {}).items()]
         spec = next((c for c in self.commands if c["name"] == name), {"id": self.new_id()})
         data = {"id": spec["id"], "name": name, "type": 1, "options": opts}
-        return self._interaction(2, user, data, dm=dm, roles=roles)
+        return self._interaction(2, user, data, dm=dm, roles=roles, guild=guild)
 
     def button_click(
         self, user: dict[str, Any], custom_id: str, message_id: str, *, dm: bool = False
@@ -201,7 +252,8 @@ class FakeDiscord:
         return payload
 
     def _interaction(
-        self, kind: int, user: dict[str, Any], data: dict[str, Any], *, dm: bool, roles: list[str] | None = None
+        self, kind: int, user: dict[str, Any], data: dict[str, Any], *, dm: bool, roles: list[str] | None = None,
+        guild: FakeGuild | None = None,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "id": self.new_id(), "application_id": self.app_id, "type": kind, "token": f"tok-{self.new_id()}",
@@ -214,19 +266,25 @@ class FakeDiscord:
             payload["user"] = user
             payload["context"] = 1
         else:
-            payload["guild_id"] = self.guild_id
-            payload["channel"] = {"id": self.channel_id, "type": GUILD_TEXT, "guild_id": self.guild_id}
-            payload["channel_id"] = self.channel_id
+            guild = guild or self.guilds[0]
+            payload["guild_id"] = guild.id
+            payload["channel"] = {"id": guild.channel_id, "type": GUILD_TEXT, "guild_id": guild.id}
+            payload["channel_id"] = guild.channel_id
             payload["member"] = dict(_member(user, roles), permissions="2147483647")
             payload["context"] = 0
         return payload
 
     # ----- driving the bot
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        if self._ws is None:
-            raise RuntimeError("no gateway connection")
-        await self._ws.send_json({"op": 0, "t": event, "s": next(self._seq), "d": data})
+    async def dispatch(self, event: str, data: dict[str, Any]) -> int:
+        """Send an event to the connection of the shard that owns its guild (DMs: shard 0); return the shard."""
+        shard = self.shard_of(data.get("guild_id"))
+        ws = self._shards.get(shard)
+        if ws is None:
+            raise RuntimeError(f"no gateway connection for shard {shard} (connected: {self.connected_shards})")
+        self.dispatched.append((shard, event, data))
+        await ws.send_json({"op": 0, "t": event, "s": next(self._seq), "d": data})
+        return shard
 
     def fail(
         self, method: str, path_regex: str, status: int, code: int, message: str, times: int = 1
@@ -257,42 +315,54 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self._ws = ws
+        shard: int | None = None
         await ws.send_json({"op": 10, "d": {"heartbeat_interval": 45_000}})
-        async for msg in ws:
-            if msg.type is not WSMsgType.TEXT:
-                continue
-            payload = json.loads(msg.data)
-            if payload["op"] == 1:
-                await ws.send_json({"op": 11})
-            elif payload["op"] == 2:
-                self.identify = payload["d"]
-                await self._ready(ws)
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                payload = json.loads(msg.data)
+                if payload["op"] == 1:
+                    await ws.send_json({"op": 11})
+                elif payload["op"] == 2:
+                    shard, count = payload["d"].get("shard", [0, 1])
+                    await self._ready(ws, payload["d"], shard, count)
+        finally:
+            async with self._changed:
+                if shard is not None and self._shards.get(shard) is ws:
+                    del self._shards[shard]
         return ws
 
-    async def _ready(self, ws: web.WebSocketResponse) -> None:
-        ready = {"v": 10, "user": self.bot_user, "guilds": [{"id": self.guild_id, "unavailable": True}],
-                 "session_id": "fake-session", "resume_gateway_url": self.url + "/gateway",
-                 "application": {"id": self.app_id, "flags": 0}}
+    async def _ready(self, ws: web.WebSocketResponse, identify: dict[str, Any], shard: int, count: int) -> None:
+        self.identify = identify
+        self.identifies.append(identify)
+        self._shard_count = count
+        own = [g for g in self.guilds if shard_of(g.id, count) == shard]
+        ready = {"v": 10, "user": self.bot_user, "guilds": [{"id": g.id, "unavailable": True} for g in own],
+                 "session_id": f"fake-session-{shard}", "resume_gateway_url": self.url + "/gateway",
+                 "application": {"id": self.app_id, "flags": 0}, "shard": [shard, count]}
         await ws.send_json({"op": 0, "t": "READY", "s": next(self._seq), "d": ready})
-        await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": self._guild()})
-        self._identified.set()
+        for guild in own:
+            await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": self._guild(guild)})
+        async with self._changed:
+            self._shards[shard] = ws
+            self._changed.notify_all()
 
-    def _guild(self) -> dict[str, Any]:
-        everyone = {"id": self.guild_id, "name": "@everyone", "permissions": "2147483647", "position": 0,
+    def _guild(self, guild: FakeGuild) -> dict[str, Any]:
+        everyone = {"id": guild.id, "name": "@everyone", "permissions": "2147483647", "position": 0,
                     "color": 0, "hoist": False, "managed": False, "mentionable": False}
-        role = dict(everyone, id=self.role_id, name="members", position=1)
-        bot_role = dict(everyone, id=self.bot_role_id, name="memorybot", position=2, managed=True,
+        role = dict(everyone, id=guild.role_id, name="members", position=1)
+        bot_role = dict(everyone, id=guild.bot_role_id, name="memorybot", position=2, managed=True,
                         tags={"bot_id": self.bot_user["id"]})  # the role Discord gives the bot on invite
-        channel = {"id": self.channel_id, "type": GUILD_TEXT, "guild_id": self.guild_id, "name": "general",
+        channel = {"id": guild.channel_id, "type": GUILD_TEXT, "guild_id": guild.id, "name": "general",
                    "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None}
-        thread = {"id": self.thread_id, "type": PUBLIC_THREAD, "guild_id": self.guild_id, "name": "a thread",
-                  "parent_id": self.channel_id, "owner_id": self.new_id(), "message_count": 1,
+        thread = {"id": guild.thread_id, "type": PUBLIC_THREAD, "guild_id": guild.id, "name": "a thread",
+                  "parent_id": guild.channel_id, "owner_id": self.new_id(), "message_count": 1,
                   "member_count": 1, "rate_limit_per_user": 0,
                   "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
                                       "archive_timestamp": _iso(), "locked": False}}
         me = _member(self.bot_user)
-        return {"id": self.guild_id, "name": "Test Guild", "owner_id": self.new_id(),
+        return {"id": guild.id, "name": guild.name, "owner_id": self.new_id(),
                 "roles": [everyone, role, bot_role], "channels": [channel], "threads": [thread], "members": [me],
                 "member_count": 2, "emojis": [], "stickers": [], "features": [], "large": False,
                 "unavailable": False, "joined_at": _iso(), "voice_states": [], "presences": []}
@@ -335,7 +405,7 @@ class FakeDiscord:
         if r.method == "GET" and r.path == "/oauth2/applications/@me":
             return _json(self._application())
         if r.method == "GET" and r.path in ("/gateway/bot", "/gateway"):
-            return _json({"url": self.url + "/gateway", "shards": 1, "session_start_limit": {
+            return _json({"url": self.url + "/gateway", "shards": self.recommended_shards, "session_start_limit": {
                 "total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}})
         if r.method == "PUT" and re.fullmatch(r"/applications/\d+(/guilds/\d+)?/commands", r.path):
             self.commands = [dict(c, id=self.new_id(), application_id=self.app_id, version="1")

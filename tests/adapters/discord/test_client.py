@@ -38,6 +38,7 @@ async def test_login_identify_and_command_sync(start_bot: StartBot, fake: FakeDi
     assert ("GET", "/users/@me") in paths
     assert ("GET", "/oauth2/applications/@me") in paths
     assert fake.identify is not None and fake.identify["intents"] & MESSAGE_CONTENT_INTENT
+    assert fake.identify["shard"] == [0, 1]  # unsharded: the one shard Discord recommends for a small bot
     assert {c["name"] for c in fake.commands} == {c.name for c in COMMANDS}
     options = {c["name"]: [o["name"] for o in c.get("options", [])] for c in fake.commands}
     assert (options["forget"], options["remember"], options["memories"]) == (["id"], ["text"], ["page"])
