@@ -24,7 +24,6 @@ import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from memory.config import COLLECTION, EMBEDDING_DIMS, bundled_embedder_path  # n
 from memory.records import Source  # noqa: E402
 from tests.fakes.openai_server import FakeModelServer  # noqa: E402
 from tests.servers.postgres import PostgresServer, postgres_server  # noqa: E402
+from tests.servers.processes import stop_all  # noqa: E402
 
 NUMBER = re.compile(r"order number is (\d+)")
 
@@ -125,13 +125,7 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
             seconds = time.perf_counter() - started
             rss = [peak_rss_mb(w.pid) for w in workers]
         finally:
-            for w in workers:
-                w.send_signal(signal.SIGTERM)
-            for w in workers:
-                try:
-                    w.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    w.kill()
+            stop_all(workers, timeout=60)
         rows = await state.sql.fetchall(
             f"SELECT payload->>'user_id', payload->>'data' FROM {COLLECTION} WHERE payload->>'kind' = 'fact'")
         asked = dict(model.asked)

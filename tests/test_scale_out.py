@@ -27,6 +27,7 @@ from tests.bot.helpers import RecordingReply, message
 from tests.conftest import REPO
 from tests.fakes.model import ScriptedBackend
 from tests.fakes.openai_server import FakeModelServer
+from tests.servers.processes import stop_all
 
 USERS = ("dana", "sam", "kim")
 EXCHANGES = 12
@@ -108,14 +109,7 @@ async def test_two_workers_learn_every_exchange_once_and_take_over_a_killed_ones
                                          message_id="late"), RecordingReply())
             await wait_for(drained, 60, "an exchange queued later was never learned")
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.send_signal(signal.SIGTERM)
-            for worker in workers:
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+            stop_all(workers)
             await state.close()
         survivor = next(w for w in workers if w is not killed)
         log.close()

@@ -9,33 +9,19 @@ what vLLM does, for the OpenAI backend's fast tests (tests/bot/llm/test_openai_s
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.openai_server import FakeModelServer
 
-class FakeLlamaCppServer:
+
+class FakeLlamaCppServer(FakeModelServer):
+    """`answer` to every request whose messages fit in `window_chars`, in one chunk and a finish reason."""
+
     def __init__(self, answer: str = '{"facts": []}', window_chars: int = 2000) -> None:
+        super().__init__()
         self.answer = answer
         self.window_chars = window_chars
-        self.requests: list[dict[str, Any]] = []
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
-
-    async def __aenter__(self) -> FakeLlamaCppServer:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._completions)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

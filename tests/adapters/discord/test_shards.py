@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from tests.adapters.discord.fake_discord import FakeDiscord, FakeGuild, Recorded
 from tests.conftest import REPO, settings_for
 from tests.fakes.model import ScriptedBackend
 from tests.fakes.openai_server import FakeModelServer
+from tests.servers.processes import stop_all
 
 LOCKER = re.compile(r"locker number is (\d+)")
 
@@ -246,14 +246,7 @@ async def test_two_processes_one_shard_each_answer_once_learn_once_and_keep_a_pa
                                     for n in range(2)), "the shards never got ready", timeout=30)
             await check_shards(Shards(fake, state, extractions))
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_all(processes)
             await state.close()
     logs = [(tmp_path / f"shard{n}.log").read_text() for n in range(2)]
     for process, log in zip(processes, logs, strict=True):

@@ -30,6 +30,7 @@ from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel
 from bot.settings import load_settings
 from tests.bot.helpers import RecordingReply, message
+from tests.servers.processes import stop_all
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the llama extra: ./run.sh test has it)")
 pytestmark = pytest.mark.slow
@@ -87,12 +88,7 @@ def llama_server(gguf: Path, log: Path, *, context: int = SERVER_CONTEXT) -> Ite
         _wait_until_serving(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_all([process], timeout=15)
 
 
 @pytest.fixture(scope="module")
