@@ -90,6 +90,7 @@ class WritebackWorker:
         self.name = worker_name()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._busy = False
         self._gave_way = 0  # extractions stopped for a reply since the last one that ran to the end
 
@@ -103,7 +104,11 @@ class WritebackWorker:
         self._task = asyncio.create_task(self._run(), name="memory-writeback")
 
     async def stop(self) -> None:
+        """Stop the worker (what is queued stays queued). The loop also checks `_stopping`: a cancellation that
+        lands while psycopg's pool waits for a connection can be swallowed there."""
         if self._task is not None:
+            self._stopping = True
+            self._wake.set()
             self._task.cancel()
             try:
                 await self._task
@@ -112,6 +117,7 @@ class WritebackWorker:
             except Exception:  # never stop the bot's shutdown half-way
                 _log.exception("write-back worker ended with an error")
             self._task = None
+            self._stopping = False
 
     async def drain(self, timeout: float = 600.0) -> None:
         """Wait until the queue is empty (used by tests and benchmarks)."""
@@ -133,7 +139,7 @@ class WritebackWorker:
             await asyncio.sleep(remaining)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._step()
             except Exception:  # the worker must survive anything, its own queue database included

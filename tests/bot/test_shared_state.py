@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.slack.app import SlackStore
+from bot.app import MemoryBot
 from bot.database import BotDatabase
 from bot.exchange import QueuedExchange
 from bot.history import ConversationHistory, Turn
@@ -19,6 +20,7 @@ from bot.message import MessageRef
 from bot.settings import SettingsError
 from bot.sql import PostgresSql
 from memory.records import Source
+from tests.fakes.model import ScriptedBackend
 from tests.servers.postgres import PostgresServer
 
 DANA = "slack:T1:dana"
@@ -192,3 +194,14 @@ async def test_locks_work_again_after_the_server_dropped_the_lock_connection(pos
             pass
     finally:
         await sql.close()
+
+
+async def test_a_bot_on_shared_state_stops_when_asked(make_settings, postgres: PostgresServer):
+    """Stopped at once after starting: the worker's first claim may be waiting for a pooled connection, where
+    psycopg's pool can swallow the cancellation; the worker stops all the same (120 s only guards a hang)."""
+    url = postgres.new_database()
+    settings = make_settings(database_url=url, vector_store="pgvector", pgvector_url=url)
+    async with asyncio.timeout(120):
+        for _ in range(3):
+            async with MemoryBot(settings, backend=ScriptedBackend()):
+                pass

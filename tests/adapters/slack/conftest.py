@@ -68,6 +68,53 @@ def message(text: str, channel: str = "D1", user: str = "U1", channel_type: str 
             "channel_type": channel_type, "event_ts": ts, **extra}
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+def signed_headers(body: str, content_type: str, *, timestamp: int | None = None, secret: str = SIGNING_SECRET,
+                   retry: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with `body`: its signature, and on a redelivery the retry's number."""
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    headers = {
+        "Content-Type": content_type,
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body),
+    }
+    if retry is not None:
+        headers["X-Slack-Retry-Num"] = str(retry)
+        headers["X-Slack-Retry-Reason"] = "http_timeout"
+    return headers
+
+
+def command_form(text: str, *, user: str, channel: str, team_id: str, response_url: str) -> str:
+    """The form body of `/memory <text>` typed by `user` in `channel`."""
+    return urlencode({
+        "token": "legacy", "team_id": team_id, "team_domain": "acme", "channel_id": channel,
+        "channel_name": "directmessage" if channel.startswith("D") else "general", "user_id": user,
+        "user_name": "alice", "command": "/memory", "text": text, "api_app_id": "A0APP",
+        "response_url": response_url, "trigger_id": "1.2.3",
+    })
+
+
+def click_form(action_id: str, value: str, *, user: str, response_url: str | None) -> str:
+    """The form body of `user` clicking a button: under an ephemeral answer (which has a `response_url`), or on
+    the App Home tab (`response_url=None`)."""
+    payload: dict[str, Any] = {
+        "type": "block_actions", "user": {"id": user, "team_id": TEAM_ID}, "team": {"id": TEAM_ID},
+        "api_app_id": "A0APP", "trigger_id": "1.2.3",
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": value,
+                     "action_ts": str(time.time())}],
+    }
+    if response_url is None:
+        payload["container"] = {"type": "view", "view_id": "V1"}
+        payload["view"] = {"id": "V1", "type": "home", "team_id": TEAM_ID}
+    else:
+        payload["container"] = {"type": "message", "message_ts": "1.2", "channel_id": "C1", "is_ephemeral": True}
+        payload["channel"] = {"id": "C1"}
+        payload["response_url"] = response_url
+    return urlencode({"payload": json.dumps(payload)})
+
+
 @dataclass
 class Harness:
     """The running app plus helpers that send signed requests to it the way Slack does."""
@@ -82,15 +129,7 @@ class Harness:
         self, body: str, content_type: str, *, timestamp: int | None = None, secret: str = SIGNING_SECRET,
         retry: int | None = None,
     ) -> int:
-        stamp = str(timestamp if timestamp is not None else int(time.time()))
-        headers = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body),
-        }
-        if retry is not None:
-            headers["X-Slack-Retry-Num"] = str(retry)
-            headers["X-Slack-Retry-Reason"] = "http_timeout"
+        headers = signed_headers(body, content_type, timestamp=timestamp, secret=secret, retry=retry)
         assert self.running.url is not None
         async with self.http.post(self.running.url, data=body.encode(), headers=headers) as response:
             await response.read()
@@ -103,13 +142,8 @@ class Harness:
 
     async def command(self, text: str, *, user: str = "U1", channel: str = "C1",
                       team_id: str = TEAM_ID) -> int:
-        form = {
-            "token": "legacy", "team_id": team_id, "team_domain": "acme", "channel_id": channel,
-            "channel_name": "directmessage" if channel.startswith("D") else "general", "user_id": user,
-            "user_name": "alice", "command": "/memory", "text": text, "api_app_id": "A0APP",
-            "response_url": self.fake.response_url(), "trigger_id": "1.2.3",
-        }
-        return await self.post(urlencode(form), "application/x-www-form-urlencoded")
+        form = command_form(text, user=user, channel=channel, team_id=team_id, response_url=self.fake.response_url())
+        return await self.post(form, FORM)
 
     async def ask(self, text: str, **kwargs: Any) -> str:
         """Run `/memory <text>` to the end; return the text of the answer."""
@@ -120,22 +154,8 @@ class Harness:
         return str(self.fake.responses[-1].get("text", ""))
 
     async def click(self, action_id: str, value: str, *, user: str = "U1", home: bool = False) -> int:
-        payload: dict[str, Any] = {
-            "type": "block_actions", "user": {"id": user, "team_id": TEAM_ID}, "team": {"id": TEAM_ID},
-            "api_app_id": "A0APP", "trigger_id": "1.2.3",
-            "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": value,
-                         "action_ts": str(time.time())}],
-        }
-        if home:
-            payload["container"] = {"type": "view", "view_id": "V1"}
-            payload["view"] = {"id": "V1", "type": "home", "team_id": TEAM_ID}
-        else:
-            payload["container"] = {"type": "message", "message_ts": "1.2", "channel_id": "C1",
-                                    "is_ephemeral": True}
-            payload["channel"] = {"id": "C1"}
-            payload["response_url"] = self.fake.response_url()
-        form = urlencode({"payload": json.dumps(payload)})
-        return await self.post(form, "application/x-www-form-urlencoded")
+        form = click_form(action_id, value, user=user, response_url=None if home else self.fake.response_url())
+        return await self.post(form, FORM)
 
     async def settle(self) -> None:
         """Wait until the app has finished every reply and command, and write-back has stored facts."""
