@@ -104,6 +104,8 @@ class MemoryBot:
         if not self.settings.memory.database_url:
             self._lock = lock_data_dir(self.settings.data_dir)
         await self.db.open()
+        if not self.db.shared:  # this process owns the SQLite queue: claims in it are a killed run's
+            await self.db.release_all()
         self.access = AccessPolicy(self.settings.access, self.db.recent)
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.

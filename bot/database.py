@@ -190,8 +190,7 @@ class BotDatabase:
         """Open the state. `version` says which one-time upgrades of the memory store it has seen (new state
         has seen none: it may sit next to a store that already has memories): 1, `learned_from` filled in
         (`fill_sources`); 2, the store's memories given their kind, profile attribute and time (`upgraded`).
-        The bot's own tables are brought up to date here, every time (see `_add_columns`). On SQLite, one
-        process owns the file, so claims left by an earlier run (it was killed) are let go at once."""
+        The bot's own tables are brought up to date here, every time (see `_add_columns`)."""
         if self._url:  # made whole, once, under the schema lock of bot/sql.py
             self._sql = await open_sql(self._url, self._path, _SCHEMA + _SOURCE_INDEXES + _RECENT_SCHEMA)
         else:
@@ -199,8 +198,6 @@ class BotDatabase:
             await _add_columns(self._sql)
             for statement in filter(None, _SOURCE_INDEXES.split(";\n")):
                 await self._sql.execute(statement)
-            await self._sql.execute("UPDATE pending_exchanges SET claimed_by = '', lease_until = 0 "
-                                    "WHERE lease_until > 0")
             self._recent = await SqliteSql.open(Path(":memory:"), _RECENT_SCHEMA)
         self.version = await self._sql.version()
 
@@ -279,7 +276,12 @@ class BotDatabase:
                                        worker), None
             except ValueError as exc:
                 _log.warning("exchange %s set aside: its row cannot be read (details in failed_exchanges)", row[0])
-                await self._move_to_failed(int(row[0]), None, f"unreadable row: {exc}")
+                await self._move_to_failed(int(row[0]), worker, None, f"unreadable row: {exc}")
+
+    async def release_all(self) -> None:
+        """Let go of every claim: on SQLite, for the one bot that owns the file (`MemoryBot` holds DATA_DIR's lock),
+        claims left by an earlier run that was killed."""
+        await self.sql.execute("UPDATE pending_exchanges SET claimed_by = '', lease_until = 0 WHERE lease_until > 0")
 
     async def renew(self, exchange: PendingExchange, lease_seconds: float) -> bool:
         """Extend the worker's claim; False if it lost the claim (its lease ran out and another worker took it,
@@ -297,11 +299,14 @@ class BotDatabase:
         row = await self.sql.fetchone("SELECT COUNT(*) FROM pending_exchanges")
         return int(row[0]) if row else 0
 
-    async def holds(self, exchange: PendingExchange) -> bool:
-        """Whether the exchange is still queued and claimed by this worker (forget-all removes a user's rows
-        while they are worked on; another worker takes a claim whose lease ran out)."""
-        return await self.sql.fetchone("SELECT 1 FROM pending_exchanges WHERE id = ? AND claimed_by = ?",
-                                       (exchange.id, exchange.worker)) is not None
+    async def holds(self, exchange: PendingExchange, lease_seconds: float) -> bool:
+        """Whether the exchange is still queued and claimed by this worker with its lease still running, which
+        this extends by `lease_seconds` in the same step (forget-all removes a user's rows while they are worked
+        on; another worker may take a claim whose lease ran out)."""
+        now = time.time()
+        return await self.sql.execute(
+            "UPDATE pending_exchanges SET lease_until = ? WHERE id = ? AND claimed_by = ? AND lease_until > ?",
+            (now + lease_seconds, exchange.id, exchange.worker, now)) > 0
 
     async def save_progress(self, exchange: PendingExchange, record: QueuedExchange) -> None:
         """Keep what the worker has done so far (extracted facts, how many are stored) for a retry."""
@@ -323,21 +328,23 @@ class BotDatabase:
     async def set_aside(self, exchange: PendingExchange, error: str) -> None:
         """Move an exchange the model cannot turn into facts out of the queue, keeping it for inspection;
         only while it is still queued (a forget-all meanwhile has deleted it, and it must stay deleted)."""
-        await self._move_to_failed(exchange.id, exchange.record.to_json(), error)
+        await self._move_to_failed(exchange.id, exchange.worker, exchange.record.to_json(), error)
 
-    async def _move_to_failed(self, exchange_id: int, payload: str | None, error: str) -> None:
-        """Move a queued row to `failed_exchanges` with `payload` (None: the one it has) and `error`."""
+    async def _move_to_failed(self, exchange_id: int, worker: str, payload: str | None, error: str) -> None:
+        """Move a queued row that `worker` holds to `failed_exchanges` with `payload` (None: the one it has) and
+        `error` (a row another worker took over meanwhile stays where it is)."""
         async with self.sql.transaction() as tx:
             await tx.execute(
                 "INSERT INTO failed_exchanges "
                 "(id, user_key, payload, error, failed_at, platform, workspace, channel, message_id) "
                 "SELECT id, user_key, coalesce(?, payload), ?, ?, platform, workspace, channel, message_id "
-                "FROM pending_exchanges WHERE id = ? "
-                "ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, error = excluded.error, "
-                "failed_at = excluded.failed_at",
-                (payload, error, time.time(), exchange_id),
+                "FROM pending_exchanges WHERE id = ? AND claimed_by = ? "
+                "ON CONFLICT (id) DO UPDATE SET user_key = excluded.user_key, payload = excluded.payload, "
+                "error = excluded.error, failed_at = excluded.failed_at, platform = excluded.platform, "
+                "workspace = excluded.workspace, channel = excluded.channel, message_id = excluded.message_id",
+                (payload, error, time.time(), exchange_id, worker),
             )
-            await tx.execute("DELETE FROM pending_exchanges WHERE id = ?", (exchange_id,))
+            await tx.execute("DELETE FROM pending_exchanges WHERE id = ? AND claimed_by = ?", (exchange_id, worker))
 
     async def drop_set_aside(self, older_than_days: float) -> int:
         """Delete set-aside exchanges (they hold what users said) once they are this old; return how many."""

@@ -267,7 +267,7 @@ class WritebackWorker:
             # The embedder and the model share the CPU cores: storing waits while a reply is generated.
             await self._model.wait_for_idle()
             async with self._memories.locks.hold(user=exchange.user_key):
-                if not await self._db.holds(exchange) or await self._db.is_paused(exchange.user_key):
+                if not await self._db.holds(exchange, self._lease) or await self._db.is_paused(exchange.user_key):
                     _log.info("exchange %s dropped: the user forgot everything or paused learning, or another "
                               "worker took it over", exchange.id)
                     await self._db.done(exchange)

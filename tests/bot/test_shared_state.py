@@ -19,7 +19,7 @@ from bot.history import ConversationHistory, Turn
 from bot.message import MessageRef
 from bot.settings import SettingsError
 from bot.sql import PostgresSql
-from memory.records import Source
+from memory.records import MESSAGE, Source
 from tests.fakes.model import ScriptedBackend
 from tests.servers.postgres import PostgresServer
 
@@ -74,7 +74,7 @@ async def test_a_claim_is_taken_over_when_its_lease_runs_out(two):
     await asyncio.sleep(0.6)  # the first process died (it renews no more)
     taken, _ = await second.claim("b", 60)
     assert taken is not None and taken.id == mine.id
-    assert not await first.holds(mine) and await second.holds(taken)
+    assert not await first.holds(mine, 60) and await second.holds(taken, 60)
     await first.done(mine)  # too late: it no longer holds it, so the row stays for the new owner
     assert await second.pending_count() == 1
     assert not await first.renew(mine, 60)
@@ -105,7 +105,7 @@ async def test_pauses_and_forgetting_are_seen_by_every_process(two):
     claimed, _ = await second.claim("b", 60)
     assert claimed is not None
     await first.forget_user(DANA)  # forget-all on one replica while the other works on the exchange
-    assert not await second.holds(claimed)
+    assert not await second.holds(claimed, 60)
 
 
 async def test_a_lock_held_by_one_process_keeps_the_other_waiting(postgres: PostgresServer):
@@ -144,20 +144,30 @@ async def test_state_opened_by_processes_starting_together_is_made_once(postgres
         await asyncio.gather(*(db.close() for db in dbs))
 
 
-async def test_on_sqlite_a_killed_process_claim_is_let_go_on_the_next_start(tmp_path):
-    path = tmp_path / "bot.sqlite3"
-    db = BotDatabase(path)
+async def test_on_sqlite_a_killed_process_claim_is_let_go_on_the_next_start(make_settings):
+    settings = make_settings()
+    db = BotDatabase(settings.database_path)
     await db.open()
-    await db.enqueue(DANA, exchange(1))
+    await db.enqueue("console:local:dana", exchange(1))
     assert (await db.claim("killed", 3600))[0] is not None
-    await db.close()  # as if killed: the claim was never given back
-    db = BotDatabase(path)
-    await db.open()
-    try:
-        claimed, _ = await db.claim("next", 3600)
-        assert claimed is not None
-    finally:
-        await db.close()
+    await db.close()  # as if killed: the claim was never given back, its lease runs for an hour
+    async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+        await bot.writeback.drain(timeout=60)  # learned now, not in an hour
+        [memory] = await bot.store.list("console:local:dana", kinds=(MESSAGE,))
+        assert memory.text == "message 1"
+
+
+async def test_a_lost_lease_is_not_held_and_cannot_set_aside_the_new_owners_exchange(two):
+    first, second = two
+    await first.enqueue(DANA, exchange(1))
+    mine, _ = await first.claim("a", 0.2)
+    assert mine is not None
+    await asyncio.sleep(0.3)
+    assert not await first.holds(mine, 60)  # run out, even before anyone took it
+    taken, _ = await second.claim("b", 60)
+    assert taken is not None
+    await first.set_aside(mine, "too late")
+    assert await second.holds(taken, 60) and await second.pending_count() == 1
 
 
 def test_shared_state_needs_shared_memories(make_settings: Callable, postgres: PostgresServer):
