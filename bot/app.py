@@ -106,7 +106,9 @@ class MemoryBot:
         await self.db.open()
         if not self.db.shared:  # this process owns the SQLite queue: claims in it are a killed run's
             await self.db.release_all()
-        self.access = AccessPolicy(self.settings.access, self.db.recent)
+        # a wall clock only where processes share the rate limit (a monotonic one is not comparable across them)
+        self.access = AccessPolicy(self.settings.access, self.db.recent,
+                                   time.time if self.db.shared else time.monotonic)
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
         await self.store.open()

@@ -3,7 +3,8 @@
 Kept in the bot's recent-activity tables (`BotDatabase.recent`): in this process's memory for the embedded
 default, as before; in the shared PostgreSQL when several processes serve one community, so a thread's next
 message has its history whichever replica answers it. A user's turns leave with a forget-all, a message's with
-its deletion, and a conversation silent for HISTORY_DAYS is dropped.
+its deletion, and a conversation silent for HISTORY_DAYS is dropped; at most MAX_CONVERSATIONS conversations'
+worth of turns are kept.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bot.message import MessageRef
 from bot.sql import Sql
 
 HISTORY_DAYS = 7  # a conversation silent this long starts afresh
+MAX_CONVERSATIONS = 1000  # conversations' worth of turns kept in all
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,16 @@ class ConversationHistory:
         self._turns = turns
 
     async def recent(self, conversation: str, user_key: str) -> list[Turn]:
-        """This user's recent turns in the conversation, oldest first (other people's words never enter their
-        prompt)."""
-        if self._turns == 0:
-            return []
+        """This user's turns among the conversation's last `turns`, oldest first (other people's words never
+        enter their prompt)."""
         rows = await self._sql.fetchall(
             "SELECT text, reply, message_id FROM conversation_turns WHERE conversation = ? AND user_key = ? "
-            "AND at > ? ORDER BY id DESC LIMIT ?",
-            (conversation, user_key, time.time() - HISTORY_DAYS * 86400, self._turns))
-        return [Turn(user_key, str(text), str(reply), str(message_id)) for text, reply, message_id in reversed(rows)]
+            "AND at > ? ORDER BY id", (conversation, user_key, time.time() - HISTORY_DAYS * 86400))
+        return [Turn(user_key, str(text), str(reply), str(message_id)) for text, reply, message_id in rows]
 
     async def add(self, conversation: str, turn: Turn) -> None:
-        """Keep the turn, and only the last `turns` of the user's turns in the conversation."""
+        """Keep the turn; the conversation keeps its last `turns`, and all conversations together the last
+        `turns` x MAX_CONVERSATIONS (the least recently active go first)."""
         if self._turns == 0:
             return
         now = time.time()
@@ -53,10 +53,12 @@ class ConversationHistory:
                 "INSERT INTO conversation_turns (conversation, user_key, text, reply, message_id, at) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (conversation, turn.user_key, turn.text, turn.reply, turn.message_id, now))
             await tx.execute(
-                "DELETE FROM conversation_turns WHERE conversation = ? AND user_key = ? AND id NOT IN ("
-                "SELECT id FROM conversation_turns WHERE conversation = ? AND user_key = ? ORDER BY id DESC LIMIT ?)",
-                (conversation, turn.user_key, conversation, turn.user_key, self._turns))
-            await tx.execute("DELETE FROM conversation_turns WHERE at <= ?", (now - HISTORY_DAYS * 86400,))
+                "DELETE FROM conversation_turns WHERE conversation = ? AND id NOT IN ("
+                "SELECT id FROM conversation_turns WHERE conversation = ? ORDER BY id DESC LIMIT ?)",
+                (conversation, conversation, self._turns))
+            await tx.execute("DELETE FROM conversation_turns WHERE at <= ? OR id <= ("
+                             "SELECT max(id) FROM conversation_turns) - ?",
+                             (now - HISTORY_DAYS * 86400, self._turns * MAX_CONVERSATIONS))
 
     async def forget_user(self, user_key: str) -> None:
         await self._sql.execute("DELETE FROM conversation_turns WHERE user_key = ?", (user_key,))

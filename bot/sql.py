@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ _log = logging.getLogger(__name__)
 Row = tuple[Any, ...]
 Args = Sequence[Any]
 
+MIN_SQLITE = (3, 35)
 LOCK_POLL_SECONDS = (0.005, 0.2)  # first and longest wait between tries of a lock another process holds
 
 
@@ -94,6 +96,9 @@ class SqliteSql(Sql):
     @classmethod
     async def open(cls, path: Path, schema: str) -> SqliteSql:
         """Open (creating it if needed) the file with `schema` applied."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:  # RETURNING, and ON CONFLICT after INSERT ... SELECT
+            raise SqlError(f"memorybot needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python has "
+                           f"{sqlite3.sqlite_version}")
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path)
         try:
@@ -107,23 +112,34 @@ class SqliteSql(Sql):
         return cls(db)
 
     async def execute(self, query: str, args: Args = ()) -> int:
-        async with self._turn:
+        async with self._statement():
             cursor = await self.db.execute(query, tuple(args))
             await self.db.commit()
             return cursor.rowcount
 
     async def executemany(self, query: str, rows: Iterable[Args]) -> None:
-        async with self._turn:
+        async with self._statement():
             await self.db.executemany(query, [tuple(r) for r in rows])
             await self.db.commit()
 
     async def fetchall(self, query: str, args: Args = ()) -> list[Row]:
-        async with self._turn:
+        async with self._statement():
             async with self.db.execute(query, tuple(args)) as cursor:
                 rows = await cursor.fetchall()
             if self.db.in_transaction:  # an UPDATE ... RETURNING
                 await self.db.commit()
             return [tuple(r) for r in rows]
+
+    @asynccontextmanager
+    async def _statement(self) -> AsyncIterator[None]:
+        """One statement's turn; a failed one leaves no transaction open (sqlite3 opens one before a write)."""
+        async with self._turn:
+            try:
+                yield
+            except BaseException:
+                if self.db.in_transaction:
+                    await self.db.rollback()
+                raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTransaction]:

@@ -87,7 +87,7 @@ class OpenAICompatibleBackend:
             return self._client.chat.completions.create(**kwargs)
         except self._openai.APIStatusError as exc:
             # llama-cpp-python answers 500 with its validation error, which names the field
-            if schema is None or self._schema_form != "json_schema" or "response_format" not in str(exc):
+            if schema is None or self._schema_form != "json_schema" or "'json_object'" not in str(exc):
                 raise
             _log.info("the model server refused response_format json_schema; sending the schema as json_object")
             self._schema_form = "json_object"
