@@ -77,6 +77,23 @@ def lock_data_dir(data_dir: Path) -> TextIO | None:
     return handle
 
 
+async def _refuse_state_left_behind(path: Path) -> None:
+    """A bot moved to DATABASE_URL must not leave its SQLite state behind unread: its paused users would be
+    learned from again and its queued exchanges (what users said) would stay where no forgetting reaches."""
+    if not path.exists():
+        return
+    old = BotDatabase(path)
+    await old.open()
+    try:
+        left = await old.has_state()
+    finally:
+        await old.close()
+    if left:
+        raise SettingsError(f"{path} holds this bot's state from before DATABASE_URL (queued exchanges, paused users, "
+                            "learned message ids): move it with `memorybot admin export` under the old settings and "
+                            "`memorybot admin import` under the new ones, or delete the file if none of it is needed")
+
+
 class MemoryBot:
     def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
         self.settings = settings
@@ -103,6 +120,8 @@ class MemoryBot:
         self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # what users said lives here
         if not self.settings.memory.database_url:
             self._lock = lock_data_dir(self.settings.data_dir)
+        else:
+            await _refuse_state_left_behind(self.settings.database_path)
         await self.db.open()
         if not self.db.shared:  # this process owns the SQLite queue: claims in it are a killed run's
             await self.db.release_all()

@@ -215,3 +215,16 @@ async def test_a_bot_on_shared_state_stops_when_asked(make_settings, postgres: P
         for _ in range(3):
             async with MemoryBot(settings, backend=ScriptedBackend()):
                 pass
+
+
+async def test_a_bot_moved_to_shared_state_refuses_to_leave_its_sqlite_state_behind(make_settings, postgres):
+    settings = make_settings()
+    db = BotDatabase(settings.database_path)
+    await db.open()
+    await db.set_paused("console:local:dana", True)  # would be learned from again if this file were ignored
+    await db.close()
+    url = postgres.new_database()
+    moved = make_settings(database_url=url, vector_store="pgvector", pgvector_url=url)
+    with pytest.raises(SettingsError, match="admin export"):
+        async with MemoryBot(moved, backend=ScriptedBackend()):
+            pass
