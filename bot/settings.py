@@ -172,8 +172,8 @@ class MemorySettings:
     database_url: Secret = setting(
         "DATABASE_URL", Secret(""),
         "postgresql:// URL of a database for the bot's own state (write-back queue, paused users, learned message "
-        "ids, Slack event ids), shared by every bot process and worker pointed at it; may be PGVECTOR_URL's. "
-        "Empty keeps that state in SQLite under DATA_DIR (one process).")
+        "ids, Slack event ids, and the recent conversation turns kept for prompts), shared by every bot process and "
+        "worker pointed at it; may be PGVECTOR_URL's. Empty keeps that state in SQLite under DATA_DIR (one process).")
     writeback_worker: bool = setting(
         "WRITEBACK_WORKER", True,
         "Learn queued exchanges in this process. false only queues them, for `memorybot worker` processes on the "
