@@ -260,7 +260,10 @@ class BotDatabase:
         while True:
             now = time.time()
             row = await self.sql.fetchone(
-                "UPDATE pending_exchanges SET claimed_by = ?, lease_until = ? WHERE id = ("
+                # taking over a dead worker's claim counts as a failed attempt: an exchange that kills its worker
+                # (out of memory, say) is set aside after MAX_ATTEMPTS instead of killing every worker in turn
+                "UPDATE pending_exchanges SET attempts = attempts + CASE WHEN claimed_by <> '' THEN 1 ELSE 0 END, "
+                "claimed_by = ?, lease_until = ? WHERE id = ("
                 "SELECT id FROM pending_exchanges WHERE next_attempt_at <= ? AND lease_until <= ? "
                 f"ORDER BY next_attempt_at, id LIMIT 1{self.sql.skip_locked}) "
                 "RETURNING id, user_key, payload, attempts",

@@ -160,6 +160,11 @@ class WritebackWorker:
             except TimeoutError:
                 pass
             return
+        if exchange.attempts >= MAX_ATTEMPTS:  # its workers died with it (see `BotDatabase.claim`)
+            _log.warning("exchange %s set aside: taken over from %d workers that stopped with it", exchange.id,
+                         exchange.attempts)
+            await self._db.set_aside(exchange, "its workers stopped while learning it")
+            return
         self._busy = True
         renewing = asyncio.create_task(self._renew(exchange), name="memory-writeback-lease")
         try:

@@ -228,3 +228,14 @@ async def test_a_bot_moved_to_shared_state_refuses_to_leave_its_sqlite_state_beh
     with pytest.raises(SettingsError, match="admin export"):
         async with MemoryBot(moved, backend=ScriptedBackend()):
             pass
+
+
+async def test_taking_over_a_dead_workers_claim_counts_as_a_failed_attempt(two):
+    """So an exchange that kills its workers is set aside after MAX_ATTEMPTS (bot/writeback.py), not retried by
+    every worker in turn."""
+    first, _ = two
+    await first.enqueue(DANA, exchange(1))
+    for n in range(3):
+        claimed, _ = await first.claim(f"dies-{n}", 0.01)
+        assert claimed is not None and claimed.attempts == n
+        await asyncio.sleep(0.05)
