@@ -131,15 +131,11 @@ class MemoryBot:
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
         await self.store.open()
-        if self.db.sources_missing:  # a new bot database, or one from before deleted messages were forgotten
-            stored = await self.store.sources()
-            await self.db.fill_sources([(user_key, MessageRef(s.platform, s.workspace, s.channel, s.message_id))
-                                        for user_key, s in stored])
-            _log.info("recorded the source messages of %d stored memories", len(stored))
-        if self.db.version < SCHEMA_VERSION:  # memories stored before kinds, the profile and the time channel
-            upgraded = await self.store.upgrade(supersede.profile_attribute)
-            await self.db.upgraded(SCHEMA_VERSION)
-            _log.info("gave %d stored memories their kind, profile attribute and time", upgraded)
+        if self.db.version < SCHEMA_VERSION:
+            # once, by one process of those sharing the state: the others wait, then find it done
+            async with self.db.sql.lock("memorybot upgrade"):
+                await self.db.reload_version()
+                await self._upgrade()
         backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
         self.model = LocalModel(backend, self.settings.model.generation_queue_size)
         memory = self.settings.memory
@@ -163,6 +159,18 @@ class MemoryBot:
         pending = await self.db.pending_count()
         if pending:
             _log.info("resuming write-back of %d pending exchange(s)", pending)
+
+    async def _upgrade(self) -> None:
+        """The one-time upgrades of a store from before them (see `BotDatabase.open`)."""
+        if self.db.sources_missing:  # a new bot database, or one from before deleted messages were forgotten
+            stored = await self.store.sources()
+            await self.db.fill_sources([(user_key, MessageRef(s.platform, s.workspace, s.channel, s.message_id))
+                                        for user_key, s in stored])
+            _log.info("recorded the source messages of %d stored memories", len(stored))
+        if self.db.version < SCHEMA_VERSION:  # memories stored before kinds, the profile and the time channel
+            upgraded = await self.store.upgrade(supersede.profile_attribute)
+            await self.db.upgraded(SCHEMA_VERSION)
+            _log.info("gave %d stored memories their kind, profile attribute and time", upgraded)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

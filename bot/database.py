@@ -201,6 +201,10 @@ class BotDatabase:
             self._recent = await SqliteSql.open(Path(":memory:"), _RECENT_SCHEMA)
         self.version = await self._sql.version()
 
+    async def reload_version(self) -> None:
+        """Read `version` again (another process sharing the state may have upgraded meanwhile)."""
+        self.version = await self.sql.version()
+
     @property
     def shared(self) -> bool:
         """Whether other bot processes share this state (PostgreSQL)."""
