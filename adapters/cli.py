@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
 
 from adapters.platform import run
 from adapters.registry import PLATFORMS, platform_class
@@ -16,6 +17,8 @@ from bot.llm.base import ModelError
 from bot.memories import Memories
 from bot.message import UserRef
 from bot.settings import Settings, SettingsError, load_settings
+from bot.sql import SqlError
+from bot.transfer import TransferError, export_to, import_from
 from memory.store import StoreError
 
 _log = logging.getLogger("memorybot")
@@ -38,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("--workspace", default=None,
                         help="default: every workspace of that user (on Discord every server and the DMs)")
     forget.add_argument("--user", required=True)
+    export = admin.add_parser("export", help="write every memory, its history and the bot's state to a file "
+                                             "(JSON Lines, for `admin import`)")
+    export.add_argument("--out", required=True, type=Path, help="the file to write (readable by its owner only)")
+    load = admin.add_parser("import", help="add an `admin export` file to the store and database of these settings")
+    load.add_argument("file", type=Path)
+    load.add_argument("--merge", action="store_true",
+                      help="add to a store or database that holds something already (what it holds is left alone)")
     return parser
 
 
@@ -55,7 +65,8 @@ def setup_logging(settings: Settings, *, quiet_console: bool) -> None:
     logging.basicConfig(
         level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client", "psycopg"):
+    for noisy in ("httpx", "httpx2", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client",
+                  "psycopg"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # At DEBUG these log request and event bodies, i.e. what users said: never below INFO.
     for chatty in ("discord", "slack_sdk", "slack_bolt", "openai"):
@@ -70,6 +81,27 @@ async def _memories(settings: Settings, ref: UserRef) -> None:
 async def _all_records(memories: Memories, ref: UserRef) -> list[dict]:
     page = await memories.controls.list(ref, page=1, page_size=10_000)
     return [record.to_json() for record in page.records]
+
+
+async def _admin(settings: Settings, args: argparse.Namespace) -> None:
+    if args.task == "forget-user":
+        await _forget_user(settings, args.platform, args.workspace, args.user)
+    elif args.task == "export":
+        await _export(settings, args.out)
+    elif args.task == "import":
+        await _import(settings, args.file, args.merge)
+
+
+async def _export(settings: Settings, out: Path) -> None:
+    counts = await export_to(settings, out)
+    print(f"Exported {', '.join(f'{n} {kind}' for kind, n in counts.items())} to {out}.")
+
+
+async def _import(settings: Settings, path: Path, merge: bool) -> None:
+    report = await import_from(settings, path, merge=merge)
+    print(f"Imported {path}:")
+    for line in report.lines():
+        print(f"  {line}")
 
 
 async def _forget_user(settings: Settings, platform: str, workspace: str | None, user_id: str) -> None:
@@ -105,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             asyncio.run(_memories(settings, UserRef(args.platform, workspace, args.user)))
         elif args.command == "admin":
-            asyncio.run(_forget_user(settings, args.platform, args.workspace, args.user))
-    except (ModelError, SettingsError, StoreError) as exc:
+            asyncio.run(_admin(settings, args))
+    except (ModelError, SettingsError, StoreError, SqlError, TransferError) as exc:
         print(f"memorybot: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

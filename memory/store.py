@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from memory.config import StoreConfig
+from memory import points
+from memory.config import EMBEDDING_DIMS, StoreConfig
 from memory.passages import split_passages
 from memory.recall import DENSE, Hit, RecallQuery, UserChannels, run_channels
 from memory.records import (
@@ -37,7 +38,7 @@ from memory.records import (
     MemoryRecord,
     Source,
 )
-from memory.server_channels import ServerUser, create_text_index
+from memory.server_channels import PgvectorUser, ServerUser, prepare_table
 from memory.vector_cache import VectorCache, expired, unit
 
 _log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class MemoryStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-store")
         self._mem0: Any = None
         self._cache: VectorCache | None = None
-        self._text_search = False  # PostgreSQL full-text search for the keyword channel (pgvector only)
+        self._pgvector = False  # recall in our own SQL (memory/server_channels.py)
         # Learning one fact embeds the fact, its message and its nearest stored facts; the facts of one message
         # share the message and mostly the neighbours. Remembering recent vectors saves those repeated calls.
         self._embed = lru_cache(maxsize=256)(self._embed_text)
@@ -96,9 +97,9 @@ class MemoryStore:
                                  f"{self._config.connect_timeout:.0f} s ({exc})") from exc
         if getattr(vector_store, "is_local", False):  # embedded Qdrant: see memory/vector_cache.py
             self._cache = VectorCache(vector_store.client, vector_store.collection_name)
-        self._text_search = self._config.provider == "pgvector"
-        if self._text_search:
-            await self._call(create_text_index, vector_store)
+        self._pgvector = self._config.provider == "pgvector"
+        if self._pgvector:
+            await self._call(prepare_table, vector_store)
 
     async def close(self) -> None:
         self._embed.cache_clear()
@@ -423,7 +424,8 @@ class MemoryStore:
         filters: dict[str, Any] = {"user_id": user_key}
         if not include_private:
             filters["source_private"] = False
-        return ServerUser(self._mem0.vector_store, filters, keep, vector.tolist(), self._text_search)
+        server_user = PgvectorUser if self._pgvector else ServerUser
+        return server_user(self._mem0.vector_store, filters, keep, vector.tolist())
 
     async def profile(self, user_key: str, attributes: tuple[str, ...], *, include_private: bool
                       ) -> list[MemoryRecord]:
@@ -456,6 +458,71 @@ class MemoryStore:
         if await self.get(user_key, memory_id) is None:
             return []
         return list(await self._call(self._mem0.history, memory_id))
+
+    # --- the whole store, as it is (moving to another store: bot/transfer.py, memory/points.py)
+
+    @property
+    def dims(self) -> int:
+        """The length of the vectors this store holds."""
+        return int(getattr(self._mem0.vector_store, "embedding_model_dims", EMBEDDING_DIMS))
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether mem0's version history is written (see `StoreConfig.keep_history`)."""
+        return self._config.keep_history
+
+    async def count_points(self) -> int:
+        """How many memories the store holds, of every user and kind, superseded and expired ones included."""
+        return await self._call(points.count, self._mem0.vector_store, self._config.provider)
+
+    async def all_points(self, page_size: int = 256) -> AsyncIterator[list[points.Point]]:
+        """Every stored memory with its vector and payload as stored, a page at a time (the store holds no more
+        than a page in memory)."""
+        after: Any = None
+        while True:
+            page, after = await self._call(points.read_page, self._mem0.vector_store, self._config.provider,
+                                           after, page_size)
+            if page:
+                yield page
+            if after is None:
+                return
+
+    async def insert_points(self, batch: list[points.Point]) -> int:
+        """Store memories with their own ids, vectors and payloads, as they are (nothing is embedded again); an
+        id the store holds already is left as it is. Returns how many were stored. Raises ValueError for a
+        vector of another length than the store's."""
+        for point in batch:
+            if point.vector.shape != (self.dims,):
+                raise ValueError(f"memory {point.id} has a vector of {point.vector.size} dimensions; "
+                                 f"this store holds {self.dims}")
+        return await self._call(self._insert_points, batch)
+
+    def _insert_points(self, batch: list[points.Point]) -> int:
+        vector_store = self._mem0.vector_store
+        have = points.existing_ids(vector_store, self._config.provider, [p.id for p in batch])
+        new = [p for p in batch if p.id not in have]
+        try:
+            points.insert(vector_store, new)
+        finally:
+            if self._cache and new:
+                self._cache.drop()
+        return len(new)
+
+    async def history_rows(self, page_size: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """mem0's version history of every memory, a page of rows at a time (nothing when none is kept)."""
+        after = 0
+        while True:
+            page, after = await self._call(points.history_page, self._mem0.db, after, page_size)
+            if not page:
+                return
+            yield page
+
+    async def insert_history(self, rows: list[dict[str, Any]]) -> int:
+        """Add mem0 history rows with their own ids (a row already there is left alone); how many were added.
+        Nothing is written when no history is kept (`keeps_history`)."""
+        if not self.keeps_history:
+            return 0
+        return await self._call(points.insert_history, self._mem0.db, rows)
 
 
 def _close_mem0(mem0: Any) -> None:
