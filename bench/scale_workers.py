@@ -13,7 +13,8 @@ gives exchanges learned per minute. Each worker embeds with one thread (MODEL_TH
 
 Checked every run: each exchange's fact stored once for its own user (none lost, none twice) and each extraction
 asked for once. Prints a table, writes JSON (`--out`) and a PNG of throughput against processes beside it; peak
-resident memory of each worker (VmHWM) and of this process.
+resident memory of each worker (VmHWM) and of this process. BENCH_LOG_LEVEL=INFO and BENCH_KEEP=DIR keep the
+workers' logs (in DIR) for a look at where the time went.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,7 +83,8 @@ def prepare_embedder(models: Path) -> None:
 def worker_env(data_dir: Path, url: str, model_url: str) -> dict[str, str]:
     return {**os.environ, "DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "DATABASE_URL": url,
             "VECTOR_STORE": "pgvector", "PGVECTOR_URL": url, "MODEL_BACKEND": "openai", "OPENAI_BASE_URL": model_url,
-            "MODEL_THREADS": "1", "WRITEBACK_QUIET_SECONDS": "0", "LOG_LEVEL": "WARNING"}
+            "MODEL_THREADS": "1", "WRITEBACK_QUIET_SECONDS": "0",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -112,7 +115,9 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
             deadline = time.monotonic() + 180
             while not all((work / f"p{processes}-w{n}" / "memory").exists() for n in range(processes)):
                 assert time.monotonic() < deadline, "workers did not start"
-                assert all(w.poll() is None for w in workers), "a worker exited"
+                if any(w.poll() is not None for w in workers):
+                    logs = [(work / f"p{processes}-w{n}" / "worker.log").read_text()[-2000:] for n in range(processes)]
+                    raise RuntimeError("a worker exited:\n" + "\n".join(logs))
                 await asyncio.sleep(0.5)
             await asyncio.sleep(8)  # loading the embedder and connecting
             queued = [exchange(n, users) for n in range(exchanges)]
@@ -124,6 +129,8 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
                 await asyncio.sleep(0.1)
             seconds = time.perf_counter() - started
             rss = [peak_rss_mb(w.pid) for w in workers]
+            if os.environ.get("BENCH_KEEP"):
+                shutil.copytree(work, os.environ["BENCH_KEEP"], dirs_exist_ok=True, symlinks=True)
         finally:
             stop_all(workers, timeout=60)
         rows = await state.sql.fetchall(
