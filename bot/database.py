@@ -476,9 +476,7 @@ class BotDatabase:
                 elif kind == "set_aside":
                     added += await _load_set_aside(tx, record, values)
                 else:
-                    added += await tx.execute(
-                        f"INSERT INTO {state.table} ({', '.join(state.fields)}) "
-                        f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT DO NOTHING", values)
+                    added += await tx.execute(_insert(state) + " ON CONFLICT DO NOTHING", values)
             if kind == "set_aside" and added:
                 await self._ids_above_set_aside(tx)
         return added
@@ -486,15 +484,7 @@ class BotDatabase:
     async def _ids_above_set_aside(self, tx: Any) -> None:
         """Make the queue number its next rows above every set-aside id."""
         [(highest,)] = await tx.fetchall("SELECT coalesce(max(id), 0) FROM failed_exchanges")
-        if isinstance(self.sql, SqliteSql):  # AUTOINCREMENT counts in sqlite_sequence
-            await tx.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'pending_exchanges', 0 "
-                             "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'pending_exchanges')")
-            await tx.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'pending_exchanges'",
-                             (int(highest),))
-        else:
-            await tx.execute("SELECT setval(pg_get_serial_sequence('pending_exchanges', 'id'), "
-                             "greatest(?, nextval(pg_get_serial_sequence('pending_exchanges', 'id'))))",
-                             (int(highest),))
+        await self.sql.number_above(tx, "pending_exchanges", int(highest))
 
 
 @dataclass(frozen=True)
@@ -530,9 +520,7 @@ async def _load_pending(tx: Any, record: dict[str, Any], values: tuple[Any, ...]
         (*_user_message(record), *_user_message(record), record["created_at"]))
     if known:
         return 0
-    fields = STATE_TABLES["pending"].fields
-    return await tx.execute(f"INSERT INTO pending_exchanges ({', '.join(fields)}) "
-                            f"VALUES ({', '.join('?' * len(fields))})", values)
+    return await tx.execute(_insert(STATE_TABLES["pending"]), values)
 
 
 async def _load_set_aside(tx: Any, record: dict[str, Any], values: tuple[Any, ...]) -> int:
@@ -546,9 +534,12 @@ async def _load_set_aside(tx: Any, record: dict[str, Any], values: tuple[Any, ..
         [(highest,)] = await tx.fetchall("SELECT max(m) FROM (SELECT coalesce(max(id), 0) AS m FROM failed_exchanges "
                                          "UNION ALL SELECT coalesce(max(id), 0) FROM pending_exchanges) AS ids")
         values = (int(highest) + 1, *values[1:])
-    fields = STATE_TABLES["set_aside"].fields
-    return await tx.execute(f"INSERT INTO failed_exchanges ({', '.join(fields)}) "
-                            f"VALUES ({', '.join('?' * len(fields))})", values)
+    return await tx.execute(_insert(STATE_TABLES["set_aside"]), values)
+
+
+def _insert(state: StateTable) -> str:
+    """The INSERT of one record of `state` (values in its fields' order)."""
+    return f"INSERT INTO {state.table} ({', '.join(state.fields)}) VALUES ({', '.join('?' * len(state.fields))})"
 
 
 def _user_message(record: dict[str, Any]) -> tuple[str, ...]:

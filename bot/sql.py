@@ -4,9 +4,10 @@ async with a connection pool, for several bot processes sharing one state).
 Queries are written once, in the SQL both engines speak (`?` placeholders, `ON CONFLICT`, `RETURNING`); the
 PostgreSQL side turns `?` into psycopg's `%s`. What differs is said here and only here: the column type of an
 id that numbers itself (`SERIAL` in schemas), the `FOR UPDATE SKIP LOCKED` that lets several processes claim
-queue rows without waiting on each other (`skip_locked`), where a file's one-time upgrade version is kept, and
-`lock`, which on PostgreSQL is an advisory lock all processes see and on SQLite (one process per DATA_DIR) a
-no-op.
+queue rows without waiting on each other (`skip_locked`), where a file's one-time upgrade version is kept, how an
+id's numbering is moved on (`number_above`), and `lock`, which on PostgreSQL is an advisory lock all processes see
+and on SQLite (one process per DATA_DIR) a no-op. (The upgrade of SQLite files from before some columns is
+SQLite's alone: bot/database.py `_add_columns`.)
 
 Each call commits by itself; `transaction()` groups statements that must land together.
 """
@@ -63,6 +64,10 @@ class Sql:
 
     def lock(self, key: str) -> Any:
         """`async with sql.lock(key):` holds a lock every process sharing this state respects."""
+        raise NotImplementedError
+
+    async def number_above(self, tx: Any, table: str, highest: int) -> None:
+        """Make `table`'s `SERIAL` id give its next rows numbers above `highest` (inside transaction `tx`)."""
         raise NotImplementedError
 
     async def version(self) -> int:
@@ -155,6 +160,12 @@ class SqliteSql(Sql):
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
         yield  # one process per DATA_DIR: the caller's in-process lock is all there is to hold
+
+    async def number_above(self, tx: Any, table: str, highest: int) -> None:
+        # AUTOINCREMENT counts in sqlite_sequence, which has no row for a table that never had one
+        await tx.execute("INSERT INTO sqlite_sequence (name, seq) SELECT ?, 0 "
+                         "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?)", (table, table))
+        await tx.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (highest, table))
 
     async def version(self) -> int:
         return int((await self.fetchone("PRAGMA user_version") or (0,))[0])
@@ -278,6 +289,10 @@ class PostgresSql(Sql):
                 await self._locks.close()  # connected again on the next call
                 raise
         return bool(row and row[0])
+
+    async def number_above(self, tx: Any, table: str, highest: int) -> None:
+        await tx.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), greatest(?, nextval(pg_get_serial_sequence("
+                         "?, 'id'))))", (table, highest, table))
 
     async def version(self) -> int:
         row = await self.fetchone("SELECT value FROM memorybot_meta WHERE key = 'version'")
