@@ -238,13 +238,20 @@ class MemoryBot:
 
 
 @asynccontextmanager
-async def open_memories(settings: Settings) -> AsyncIterator[Memories]:
-    """The memory operations without the model (for command-line listing and admin tasks)."""
+async def open_store(settings: Settings) -> AsyncIterator[tuple[MemoryStore, BotDatabase]]:
+    """The memory store and the bot's state of `settings`, without the model (command-line and admin tasks)."""
     db = BotDatabase(settings.database_path, settings.memory.database_url.reveal())
     await db.open()
     try:
         async with MemoryStore(store_config(settings)) as store:
-            yield Memories(store, db, ttl_days=settings.memory.ttl_days,
-                            channels=tuple(sorted(settings.memory.recall_channels)))
+            yield store, db
     finally:
         await db.close()
+
+
+@asynccontextmanager
+async def open_memories(settings: Settings) -> AsyncIterator[Memories]:
+    """The memory operations without the model (for command-line listing and admin tasks)."""
+    async with open_store(settings) as (store, db):
+        yield Memories(store, db, ttl_days=settings.memory.ttl_days,
+                       channels=tuple(sorted(settings.memory.recall_channels)))

@@ -55,7 +55,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from bot.app import lock_data_dir, store_config
+from bot.app import lock_data_dir, open_store
 from bot.database import SCHEMA_VERSION, STATE_TABLES, BotDatabase
 from bot.exchange import QueuedExchange
 from bot.settings import Settings, SettingsError
@@ -399,13 +399,8 @@ async def _opened(settings: Settings) -> AsyncIterator[tuple[MemoryStore, BotDat
     except SettingsError:
         raise TransferError(f"DATA_DIR {settings.data_dir} is in use by a running memorybot: stop it first") from None
     try:
-        async with MemoryStore(store_config(settings)) as store:
-            db = BotDatabase(settings.database_path, settings.memory.database_url.reveal())
-            await db.open()
-            try:
-                yield store, db
-            finally:
-                await db.close()
+        async with open_store(settings) as opened:
+            yield opened
     finally:
         if lock is not None:
             lock.close()
