@@ -122,7 +122,8 @@ _SOURCE_COLUMNS = ("platform", "workspace", "channel", "message_id")
 _CLAIM_COLUMNS = {"claimed_by": "TEXT NOT NULL DEFAULT ''", "lease_until": "REAL NOT NULL DEFAULT 0"}
 
 
-async def _columns(sql: Sql, table: str) -> set[str]:
+async def _columns(sql: Any, table: str) -> set[str]:
+    """The columns of a SQLite table (`sql`: the connection or a transaction on it)."""
     return {str(row[1]) for row in await sql.fetchall(f"PRAGMA table_info({table})")}
 
 
@@ -136,7 +137,7 @@ async def _add_columns(sql: Sql) -> None:
             continue
         # another process migrating the same file waits, then finds it done
         async with sql.transaction() as tx:
-            have = {str(row[1]) for row in await tx.fetchall(f"PRAGMA table_info({table})")}
+            have = await _columns(tx, table)
             for column in (c for c in _SOURCE_COLUMNS if c not in have):
                 await tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
             filled = ", ".join(f"{column} = coalesce(json_extract(payload, '$.source.{column}'), '')"
