@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+NOISY_LOGGERS = ("httpx", "httpx2", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client",
+                 "psycopg")
+# At DEBUG these log request and event bodies, i.e. what users said: never below INFO.
+CHATTY_LOGGERS = ("discord", "slack_sdk", "slack_bolt", "openai")
+
+
 def setup_logging(settings: Settings, *, quiet_console: bool) -> None:
     """Log to stderr; in the terminal chat only errors go there (warnings would interrupt the conversation)
     and everything goes to DATA_DIR/memorybot.log."""
@@ -65,11 +71,9 @@ def setup_logging(settings: Settings, *, quiet_console: bool) -> None:
     logging.basicConfig(
         level=level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    for noisy in ("httpx", "httpx2", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client",
-                  "psycopg"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    # At DEBUG these log request and event bodies, i.e. what users said: never below INFO.
-    for chatty in ("discord", "slack_sdk", "slack_bolt", "openai"):
+    for chatty in CHATTY_LOGGERS:
         logging.getLogger(chatty).setLevel(max(level, logging.INFO))
 
 
