@@ -216,6 +216,7 @@ class PostgresSql(Sql):
         self._timeout = timeout
         self._locks: Any = None  # one connection holding this process's advisory locks
         self._locks_guard = asyncio.Lock()
+        self._giving_back: set[asyncio.Future[bool]] = set()  # unlocks of tries granted after their caller left
 
     @classmethod
     async def open(cls, url: str, schema: str, *, timeout: float = 15.0, max_size: int = 8) -> PostgresSql:
@@ -265,13 +266,37 @@ class PostgresSql(Sql):
         """Try the advisory lock without blocking the lock connection (other keys stay free), waiting longer
         between tries, up to LOCK_POLL_SECONDS[1]. The server drops the locks of a process that dies."""
         lock_id, wait = _lock_id(key), LOCK_POLL_SECONDS[0]
-        while not await self._on_lock_connection("SELECT pg_try_advisory_lock(%s)", lock_id):
+        while not await self._uncancelled("SELECT pg_try_advisory_lock(%s)", lock_id):
             await asyncio.sleep(wait)
             wait = min(wait * 2, LOCK_POLL_SECONDS[1])
         try:
             yield
         finally:
-            await self._on_lock_connection("SELECT pg_advisory_unlock(%s)", lock_id)
+            await self._uncancelled("SELECT pg_advisory_unlock(%s)", lock_id)
+
+    async def _uncancelled(self, query: str, lock_id: int) -> bool:
+        """A lock call that runs to its end even if the caller is cancelled meanwhile: a cancelled try could
+        otherwise leave the lock granted on the server, held by nobody, until the process ends. A try granted after
+        its caller was cancelled is given back."""
+        call = asyncio.ensure_future(self._on_lock_connection(query, lock_id))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(lambda done: self._after_cancel(done, lock_id, give_back="unlock" not in query))
+            raise
+
+    def _after_cancel(self, call: asyncio.Future[bool], lock_id: int, *, give_back: bool) -> None:
+        """A lock call whose caller was cancelled has ended: a lock it was granted is given back (its failure
+        is only logged: the caller is gone, and the server drops the lock with the connection anyway)."""
+        self._giving_back.discard(call)
+        if call.cancelled():
+            return
+        if (error := call.exception()) is not None:
+            _log.warning("an advisory lock call failed after its caller stopped: %s", type(error).__name__)
+        elif give_back and call.result():
+            unlock = asyncio.ensure_future(self._on_lock_connection("SELECT pg_advisory_unlock(%s)", lock_id))
+            self._giving_back.add(unlock)
+            unlock.add_done_callback(lambda done: self._after_cancel(done, lock_id, give_back=False))
 
     async def _on_lock_connection(self, query: str, lock_id: int) -> bool:
         """Run a lock call on the lock connection, connecting it first if it is not open (the first call, or

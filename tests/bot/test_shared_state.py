@@ -206,6 +206,32 @@ async def test_locks_work_again_after_the_server_dropped_the_lock_connection(pos
         await sql.close()
 
 
+async def test_a_lock_whose_taker_is_cancelled_is_never_left_held(postgres: PostgresServer):
+    """Cancelled at every moment of taking the lock (before the call, while the server answers, after): the lock
+    ends free, for this process and for another one."""
+    url = postgres.new_database()
+    sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+
+    async def hold() -> None:
+        async with sql.lock("user:dana"):
+            await asyncio.sleep(60)
+
+    try:
+        for step in range(250):  # 0 to 5 ms after the start: one of them lands while the server answers
+            task = asyncio.create_task(hold())
+            await asyncio.sleep(step * 0.00002)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with asyncio.timeout(10), other.lock("user:dana"):  # free for another process
+                pass
+        async with asyncio.timeout(10), sql.lock("user:dana"):  # and for this one
+            pass
+    finally:
+        await sql.close()
+        await other.close()
+
+
 async def test_a_bot_on_shared_state_stops_when_asked(make_settings, postgres: PostgresServer):
     """Stopped at once after starting: the worker's first claim may be waiting for a pooled connection, where
     psycopg's pool can swallow the cancellation; the worker stops all the same (120 s only guards a hang)."""
