@@ -66,6 +66,12 @@ class Sql:
         """`async with sql.lock(key):` holds a lock every process sharing this state respects."""
         raise NotImplementedError
 
+    def try_lock(self, key: str, *, shared: bool = False) -> Any:
+        """`async with sql.try_lock(key) as held:` holds the lock if no other process does (`held` says whether
+        it could), without waiting; `shared` ones may be held by several processes at once, but not beside an
+        exclusive one. For what one process must run alone for as long as it runs."""
+        raise NotImplementedError
+
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
         """Make `table`'s `SERIAL` id give its next rows numbers above `highest` (inside transaction `tx`)."""
         raise NotImplementedError
@@ -160,6 +166,10 @@ class SqliteSql(Sql):
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
         yield  # one process per DATA_DIR: the caller's in-process lock is all there is to hold
+
+    @asynccontextmanager
+    async def try_lock(self, key: str, *, shared: bool = False) -> AsyncIterator[bool]:
+        yield True  # one process per DATA_DIR (bot.app.lock_data_dir): no other process to hold it
 
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
         # AUTOINCREMENT counts in sqlite_sequence, which has no row for a table that never had one
@@ -274,29 +284,43 @@ class PostgresSql(Sql):
         finally:
             await self._uncancelled("SELECT pg_advisory_unlock(%s)", lock_id)
 
-    async def _uncancelled(self, query: str, lock_id: int) -> bool:
+    @asynccontextmanager
+    async def try_lock(self, key: str, *, shared: bool = False) -> AsyncIterator[bool]:
+        kind = "_shared" if shared else ""
+        lock_id = _lock_id(key)
+        held = await self._uncancelled(f"SELECT pg_try_advisory_lock{kind}(%s)", lock_id,
+                                       undo=f"SELECT pg_advisory_unlock{kind}(%s)")
+        try:
+            yield held
+        finally:
+            if held:
+                await self._uncancelled(f"SELECT pg_advisory_unlock{kind}(%s)", lock_id)
+
+    async def _uncancelled(self, query: str, lock_id: int, undo: str | None = None) -> bool:
         """A lock call that runs to its end even if the caller is cancelled meanwhile: a cancelled try could
         otherwise leave the lock granted on the server, held by nobody, until the process ends. A try granted after
-        its caller was cancelled is given back."""
+        its caller was cancelled is given back (`undo`, for the tries of other kinds than `lock`'s)."""
+        if undo is None and "unlock" not in query:
+            undo = "SELECT pg_advisory_unlock(%s)"
         call = asyncio.ensure_future(self._on_lock_connection(query, lock_id))
         try:
             return await asyncio.shield(call)
         except asyncio.CancelledError:
-            call.add_done_callback(lambda done: self._after_cancel(done, lock_id, give_back="unlock" not in query))
+            call.add_done_callback(lambda done: self._after_cancel(done, lock_id, undo))
             raise
 
-    def _after_cancel(self, call: asyncio.Future[bool], lock_id: int, *, give_back: bool) -> None:
-        """A lock call whose caller was cancelled has ended: a lock it was granted is given back (its failure
-        is only logged: the caller is gone, and the server drops the lock with the connection anyway)."""
+    def _after_cancel(self, call: asyncio.Future[bool], lock_id: int, undo: str | None) -> None:
+        """A lock call whose caller was cancelled has ended: a lock it was granted is given back (`undo`; its
+        failure is only logged: the caller is gone, and the server drops the lock with the connection anyway)."""
         self._giving_back.discard(call)
         if call.cancelled():
             return
         if (error := call.exception()) is not None:
             _log.warning("an advisory lock call failed after its caller stopped: %s", type(error).__name__)
-        elif give_back and call.result():
-            unlock = asyncio.ensure_future(self._on_lock_connection("SELECT pg_advisory_unlock(%s)", lock_id))
+        elif undo is not None and call.result():
+            unlock = asyncio.ensure_future(self._on_lock_connection(undo, lock_id))
             self._giving_back.add(unlock)
-            unlock.add_done_callback(lambda done: self._after_cancel(done, lock_id, give_back=False))
+            unlock.add_done_callback(lambda done: self._after_cancel(done, lock_id, None))
 
     async def _on_lock_connection(self, query: str, lock_id: int) -> bool:
         """Run a lock call on the lock connection, connecting it first if it is not open (the first call, or

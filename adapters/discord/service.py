@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from adapters.discord.settings import DiscordSettings
 from adapters.platform import FINISH_SECONDS
 from bot.app import MemoryBot
 from bot.settings import MemorySettings, SettingsError, load_group, load_settings
+from bot.sql import Sql
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +63,11 @@ class DiscordPlatform:
     async def serve(self, bot: MemoryBot, stop: asyncio.Event) -> None:
         check_shared_state(self.settings, bot.settings.memory)
         shards = {"shard_count": self.settings.shard_count or None, "shard_ids": self.settings.shards}
+        async with AsyncExitStack() as claims:
+            await claim_shards(claims, bot.db.sql, self.settings)
+            await self._serve(bot, stop, shards)
+
+    async def _serve(self, bot: MemoryBot, stop: asyncio.Event, shards: dict[str, Any]) -> None:
         async with DiscordClient(bot, respond_channels=self.settings.respond_channels,
                                  **shards, **self._client_options) as client:
             session = asyncio.create_task(_connect(client, self._token))
@@ -86,6 +93,19 @@ def check_shared_state(discord_settings: DiscordSettings, memory: MemorySettings
         raise SettingsError("DISCORD_SHARD_IDS leaves the other shards to other processes, which must share the "
                             "bot's state: set DATABASE_URL (and VECTOR_STORE=pgvector or QDRANT_URL), the same "
                             "for every shard's process")
+
+
+async def claim_shards(claims: AsyncExitStack, sql: Sql, settings: DiscordSettings) -> None:
+    """Refuse to run a shard another process sharing the state runs already: both would answer each of its
+    messages. Held in `claims` while serving; the database lets go of a process that dies. A process running every
+    shard holds them all alone; one running some holds each of its own, beside the others."""
+    some = not settings.runs_every_shard
+    wanted = [("discord shards", some, "every shard" if some else "shards of this bot")]  # (key, shared, held by it)
+    wanted += [(f"discord shard {n}", False, f"shard {n}") for n in settings.shards or ()]
+    for key, shared, held in wanted:
+        if not await claims.enter_async_context(sql.try_lock(key, shared=shared)):
+            raise SettingsError(f"another memorybot discord process on this DATABASE_URL already runs {held}: "
+                                "give each process its own DISCORD_SHARD_IDS (each shard runs in one process)")
 
 
 async def _end(client: DiscordClient, session: asyncio.Task[None]) -> None:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,12 @@ from aiohttp import web
 
 from adapters.discord import DiscordPlatform
 from adapters.discord.client import DiscordClient
+from adapters.discord.service import claim_shards
 from adapters.discord.settings import DiscordSettings
 from adapters.platform import serve
 from bot.database import BotDatabase
 from bot.settings import SettingsError, load_group
+from bot.sql import PostgresSql
 from tests.adapters.discord.conftest import TOKEN, discord_settings
 from tests.adapters.discord.fake_discord import FakeDiscord, FakeGuild, Recorded
 from tests.conftest import REPO, settings_for
@@ -83,6 +86,33 @@ async def test_serve_refuses_some_of_the_shards_on_state_of_its_own(fake: FakeDi
     with pytest.raises(SettingsError, match="DATABASE_URL"):
         await serve(platform, settings_for(tmp_path), backend=ScriptedBackend())
     assert fake.identifies == []
+
+
+async def test_a_shard_runs_in_one_process_only(postgres) -> None:
+    """Two processes on one DATABASE_URL never run the same shard: the second is refused before it connects."""
+    url = postgres.new_database()
+    one, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+
+    def shards(ids: str = "") -> DiscordSettings:
+        return discord_settings(shard_count=3, shard_ids=frozenset(ids.split(",")) if ids else frozenset())
+
+    try:
+        async with AsyncExitStack() as first:
+            await claim_shards(first, one, shards("0,1"))
+            async with AsyncExitStack() as second:
+                await claim_shards(second, other, shards("2"))  # the other shard: fine beside it
+            for taken, held in (("1", "shard 1"), ("1,2", "shard 1"), ("", "shards of this bot")):
+                with pytest.raises(SettingsError, match=held):
+                    async with AsyncExitStack() as second:
+                        await claim_shards(second, other, shards(taken))
+        async with AsyncExitStack() as first:  # the first process stopped: its shards are free
+            await claim_shards(first, other, shards())  # every shard
+            with pytest.raises(SettingsError, match="every shard"):
+                async with AsyncExitStack() as second:
+                    await claim_shards(second, one, shards("2"))
+    finally:
+        await one.close()
+        await other.close()
 
 
 # ----- one process, every shard
