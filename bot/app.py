@@ -220,21 +220,31 @@ class MemoryBot:
     async def _apply_retention(self) -> None:
         """At start and then every few minutes: finish deleting what deleted or edited messages taught where a
         store failure interrupted it. At start and then daily: purge expired memories and old set-aside
-        exchanges (expired memories are never recalled meanwhile)."""
+        exchanges (expired memories are never recalled meanwhile). Of the processes sharing the state, one at a
+        time does it (the others find it done)."""
         last_purge = float("-inf")
         while True:
             try:
-                if forgotten := await self.memories.forgetting.finish_forgetting():
-                    _log.info("forgot %d memories of deleted or edited messages after a store failure", forgotten)
-                if time.monotonic() - last_purge >= RETENTION_INTERVAL_SECONDS:
+                due = time.monotonic() - last_purge >= RETENTION_INTERVAL_SECONDS
+                if await self.maintain(purge=due) and due:
                     last_purge = time.monotonic()
-                    if purged := await self.memories.forgetting.purge_expired():
-                        _log.info("retention: purged %d expired memories", purged)
             except StoreError as exc:
                 _log.warning("memory maintenance failed, will try again: %s", exc)
             except Exception:  # whatever it was, maintenance must run again
                 _log.exception("memory maintenance failed unexpectedly, will try again")
             await asyncio.sleep(MAINTENANCE_INTERVAL_SECONDS)
+
+    async def maintain(self, *, purge: bool) -> bool:
+        """One round of `_apply_retention` (with the retention purge if `purge`); False if another process sharing
+        the state was doing it."""
+        async with self.db.sql.try_lock("memorybot maintenance") as ours:
+            if not ours:
+                return False
+            if forgotten := await self.memories.forgetting.finish_forgetting():
+                _log.info("forgot %d memories of deleted or edited messages after a store failure", forgotten)
+            if purge and (purged := await self.memories.forgetting.purge_expired()):
+                _log.info("retention: purged %d expired memories", purged)
+        return True
 
 
 @asynccontextmanager

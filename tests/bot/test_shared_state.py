@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from bot.message import MessageRef
 from bot.settings import SettingsError
 from bot.sql import PostgresSql
 from memory.records import MESSAGE, Source
+from tests.bot.helpers import message
 from tests.fakes.model import ScriptedBackend
 from tests.servers.postgres import PostgresServer
 
@@ -241,6 +244,32 @@ async def test_a_bot_on_shared_state_stops_when_asked(make_settings, postgres: P
         for _ in range(3):
             async with MemoryBot(settings, backend=ScriptedBackend()):
                 pass
+
+
+async def test_one_process_at_a_time_purges_what_expired(make_settings, postgres: PostgresServer):
+    """A round of maintenance (the retention purge) is left to another process sharing the state that is doing it."""
+    from datetime import UTC, datetime
+
+    url = postgres.new_database()
+    settings = make_settings(database_url=url, vector_store="pgvector", pgvector_url=url, memory_ttl_days=30)
+    async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+        old = replace(message("x", message_id="old"), sent_at=datetime(2020, 1, 1, tzinfo=UTC))
+        await bot.memories.controls.remember(old, "I live in Lisbon")
+    user_key = message("x").user.key
+
+    other = await PostgresSql.open(url, "")
+    try:
+        async with AsyncExitStack() as stack:
+            assert await stack.enter_async_context(other.try_lock("memorybot maintenance"))
+            bot = await stack.enter_async_context(MemoryBot(settings, backend=ScriptedBackend()))
+            assert not await bot.maintain(purge=True)  # another process is maintaining: left to it
+            assert len(await bot.store.list(user_key, include_expired=True)) == 1
+            await stack.aclose()  # the other process is done
+        async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+            await bot.maintain(purge=True)  # (or its own first round did it)
+            assert await bot.store.list(user_key, include_expired=True) == []
+    finally:
+        await other.close()
 
 
 async def test_a_bot_moved_to_shared_state_refuses_to_leave_its_sqlite_state_behind(make_settings, postgres):
