@@ -28,7 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.platform import FINISH_SECONDS
 from adapters.slack.commands import MemoryCommands
-from adapters.slack.identity import PLATFORM, workspace_of
+from adapters.slack.identity import PLATFORM, is_id, workspace_of
 from adapters.slack.reply import CALL_FAILED, SlackReply, api_error
 from bot.app import MemoryBot
 from bot.errors import REPLY_FAILED
@@ -40,6 +40,8 @@ _log = logging.getLogger(__name__)
 SEEN_EVENTS_DAYS = 2  # Slack retries within minutes; keep ids a while longer
 # Subtypes that are still a person writing to the bot; every other subtype (edits, joins, ...) is ignored.
 USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
+# a message's ts, "1710000000.000100": seconds since 1970 (at most 10 digits, so a datetime holds it), a sequence
+SLACK_TS = re.compile(r"\d{1,10}(\.\d{1,9})?")
 
 Payload = dict[str, Any]  # a Slack JSON object (request body, event)
 
@@ -105,23 +107,38 @@ class SlackStore:
         ) is not None
 
 
+def is_ts(value: object) -> bool:
+    """A Slack message timestamp ("1710000000.000100"), which is also its id."""
+    return isinstance(value, str) and SLACK_TS.fullmatch(value) is not None
+
+
+def an_object(value: object) -> Payload:
+    """`value` if it is a JSON object, else an empty one (a field Slack always sends as an object, sent otherwise)."""
+    return value if isinstance(value, dict) else {}
+
+
 def is_person_message(event: Payload) -> bool:
-    """A message a person wrote (not a bot, not an edit, join, deletion, ...)."""
+    """A message a person wrote (not a bot, not an edit, join, deletion, ...), with the fields Slack gives one and
+    of their types: anything else is not Slack's and is ignored."""
     if event.get("bot_id") or event.get("bot_profile"):
         return False
     subtype = event.get("subtype")
-    return (subtype is None or subtype in USER_SUBTYPES) and bool(event.get("user"))
+    thread_ts = event.get("thread_ts")
+    return ((subtype is None or (isinstance(subtype, str) and subtype in USER_SUBTYPES))
+            and is_id(event.get("user")) and is_id(event.get("channel")) and is_ts(event.get("ts"))
+            and isinstance(event.get("text", ""), str) and (thread_ts is None or is_ts(thread_ts)))
 
 
 def deleted_ts(event: Payload) -> str | None:
     """The ts of the message a `message` event says was deleted, else None. A thread's first message, once
     deleted, stays as a tombstone: Slack reports that as a change, not a deletion."""
+    ts = None
     if event.get("subtype") == "message_deleted":
-        return event.get("deleted_ts")
-    changed = event.get("message") or {}
+        ts = event.get("deleted_ts")
+    changed = an_object(event.get("message"))
     if event.get("subtype") == "message_changed" and changed.get("subtype") == "tombstone":
-        return changed.get("ts")
-    return None
+        ts = changed.get("ts")
+    return ts if is_ts(ts) and is_id(event.get("channel")) else None
 
 
 def strip_mention(text: str, bot_user_id: str | None) -> str:
@@ -129,6 +146,22 @@ def strip_mention(text: str, bot_user_id: str | None) -> str:
     if bot_user_id:
         text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", "", text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+class WithoutRejectedBody(logging.Filter):
+    """Bolt logs the whole body of a request it rejects (at INFO): what a user said, when Slack's request came
+    late or the signing secret is wrong. The record stays, without the body."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Invalid request signature detected"):
+            record.msg, record.args = "Invalid request signature or timestamp (the body is not logged)", None
+        return True
+
+
+def keep_rejected_bodies_out_of_the_log() -> None:
+    logger = logging.getLogger("slack_bolt.RequestVerification")  # where bolt reports rejected requests
+    if not any(isinstance(f, WithoutRejectedBody) for f in logger.filters):
+        logger.addFilter(WithoutRejectedBody())
 
 
 class SlackAdapter:
@@ -143,6 +176,7 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._names: dict[tuple[str, str], str] = {}
         self._team_url: str | None = None
+        keep_rejected_bodies_out_of_the_log()
         self.app = AsyncApp(
             client=client,
             signing_secret=signing_secret or "",
@@ -192,9 +226,9 @@ class SlackAdapter:
             self.spawn(self.bot.forget_message(ref), f"forgetting deleted message {ts} in {event['channel']}")
             return
         if event.get("subtype") == "message_changed":
-            edited = {**(event.get("message") or {}), "channel": event["channel"],
+            edited = {**an_object(event.get("message")), "channel": event.get("channel"),
                       "channel_type": event.get("channel_type")}
-            before = event.get("previous_message") or {}
+            before = an_object(event.get("previous_message"))
             if is_person_message(edited) and edited.get("text") != before.get("text"):  # not an unfurl
                 self.spawn(self._relearn(edited, context), f"relearning edited message {edited.get('ts')}")
             return
@@ -233,7 +267,12 @@ class SlackAdapter:
 
     async def _answer(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
         event_id = body.get("event_id")
-        if event_id and not await self.store.first_delivery(event_id):
+        try:
+            first = not is_id(event_id) or await self.store.first_delivery(event_id)
+        except Exception:  # the state database is down: answering, or apologizing, beats silence
+            _log.exception("slack: could not check whether event %s is a retry; answering it", event_id)
+            first = True
+        if not first:
             _log.info("slack: ignoring retry of event %s", event_id)
             return
         msg = await self.to_message(event, workspace_of(context), context.bot_user_id)
@@ -254,6 +293,7 @@ class SlackAdapter:
         direct = event.get("channel_type") == "im"
         # In channels the bot always answers in a thread; in a DM only when the user wrote in one.
         thread_ts = event.get("thread_ts") or (None if direct else ts)
+        edited = an_object(event.get("edited")).get("ts")
         return IncomingMessage(
             platform=PLATFORM,
             workspace=workspace,
@@ -266,7 +306,7 @@ class SlackAdapter:
             link=await self._permalink(channel, ts, event.get("thread_ts")),
             sent_at=datetime.fromtimestamp(float(ts), tz=UTC),
             is_direct=direct,
-            edited_at=datetime.fromtimestamp(float(event["edited"]["ts"]), tz=UTC) if event.get("edited") else None,
+            edited_at=datetime.fromtimestamp(float(edited), tz=UTC) if is_ts(edited) else None,
         )
 
     async def _user_name(self, workspace: str, user: str) -> str:

@@ -19,7 +19,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.identity import command_message, user_ref
+from adapters.slack.identity import command_message, is_id, user_ref
 from adapters.slack.reply import CALL_FAILED, LIMIT, api_error, escape
 from adapters.streaming import split_message
 from bot.app import MemoryBot
@@ -73,6 +73,9 @@ class MemoryCommands:
     async def _on_command(self, ack: Any, command: Payload, respond: AsyncRespond, context: AsyncBoltContext,
                           client: AsyncWebClient) -> None:
         await ack()
+        if not is_id(command.get("user_id")) or not command.get("response_url"):  # Slack always sends both
+            _log.info("slack: ignoring a /memory command without a user or a response_url")
+            return
         found, arg = parse_words(command.get("text") or "")
         name = found.name if found else (arg.split(" ", 1)[0] or "help")
         msg = command_message(context, command["user_id"], str(command.get("user_name", command["user_id"])),
@@ -116,12 +119,13 @@ class MemoryCommands:
 
     async def _on_cancel(self, ack: Any, action: Payload, respond: AsyncRespond) -> None:
         await ack()
-        self._spawn(respond(text=action["value"], replace_original=True), "cancelled a confirmation")
+        # the value is the text our question gave the button; escaped all the same, as everything sent is
+        self._spawn(respond(text=escape(action["value"]), replace_original=True), "cancelled a confirmation")
 
     # --- App Home
 
     async def _on_home_opened(self, event: Payload, context: AsyncBoltContext, client: AsyncWebClient) -> None:
-        if event.get("tab", "home") == "home":
+        if event.get("tab", "home") == "home" and is_id(event.get("user")):
             user = user_ref(context, event["user"])
             self._spawn(self.publish_home(user, client), f"home for {user.key}")
 

@@ -11,6 +11,11 @@ from bot.message import IncomingMessage, UserRef
 PLATFORM = "slack"
 
 
+def is_id(value: object) -> bool:
+    """A Slack id as events carry them (a user, a channel, an event): a string, not empty."""
+    return isinstance(value, str) and bool(value)
+
+
 def workspace_of(context: AsyncBoltContext) -> str:
     """The team (or, for an org-wide app, the enterprise) the event came from."""
     return context.team_id or context.enterprise_id or "unknown"

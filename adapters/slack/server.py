@@ -20,7 +20,10 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import SlackAdapter, SlackStore
@@ -33,13 +36,16 @@ _log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 STORE_FILE = "slack.sqlite3"
+API_RETRIES = 4  # tries after the first of a Web API call Slack answered 429, 500 or 503
 
 
 def make_client(settings: SlackSettings, base_url: str | None = None) -> AsyncWebClient:
-    """The Web API client; `ratelimited` answers are retried after Slack's Retry-After."""
+    """The Web API client; `ratelimited` answers are retried after Slack's Retry-After, and 500 and 503 answers
+    after 0.5, 1, 2 and 4 s (together at most API_RETRIES times a call): a reply is not lost to a short outage."""
     extra = {"base_url": base_url} if base_url else {}
     client = AsyncWebClient(token=settings.bot_token.reveal(), **extra)
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=API_RETRIES))
+    client.retry_handlers.append(AsyncServerErrorRetryHandler(max_retry_count=API_RETRIES))
     return client
 
 
@@ -82,7 +88,20 @@ class HttpServer:
         return f"http://{self._host}:{self._port}{self._path}"
 
     async def _dispatch(self, request: web.Request) -> web.Response:
-        bolt_response = await self._app.async_dispatch(await to_bolt_request(request))
+        # Bolt parses a body before it checks the signature, and its check reads the timestamp with int(): a
+        # request that is not Slack's (anyone may send one) would be answered 500 with a traceback in the log.
+        try:
+            int(request.headers.get("X-Slack-Request-Timestamp", "0"))
+        except ValueError:
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_request = await to_bolt_request(request)
+            if not isinstance(bolt_request.body.get("event", {}), dict):  # bolt's middleware reads it as one
+                raise TypeError("the event is not an object")
+        except (ValueError, TypeError, AttributeError, LookupError, RecursionError) as e:  # bolt's parsing failing
+            _log.info("slack: refused a request that is not one Slack sends (%s)", type(e).__name__)
+            return web.json_response({"error": "invalid request"}, status=400)
+        bolt_response = await self._app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
 
