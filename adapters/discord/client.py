@@ -3,7 +3,8 @@
 `on_message` decides whether a message is meant for the bot, normalizes it and runs the core inside
 the one error boundary of the event. A deleted message (by its author or a moderator, one or in bulk) is
 forgotten: whatever the bot learned from it goes. An edited one is forgotten, then its new text is learned
-(no new reply) if it is still for the bot. Discord rate limits are left to discord.py.
+(no new reply) if it is still for the bot. Discord rate limits are left to discord.py. An event that discord.py
+cannot read (malformed) is dropped with a warning rather than ending the session.
 
 The client is always discord.py's `AutoShardedClient`, so there is one code path: unsharded, it runs the
 shards Discord recommends (one for a small bot) in this process; sharded, those of `shard_ids` out of
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -27,7 +30,7 @@ from adapters.discord.messages import is_addressed, message_ref, to_incoming
 from adapters.discord.reply import DiscordReply, safe_mentions
 from bot.app import MemoryBot
 from bot.errors import REPLY_FAILED
-from bot.message import MessageRef
+from bot.message import IncomingMessage, MessageRef
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +43,31 @@ def gateway_intents() -> discord.Intents:
     intents.dm_messages = True
     intents.message_content = True
     return intents
+
+
+# Without these the session cannot go on: failing to read them must end it, as discord.py does.
+SESSION_EVENTS = frozenset({"READY", "RESUMED"})
+
+
+def drop_unreadable_events(parsers: dict[str, Callable[[Any], None]]) -> None:
+    """Make discord.py drop an event it cannot read (a field missing or of another type) instead of ending the
+    session: its gateway loop lets a payload parser's exception end the connection, and the client with it, so one
+    malformed event would stop the bot for every server. Only the exception's type and place are logged: its
+    message may quote the payload, which is what users said."""
+    for event, parse in parsers.items():
+        if event not in SESSION_EVENTS:
+            parsers[event] = _dropping(event, parse)
+
+
+def _dropping(event: str, parse: Callable[[Any], None]) -> Callable[[Any], None]:
+    def read(data: Any) -> None:
+        try:
+            parse(data)
+        except Exception as exc:  # noqa: BLE001 - any payload discord.py cannot read is dropped, the session goes on
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            _log.warning("dropped a %s event discord.py could not read (%s at %s:%s)", event,
+                         type(exc).__name__, Path(where.filename).name, where.lineno)
+    return read
 
 
 class DiscordClient(discord.AutoShardedClient):
@@ -56,6 +84,7 @@ class DiscordClient(discord.AutoShardedClient):
         self.tree = app_commands.CommandTree(self)
         self._working: set[asyncio.Task[Any]] = set()  # event handlers running, for `finish_work`
         commands.install(self.tree, bot)
+        drop_unreadable_events(self._connection.parsers)
 
     @contextmanager
     def _at_work(self) -> Iterator[None]:
@@ -97,13 +126,19 @@ class DiscordClient(discord.AutoShardedClient):
         _log.info("shard %d of %s connected", shard_id, self.shard_count)
 
     async def on_message(self, message: discord.Message) -> None:
-        if self.user is None or not is_addressed(message, self.user, self.respond_channels):
+        if self.user is None:
+            return
+        try:
+            if not is_addressed(message, self.user, self.respond_channels):
+                return
+            incoming = to_incoming(message, self.user)
+        except (AttributeError, TypeError, ValueError) as exc:  # discord.py does not check a payload's types
+            _log.warning("ignored message %s: a field of it is malformed (%s)", message.id, type(exc).__name__)
             return
         with self._at_work():
-            await self._answer(message, self.user)
+            await self._answer(message, incoming)
 
-    async def _answer(self, message: discord.Message, me: discord.ClientUser) -> None:
-        incoming = to_incoming(message, me)
+    async def _answer(self, message: discord.Message, incoming: IncomingMessage) -> None:
         reply = DiscordReply(message)
         try:
             await self.bot.handle(incoming, reply)
@@ -117,8 +152,9 @@ class DiscordClient(discord.AutoShardedClient):
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message, before = payload.message, payload.cached_message
-        if message.author.bot or message.edited_at is None or (before is not None and before.content ==
-                                                                 message.content):
+        author = getattr(message, "author", None)  # absent from a malformed payload: then only forgetting follows
+        if (author is not None and author.bot) or message.edited_at is None or (
+                before is not None and before.content == message.content):
             return  # a bot's edit (the bot's own streaming), or an embed or a pin added: not new text
         with self._at_work():
             await self._relearn(message, message_ref(payload.guild_id, payload.message_id))

@@ -64,7 +64,8 @@ def _callback(bot: MemoryBot, command: Command) -> Callback:
         await run(bot, command, interaction, "")
 
     async def text(interaction: discord.Interaction, value: str) -> None:
-        await run(bot, command, interaction, value)
+        # a malformed interaction may carry a null (or non-string) value; the command table reads text
+        await run(bot, command, interaction, "" if value is None else str(value))
 
     async def number(interaction: discord.Interaction, value: int | None = None) -> None:
         await run(bot, command, interaction, "" if value is None else str(value))
@@ -97,7 +98,7 @@ async def render(bot: MemoryBot, interaction: discord.Interaction, result: Resul
 async def on_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
     """Errors the command table never sees (Discord could not deliver an option, ...): logged, apologized for."""
     command = interaction.command.name if interaction.command else "?"
-    _log.error("/%s failed for user %s", command, interaction.user.id, exc_info=getattr(error, "original", error))
+    _log.error("/%s failed for user %s", command, _user_id(interaction), exc_info=getattr(error, "original", error))
     await _tell(interaction, COMMAND_FAILED)
 
 
@@ -108,7 +109,12 @@ async def _tell(interaction: discord.Interaction, text: str) -> None:
         else:
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException as exc:
-        _log.warning("could not tell user %s about the failed command: %s", interaction.user.id, exc)
+        _log.warning("could not tell user %s about the failed command: %s", _user_id(interaction), exc)
+
+
+def _user_id(interaction: discord.Interaction) -> int | str:
+    """Who ran it, for the log; "?" for an interaction whose payload named no user (malformed)."""
+    return getattr(interaction.user, "id", "?")
 
 
 class ConfirmView(discord.ui.View):
@@ -146,5 +152,5 @@ class ConfirmView(discord.ui.View):
             _log.info("could not close a confirmation: %s", exc)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        _log.error("a confirmation failed for user %s", interaction.user.id, exc_info=error)
+        _log.error("a confirmation failed for user %s", _user_id(interaction), exc_info=error)
         await _tell(interaction, COMMAND_FAILED)

@@ -26,8 +26,10 @@ def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
 
 def is_ignored(message: discord.Message, me: discord.abc.User) -> bool:
     """Other bots, webhooks and the bot itself never get an answer (no bot-to-bot loops); neither do
-    system messages."""
-    author = message.author
+    system messages, nor a message without an author (discord.py leaves it out when the payload has none)."""
+    author = getattr(message, "author", None)
+    if author is None:
+        return True
     from_a_bot = author.id == me.id or author.bot or message.webhook_id is not None
     return from_a_bot or message.type not in CHAT_TYPES
 

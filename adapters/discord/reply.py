@@ -2,14 +2,18 @@
 
 The first message of each answer replies to (references) the user's message; overflow parts follow as
 plain channel messages. Streams are edited at most once a second and split at Discord's 2,000 characters.
-Nothing the bot sends can ping @everyone, @here or a role; only the author may be mentioned.
+Nothing the bot sends can ping @everyone, @here or a role; only the author may be mentioned. A call Discord answers
+503 is tried again a few times (discord.py retries 429 and the other 5xx itself), and a typing indicator Discord
+refuses does not cost the reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import discord
 
@@ -21,6 +25,9 @@ MESSAGE_LIMIT = 2000
 
 UNKNOWN_MESSAGE = 10008  # the referenced message does not exist (any more)
 INVALID_FORM_BODY = 50035  # what Discord answers for a reply to a deleted message
+UNAVAILABLE_WAITS = (1.0, 2.0, 4.0)  # seconds before each new try of a call Discord answered 503
+
+T = TypeVar("T")
 
 
 def safe_mentions(author: discord.abc.Snowflake | None = None) -> discord.AllowedMentions:
@@ -59,18 +66,44 @@ class DiscordReply:
 
         return await render_stream(deltas, post, self._edit, limit=self._limit, interval=self._interval)
 
-    def typing(self) -> AbstractAsyncContextManager[None]:
-        return self._source.channel.typing()
+    @asynccontextmanager
+    async def typing(self) -> AsyncIterator[None]:
+        """Discord's typing indicator while the reply is written, if Discord takes it (it is only a courtesy)."""
+        indicator = self._source.channel.typing()
+        try:
+            await indicator.__aenter__()
+        except discord.HTTPException as exc:
+            _log.info("typing indicator refused for message %s (%s); answering without it", self._source.id,
+                      exc.status)
+            yield
+            return
+        try:
+            yield
+        finally:
+            await indicator.__aexit__(None, None, None)
 
     async def _post(self, text: str, *, first: bool) -> discord.Message:
         if first:
             try:
-                return await self._source.reply(text, allowed_mentions=self._mentions)
+                return await _retry_unavailable(lambda: self._source.reply(text, allowed_mentions=self._mentions))
             except discord.HTTPException as exc:
                 if not is_missing_reference(exc):
                     raise
                 _log.info("message %s is gone (%s); answering without a reference", self._source.id, exc.code)
-        return await self._source.channel.send(text, allowed_mentions=self._mentions)
+        return await _retry_unavailable(lambda: self._source.channel.send(text, allowed_mentions=self._mentions))
 
     async def _edit(self, sent: discord.Message, text: str) -> None:
-        await sent.edit(content=text, allowed_mentions=self._mentions)
+        await _retry_unavailable(lambda: sent.edit(content=text, allowed_mentions=self._mentions))
+
+
+async def _retry_unavailable(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again after each of UNAVAILABLE_WAITS while Discord answers 503 Service Unavailable."""
+    for wait in UNAVAILABLE_WAITS:
+        try:
+            return await call()
+        except discord.DiscordServerError as exc:
+            if exc.status != 503:
+                raise
+            _log.warning("Discord answered 503 Service Unavailable; trying again in %.0f s", wait)
+            await asyncio.sleep(wait)
+    return await call()
