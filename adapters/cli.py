@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
 NOISY_LOGGERS = ("httpx", "httpx2", "urllib3", "sentence_transformers", "transformers", "mem0", "qdrant_client",
                  "psycopg")
-# At DEBUG these log request and event bodies, i.e. what users said: never below INFO.
-CHATTY_LOGGERS = ("discord", "slack_sdk", "slack_bolt", "openai")
+# At DEBUG these log request and event bodies, or SQL statements with their values (aiosqlite: queued exchanges,
+# conversation turns), i.e. what users said: never below INFO.
+CHATTY_LOGGERS = ("discord", "slack_sdk", "slack_bolt", "openai", "aiosqlite")
 
 
 def setup_logging(settings: Settings, *, quiet_console: bool) -> None:

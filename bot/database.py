@@ -308,13 +308,13 @@ class BotDatabase:
         return int(row[0]) if row else 0
 
     async def holds(self, exchange: PendingExchange, lease_seconds: float) -> bool:
-        """Whether the exchange is still queued and claimed by this worker with its lease still running, which
-        this extends by `lease_seconds` in the same step (forget-all removes a user's rows while they are worked
-        on; another worker may take a claim whose lease ran out)."""
-        now = time.time()
+        """Whether the exchange is still queued and claimed by this worker, whose lease this extends by
+        `lease_seconds` in the same step (forget-all removes a user's rows while they are worked on; another worker
+        may take a claim whose lease ran out). A lease that ran out while nobody took the row over (the database
+        was away longer than the lease) is still this worker's: the claim would have changed `claimed_by`."""
         return await self.sql.execute(
-            "UPDATE pending_exchanges SET lease_until = ? WHERE id = ? AND claimed_by = ? AND lease_until > ?",
-            (now + lease_seconds, exchange.id, exchange.worker, now)) > 0
+            "UPDATE pending_exchanges SET lease_until = ? WHERE id = ? AND claimed_by = ?",
+            (time.time() + lease_seconds, exchange.id, exchange.worker)) > 0
 
     async def save_progress(self, exchange: PendingExchange, record: QueuedExchange) -> None:
         """Keep what the worker has done so far (extracted facts, how many are stored) for a retry."""

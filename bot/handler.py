@@ -21,6 +21,7 @@ from bot.prompt import build_prompt, bullet, fit_memories, in_prompt_order, show
 from bot.settings import Settings
 from bot.text import clean_input, strip_reasoning, truncate, without_reasoning
 from bot.writeback import WritebackWorker
+from memory.faults import crash_point
 from memory.records import MemoryRecord
 from memory.store import StoreError
 
@@ -87,6 +88,7 @@ class MessageHandler:
     async def learn_edit(self, msg: IncomingMessage) -> None:
         """Queue an edited message's new text for learning, without a new reply. Nothing is learned where the
         bot would not answer the message or the user paused learning; refusals are logged, not said."""
+        crash_point("edit.forgotten")  # its old text is forgotten (`Forgetting.editing`), the new one not queued
         decision = await self._access.check(msg, rate_limited=False)  # fixing a typo is not another message
         if not decision.allowed:
             _log.info("not learning the edit of %s message %s: %s", msg.platform, msg.message_id, decision.reason)

@@ -31,6 +31,7 @@ from bot.llm.base import ModelError
 from bot.llm.runner import LocalModel, Preempted
 from bot.memories import Memories
 from bot.message import IncomingMessage
+from memory.faults import crash_point
 from memory.records import Source
 from memory.store import StoreError
 
@@ -98,6 +99,7 @@ class WritebackWorker:
         """Queue an exchange for write-back (a fast, durable insert). `context` is the bot's message the user
         answered, if any: it helps the extractor read "it" and "that", and is never a source of facts."""
         await self._db.enqueue(msg.user.key, queued_exchange(msg, text, reply_text, context))
+        crash_point("writeback.queued")
         self._wake.set()
 
     def start(self) -> None:
@@ -160,6 +162,7 @@ class WritebackWorker:
             except TimeoutError:
                 pass
             return
+        crash_point("writeback.claimed")
         if exchange.attempts >= MAX_ATTEMPTS:  # its workers died with it (see `BotDatabase.claim`)
             _log.warning("exchange %s set aside: taken over from %d workers that stopped with it", exchange.id,
                          exchange.attempts)
@@ -228,13 +231,16 @@ class WritebackWorker:
                 await self._extraction_failed(exchange, exc)
                 return
             self._gave_way = 0
+            crash_point("writeback.extracted")
             record = replace(record, facts=facts, stored=0)
             await self._db.save_progress(exchange, record)
+            crash_point("writeback.facts_saved")
 
         facts = record.facts or []
 
         async def learn(index: int) -> None:
             await self._memories.learning.learn(user_key, facts[index], source, context=record.text)
+            crash_point("writeback.fact_stored")
 
         if await self._store_all(exchange, record, facts, record.stored, lambda r, n: replace(r, stored=n),
                                  learn) is None:
@@ -242,6 +248,7 @@ class WritebackWorker:
         _log.info("exchange %s: stored %d passage(s) and %d fact(s)", exchange.id,
                   len(record.passages or ()), len(facts))
         await self._db.done(exchange)
+        crash_point("writeback.done")
 
     async def _keep_passages(self, exchange: PendingExchange, record: QueuedExchange) -> QueuedExchange | None:
         """Store the passages of the user's message (episodic memory); the record with them counted, or None
@@ -252,11 +259,13 @@ class WritebackWorker:
         if not resumed:
             record = replace(record, passages=await self._memories.learning.passages(record.text), passages_stored=0)
             await self._db.save_progress(exchange, record)
+            crash_point("writeback.passages_split")
         passages, first = record.passages or [], record.passages_stored
 
         async def keep(index: int) -> None:
             await self._memories.learning.keep_passage(exchange.user_key, passages[index], index, source,
                                               resumed=resumed and index == first)
+            crash_point("writeback.passage_stored")
 
         return await self._store_all(exchange, record, passages, first,
                                      lambda r, n: replace(r, passages_stored=n), keep)
@@ -284,6 +293,7 @@ class WritebackWorker:
                     return None
                 record = counted(record, index + 1)
                 await self._db.save_progress(exchange, record)
+                crash_point("writeback.counted")
         return record
 
     def _backoff(self, attempts: int) -> float:

@@ -25,6 +25,7 @@ import numpy as np
 
 from memory import points
 from memory.config import EMBEDDING_DIMS, StoreConfig
+from memory.faults import after, crash_point
 from memory.passages import split_passages
 from memory.recall import DENSE, Hit, RecallQuery, UserChannels, run_channels
 from memory.records import (
@@ -85,8 +86,13 @@ class MemoryStore:
                 raise StoreError(f"{self._config.directory} is in use by another memorybot process: embedded "
                                  "Qdrant allows one at a time (stop the bot first, or use a Qdrant server)") from exc
             raise
+        # the crash tests' steps inside mem0 (memory/faults.py; nothing changes when they are off)
+        after(self._mem0.vector_store, "insert", "store.vector_written")
+        after(self._mem0.vector_store, "delete", "store.memory_deleted")
+        after(self._mem0.db, "add_history", "store.history_written")
         # mem0's history keeps every version's text; a forgotten one is overwritten, not left in free pages
         await self._call(self._mem0.db.connection.execute, "PRAGMA secure_delete=ON")
+        await self._call(self._erase_deleted_history)
         vector_store = self._mem0.vector_store
         pool = getattr(vector_store, "connection_pool", None)
         if pool is not None and hasattr(pool, "wait"):  # pgvector connects in the background: fail now, not later
@@ -159,6 +165,7 @@ class MemoryStore:
                 self._anchor(memory_id, text, context)
             if self._cache:
                 self._cache.refresh(user_key, memory_id)
+        crash_point("store.added")
         return memory_id
 
     @contextmanager
@@ -189,6 +196,7 @@ class MemoryStore:
                 self._anchor(memory_id, text, context)
             if self._cache:
                 self._cache.refresh(user_key, memory_id)
+        crash_point("store.updated")
 
     def _anchor(self, memory_id: str, text: str, context: str) -> None:
         """Store the fact's vector halfway between the fact and the message it was learned from.
@@ -214,6 +222,7 @@ class MemoryStore:
 
     def _delete(self, user_key: str, memory_id: str) -> None:
         with self._dropping_cache_on_failure(user_key):
+            self._erase_history([memory_id])  # before too: see `_erase_history`
             self._mem0.delete(memory_id)
             self._erase_history([memory_id])
             if self._cache:
@@ -222,8 +231,11 @@ class MemoryStore:
     def _erase_history(self, memory_ids: list[str]) -> None:
         """Delete mem0's history of these memories: it keeps every version's text (and the deleted text
         itself), and a forgotten memory must leave nothing behind. mem0 2.2.1 has no call for it; its history
-        is always this SQLite table, whatever the vector store. The memories themselves are gone already, so
-        a failure here is logged (ids only), not raised."""
+        is always this SQLite table, whatever the vector store. Called before a deletion and after it: a
+        process killed once mem0 deleted the vector (it writes the deletion's history row, the text again,
+        after) would leave the older rows where no later deletion finds them; the deletion's own row is
+        erased when the store is next opened (`_erase_deleted_history`). A failure is logged (ids only), not
+        raised: the memories go whatever their history does."""
         history = self._mem0.db
         with history._lock:
             try:
@@ -233,10 +245,20 @@ class MemoryStore:
                         f"DELETE FROM history WHERE memory_id IN ({','.join('?' * len(chunk))})", chunk
                     )
                 history.connection.commit()
+                crash_point("store.history_erased")
             except sqlite3.Error:
                 history.connection.rollback()
                 _log.exception("could not erase the history of %d forgotten memories: %s", len(memory_ids),
                                memory_ids[:20])
+
+    def _erase_deleted_history(self) -> None:
+        """Erase what mem0's history keeps of memories it deleted (a process killed between mem0's deletion and
+        `_erase_history` after it)."""
+        history = self._mem0.db
+        with history._lock:
+            history.connection.execute("DELETE FROM history WHERE memory_id IN "
+                                       "(SELECT memory_id FROM history WHERE event = 'DELETE')")
+            history.connection.commit()
 
     async def delete_from_source(
         self, platform: str, workspace: str, channel: str | None, message_id: str
@@ -250,8 +272,10 @@ class MemoryStore:
 
     def _delete_from_source(self, filters: dict[str, str]) -> dict[str, list[str]]:
         deleted: dict[str, list[str]] = {}
+        rows = self._rows(filters)
+        self._erase_history([str(row.id) for row in rows])
         try:
-            for row in self._rows(filters):
+            for row in rows:
                 user_key = str((row.payload or {}).get("user_id", ""))
                 with self._dropping_cache_on_failure(user_key):
                     self._mem0.delete(str(row.id))
@@ -309,6 +333,7 @@ class MemoryStore:
 
     def _purge_expired(self) -> int:
         stale = [str(row.id) for row in self._rows() if expired(row.payload or {})]
+        self._erase_history(stale)
         deleted: list[str] = []
         try:
             for memory_id in stale:
@@ -327,6 +352,7 @@ class MemoryStore:
         return len(ids)
 
     def _delete_all(self, user_key: str, ids: list[str]) -> None:
+        self._erase_history(ids)
         try:
             self._mem0.delete_all(user_id=user_key)
             self._erase_history(ids)

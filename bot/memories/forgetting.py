@@ -15,6 +15,7 @@ from bot.errors import UserError
 from bot.history import ConversationHistory
 from bot.memories.locks import Locks
 from bot.message import IncomingMessage, MessageRef, UserRef
+from memory.faults import crash_point
 from memory.store import MemoryStore
 
 _log = logging.getLogger(__name__)
@@ -49,8 +50,11 @@ class Forgetting:
         async with self._locks.hold(user=user.key):
             await self._recent.execute("INSERT INTO erasures (user_key, count) VALUES (?, 1) "
                                        "ON CONFLICT (user_key) DO UPDATE SET count = erasures.count + 1", (user.key,))
+            crash_point("forget_all.erasure_counted")
             await self._db.forget_user(user.key)
+            crash_point("forget_all.queue_dropped")
             await self._history.forget_user(user.key)
+            crash_point("forget_all.history_dropped")
             return await self._store.delete_all(user.key)
 
     async def erasures(self, user: UserRef) -> int:
@@ -67,6 +71,7 @@ class Forgetting:
         """
         async with self._locks.hold(message=ref):
             await self._note_change(ref, deleted=True, edited_at=None)
+            crash_point("forget.change_noted")
             return await self._forget_message(ref)
 
     @asynccontextmanager
@@ -76,11 +81,16 @@ class Forgetting:
         or an edit not newer than one already handled (a repeated or late event)."""
         async with self._locks.hold(message=ref):
             before = await self._change(ref)
-            _, deleted, latest = before or (ref, False, None)
+            # a change recorded for the same id in another channel was another message (Slack's ts are unique
+            # per channel only): it must not make this message's edit look deleted or late
+            elsewhere = before is not None and None not in (before[0].channel_id, ref.channel_id) \
+                and before[0].channel_id != ref.channel_id
+            _, deleted, latest = (None if elsewhere else before) or (ref, False, None)
             if deleted or (latest is not None and (edited_at is None or edited_at <= latest)):
                 yield False
                 return
             await self._note_change(ref, deleted=False, edited_at=edited_at)
+            crash_point("forget.change_noted")
             try:
                 await self._forget_message(ref)
                 yield True
@@ -121,7 +131,10 @@ class Forgetting:
         aside for inspection once they are SET_ASIDE_DAYS old (or older than the retention, if shorter)."""
         keep_days = min(SET_ASIDE_DAYS, self._ttl_days) if self._ttl_days > 0 else SET_ASIDE_DAYS
         await self._db.drop_set_aside(keep_days)
-        return await self._store.purge_expired()  # also when the retention was turned off after they were learned
+        crash_point("retention.set_aside_dropped")
+        purged = await self._store.purge_expired()  # also when the retention was turned off after they were learned
+        crash_point("retention.purged")
+        return purged
 
     async def _note_change(self, ref: MessageRef, *, deleted: bool, edited_at: datetime | None) -> None:
         now = time.time()
@@ -136,15 +149,22 @@ class Forgetting:
     async def _forget_message(self, ref: MessageRef) -> int:
         """Under the message's lock."""
         users = await self._db.users_with_message(ref)
+        # Marked first, before anything is dropped: from here a deletion the store fails (or a crash) stops
+        # half-way is finished by `finish_forgetting`, and the record of the message goes only once its facts
+        # are gone, so it never looks as if it had taught nothing.
+        if users:
+            await self._db.mark_forgetting(ref)
+            crash_point("forget.marked")
         for user_key in users:
             async with self._locks.hold(user=user_key):  # a fact of it being stored now is stored before this
                 await self._db.forget_exchanges(user_key, ref)
+        crash_point("forget.exchanges_dropped")
         await self._history.forget_message(ref)
+        crash_point("forget.history_dropped")
         if not users:  # never queued for learning: nothing in the store came from it
             return 0
-        # The record of the message goes only once its facts are gone: if the store fails now, the deletion
-        # is retried (`finish_forgetting`) instead of the message looking as if it had taught nothing.
-        await self._db.mark_forgetting(ref)
         deleted = await self._store.delete_from_source(ref.platform, ref.workspace, ref.channel_id, ref.message_id)
+        crash_point("forget.store_deleted")
         await self._db.forget_sources(ref)
+        crash_point("forget.sources_dropped")
         return sum(len(ids) for ids in deleted.values())

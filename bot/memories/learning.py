@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from bot import supersede
+from memory.faults import crash_point
 from memory.records import ATTRIBUTE, MESSAGE, SUPERSEDED_BY, MemoryRecord, Source
 from memory.store import MemoryStore
 
@@ -70,8 +71,10 @@ class Learning:
             metadata["expiration_date"] = expires_on
         if not await self._store.update(user_key, first.id, text=fact, metadata=metadata, context=context):
             return None
+        crash_point("learning.update_written")
         for record in others:
             await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: first.id})
+            crash_point("learning.superseded")
         return first.id
 
     def _expiry(self, created_at: datetime | None) -> str | None:

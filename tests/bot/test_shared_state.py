@@ -166,9 +166,11 @@ async def test_a_lost_lease_is_not_held_and_cannot_set_aside_the_new_owners_exch
     mine, _ = await first.claim("a", 0.2)
     assert mine is not None
     await asyncio.sleep(0.3)
-    assert not await first.holds(mine, 60)  # run out, even before anyone took it
-    taken, _ = await second.claim("b", 60)
+    assert await first.holds(mine, 0.2)  # run out, but nobody took it: still this worker's (the database was away)
+    await asyncio.sleep(0.3)
+    taken, _ = await second.claim("b", 60)  # run out again: taken over
     assert taken is not None
+    assert not await first.holds(mine, 60)
     await first.set_aside(mine, "too late")
     assert await second.holds(taken, 60) and await second.pending_count() == 1
 
