@@ -86,6 +86,7 @@ class _Failure:
     code: int
     message: str
     times: int
+    retry_after: float | None = None  # a 429: Discord's rate-limit body and headers
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -130,6 +131,7 @@ class FakeDiscord:
         self.dispatched: list[tuple[int, str, dict[str, Any]]] = []  # (shard, event, data) of every event sent
         self.last_response_message_id = ""  # the message an interaction callback created
         self.posted: dict[str, dict[str, Any]] = {}  # the bot's channel messages by id, edits applied
+        self.replies_to: dict[str, str] = {}  # the bot's message id -> the message it replied to
         self._failures: list[_Failure] = []
         self._seq = itertools.count(1)
         self._shards: dict[int, web.WebSocketResponse] = {}  # the open gateway connections, by shard
@@ -292,6 +294,12 @@ class FakeDiscord:
         """Answer the next `times` matching requests with a Discord error body."""
         self._failures.append(_Failure(method, re.compile(path_regex), status, code, message, times))
 
+    def rate_limit(self, method: str, path_regex: str, retry_after: float, times: int = 1) -> None:
+        """Answer the next `times` matching requests with 429 as Discord does: the JSON body naming `retry_after`,
+        its headers, and the `Via` header discord.py looks for (a 429 without it is Cloudflare's ban)."""
+        self._failures.append(_Failure(method, re.compile(path_regex), 429, 0, "You are being rate limited.", times,
+                                       retry_after))
+
     async def wait_for(
         self, predicate: Callable[[Recorded], bool], count: int = 1, timeout: float = 10.0
     ) -> list[Recorded]:
@@ -375,6 +383,12 @@ class FakeDiscord:
         for failure in self._failures:
             if failure.times > 0 and failure.method == request.method and failure.pattern.search(path):
                 failure.times -= 1
+                if failure.retry_after is not None:
+                    response = _json({"message": failure.message, "retry_after": failure.retry_after,
+                                      "global": False}, status=429)
+                    response.headers.update({"Via": "1.1 google", "Retry-After": str(failure.retry_after),
+                                             "X-RateLimit-Scope": "user"})
+                    return response
                 return _json({"code": failure.code, "message": failure.message},
                                          status=failure.status)
         return self._answer(record)
@@ -416,6 +430,8 @@ class FakeDiscord:
         if r.method == "POST" and (m := re.fullmatch(r"/channels/(\d+)/messages", r.path)):
             message = self._message_from(r.json, m.group(1), self.new_id())
             self.posted[message["id"]] = message
+            if r.reference:
+                self.replies_to[message["id"]] = r.reference
             return _json(message)
         if r.method == "PATCH" and (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", r.path)):
             message = self.posted[m.group(2)]

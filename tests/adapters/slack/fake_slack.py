@@ -2,7 +2,8 @@
 
 It listens on 127.0.0.1 (ephemeral port), records every call, and answers the way Slack does for the
 methods the adapter uses. Point an `AsyncWebClient` at `base_url`. `fail(method, error)` makes the next
-call(s) of a method fail with a Slack error code.
+call(s) of a method fail with a Slack error code; `fail_http(method, status)` answers them with an HTTP error
+status instead (429 with a Retry-After, or a 5xx outage). `shown` is what each message the bot posted says now.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class FakeSlack:
     uploads: dict[str, bytes] = field(default_factory=dict)
     acks: list[dict[str, Any]] = field(default_factory=list)  # what the Socket Mode client sent back
     _failures: dict[str, list[str]] = field(default_factory=dict)
+    _http_failures: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)
+    shown: dict[str, dict[str, Any]] = field(default_factory=dict)  # by ts: channel, thread_ts, text (edits applied)
     _ts: itertools.count = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     _port: int = 0
@@ -81,6 +84,11 @@ class FakeSlack:
         connection drops without an answer)."""
         self._failures.setdefault(method, []).extend([error] * times)
 
+    def fail_http(self, method: str, status: int, times: int = 1, retry_after: float | None = None) -> None:
+        """The next `times` calls of `method` are answered with HTTP `status` (429: Slack's `ratelimited` body and
+        `Retry-After: retry_after`; 5xx: a plain-text error page, as Slack's load balancers send)."""
+        self._http_failures.setdefault(method, []).extend([(status, retry_after)] * times)
+
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
@@ -116,6 +124,12 @@ class FakeSlack:
             args = {**request.query, **(await request.post())}
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         self.calls.append(Call(method, args, token))
+        if self._http_failures.get(method):
+            status, retry_after = self._http_failures[method].pop(0)
+            if status == 429:
+                return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                         headers={"Retry-After": str(retry_after or 0)})
+            return web.Response(status=status, text="Service Unavailable", content_type="text/plain")
         pending = self._failures.get(method)
         if pending:
             error = pending.pop(0)
@@ -125,7 +139,13 @@ class FakeSlack:
                 return web.Response()
             status, headers = (429, {"Retry-After": "0"}) if error == "ratelimited" else (200, {})
             return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
-        return web.json_response({"ok": True, **self._answer(method, args)})
+        answer = self._answer(method, args)
+        if method == "chat.postMessage":
+            self.shown[answer["ts"]] = {"channel": args.get("channel"), "thread_ts": args.get("thread_ts"),
+                                        "text": args.get("text")}
+        elif method == "chat.update" and args.get("ts") in self.shown:
+            self.shown[str(args["ts"])]["text"] = args.get("text")
+        return web.json_response({"ok": True, **answer})
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":

@@ -1,0 +1,20 @@
+"""CI sample of section 1 (crash points): one bot per store killed (SIGKILL) at four named steps in turn (an
+exchange just queued, a fact just stored, a deletion and a forget-all half-way), restarted each time, then checked:
+every exchange learned once, every deletion finished, nothing forgotten back, the SQLite files sound, and no log
+line quoting a secret or what a user said. `bench/reliability.py` runs every kill point."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability.crash_points import run
+
+pytestmark = pytest.mark.reliability
+
+
+async def test_killed_at_each_step_loses_nothing_and_forgets_for_good(tmp_path, postgres):
+    table, logs = await run(tmp_path, full=False, postgres=postgres)
+    report = f"{table.markdown()}\n{chr(10).join(table.violations)}\n{logs.markdown()}\n{chr(10).join(logs.violations)}"
+    assert table.tried > 0 and logs.tried > 0, report
+    assert table.violations == [], report
+    assert logs.violations == [], report
