@@ -130,7 +130,10 @@ class MemoryBot:
                                    time.time if self.db.shared else time.monotonic)
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
-        await self.store.open()
+        # processes starting together on a new database would each create mem0's extension and tables, and
+        # collide there (a unique violation): one at a time
+        async with self.db.sql.lock("memorybot store setup"):
+            await self.store.open()
         if self.db.version < SCHEMA_VERSION:
             # once, by one process of those sharing the state: the others wait, then find it done
             async with self.db.sql.lock("memorybot upgrade"):
