@@ -85,7 +85,7 @@ ACTIONS = (*["follow_up"] * 3, *["send"] * 3, *["look"] * 5, "edit", *["delete"]
 NEEDS_A_MESSAGE = {"follow_up", "edit", "delete", "delete_elsewhere"}
 
 # the counts: CI's sample and the target
-CI_SEED = 17
+CI_SEED = 727196102  # the seed that found forget-all leaving recent turns behind (a regression case)
 SAMPLE = {"steps": 150, "examples": 100, "step_count": 30}
 FULL = {"steps": 10_000, "examples": 5000, "step_count": 60}
 
