@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import discord
-import yarl
 
 from adapters.discord.client import DiscordClient
 from bot.app import MemoryBot
 from bot.errors import COMMAND_FAILED, REPLY_FAILED
 from bot.llm.base import ChatMessage
 from bot.message import UserRef
-from tests.adapters.discord.fake_discord import FakeDiscord, Recorded
+from tests.adapters.discord.fake_discord import FakeDiscord, Recorded, pointed_at
 from tests.conftest import settings_for
 from tests.fakes.model import ScriptedBackend
 from tests.reliability.logscan import DISCORD_TOKEN, Canaries, LogCapture, scan, with_password
@@ -762,18 +761,6 @@ def check_logs(h: Harness, lines: list[str], logs_table: Table) -> None:
 
 
 # ----- the entry point
-
-
-@contextlib.contextmanager
-def pointed_at(fake: FakeDiscord) -> Any:
-    """discord.py talks to the fake: its REST base and gateway URL, put back afterwards."""
-    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    discord.http.Route.BASE = fake.url + "/api/v10"
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.url + "/gateway")
-    try:
-        yield
-    finally:
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
 
 
 @contextlib.asynccontextmanager

@@ -37,9 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-import discord
 import psutil
-import yarl
 
 from adapters.discord.client import DiscordClient
 from adapters.slack.server import make_client, start_slack
@@ -50,7 +48,7 @@ from bot.llm.base import ChatMessage, GenerationParams
 from bot.settings import Secret, Settings
 from memory.records import MemoryRecord
 from tests.adapters.discord.conftest import _stop, _until_ready
-from tests.adapters.discord.fake_discord import FakeDiscord
+from tests.adapters.discord.fake_discord import FakeDiscord, pointed_at
 from tests.adapters.slack.conftest import Harness, mention, message, slack_settings
 from tests.adapters.slack.fake_slack import TEAM_ID, FakeSlack
 from tests.conftest import settings_for
@@ -336,22 +334,18 @@ async def slack_chat(workdir: Path, load: Load) -> AsyncIterator[SlackChat]:
 @contextlib.asynccontextmanager
 async def discord_chat(workdir: Path, load: Load) -> AsyncIterator[DiscordChat]:
     fake = RecordingDiscord()
-    url = await fake.start()
-    # discord.py has no setting for Discord's address: point it at the fake while the bot runs
-    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    discord.http.Route.BASE = url + "/api/v10"
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url + "/gateway")
+    await fake.start()
     try:
-        async with MemoryBot(load_settings(workdir, load), backend=LoadModel(load.chunk_delay)) as bot:
-            client = DiscordClient(bot, guild_ready_timeout=0.05)
-            task = asyncio.create_task(client.start(DISCORD_TOKEN))
-            try:
-                await _until_ready(client, task)
-                yield DiscordChat(bot, client, fake)
-            finally:
-                await _stop(client, task)
+        with pointed_at(fake):
+            async with MemoryBot(load_settings(workdir, load), backend=LoadModel(load.chunk_delay)) as bot:
+                client = DiscordClient(bot, guild_ready_timeout=0.05)
+                task = asyncio.create_task(client.start(DISCORD_TOKEN))
+                try:
+                    await _until_ready(client, task)
+                    yield DiscordChat(bot, client, fake)
+                finally:
+                    await _stop(client, task)
     finally:
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
         await fake.stop()
 
 

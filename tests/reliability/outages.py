@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import discord
 import psutil
 import yarl
 from aiohttp import web
@@ -54,7 +53,7 @@ from bot.settings import Secret, Settings
 from memory.records import FACT
 from memory.store import MemoryStore
 from tests.adapters.discord.conftest import Running, _stop, _until_ready
-from tests.adapters.discord.fake_discord import FakeDiscord
+from tests.adapters.discord.fake_discord import FakeDiscord, pointed_at
 from tests.adapters.slack.conftest import event_body, mention, signed_headers, slack_settings
 from tests.adapters.slack.fake_slack import FakeSlack
 from tests.bot.helpers import RecordingReply, message
@@ -536,23 +535,20 @@ async def direct(bot: MemoryBot, talk: Conversation, kind: str, phase: str, coun
 @asynccontextmanager
 async def discord_bot(settings: Settings) -> AsyncIterator[Running]:
     fake = FakeDiscord()
-    url = await fake.start()
-    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    discord.http.Route.BASE = url + "/api/v10"
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url + "/gateway")
+    await fake.start()
     try:
-        async with MemoryBot(settings, backend=LockerModel()) as bot:
-            client = DiscordClient(bot, guild_ready_timeout=0.05)
-            task = asyncio.create_task(client.start(DISCORD_TOKEN))
-            try:
-                await _until_ready(client, task)
-                running = Running(fake, client, bot)
-                running.watch_handling()
-                yield running
-            finally:
-                await _stop(client, task)
+        with pointed_at(fake):
+            async with MemoryBot(settings, backend=LockerModel()) as bot:
+                client = DiscordClient(bot, guild_ready_timeout=0.05)
+                task = asyncio.create_task(client.start(DISCORD_TOKEN))
+                try:
+                    await _until_ready(client, task)
+                    running = Running(fake, client, bot)
+                    running.watch_handling()
+                    yield running
+                finally:
+                    await _stop(client, task)
     finally:
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
         await fake.stop()
 
 

@@ -59,3 +59,12 @@ class Table:
         return {"section": self.section, "tried": self.tried, "violations": len(self.violations),
                 "rows": [{"case": r.case, "tried": r.tried, "violations": r.violations[:20]}
                          for r in self.rows.values()], **({"data": self.data} if self.data else {})}
+
+
+def assert_clean(*tables: Table) -> None:
+    """What each section's CI test asserts: every table tried something and found no violation (the report,
+    every table and its first violations, is the assertion's message)."""
+    report = "\n\n".join(f"{t.markdown()}\n" + "\n".join(t.violations[:30]) for t in tables)
+    print(report)
+    assert all(t.tried > 0 for t in tables), report
+    assert not any(t.violations for t in tables), report

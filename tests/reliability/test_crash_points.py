@@ -8,13 +8,11 @@ from __future__ import annotations
 import pytest
 
 from tests.reliability.crash_points import run
+from tests.reliability.tally import assert_clean
 
 pytestmark = pytest.mark.reliability
 
 
 async def test_killed_at_each_step_loses_nothing_and_forgets_for_good(tmp_path, postgres):
     table, logs = await run(tmp_path, full=False, postgres=postgres)
-    report = f"{table.markdown()}\n{chr(10).join(table.violations)}\n{logs.markdown()}\n{chr(10).join(logs.violations)}"
-    assert table.tried > 0 and logs.tried > 0, report
-    assert table.violations == [], report
-    assert logs.violations == [], report
+    assert_clean(table, logs)

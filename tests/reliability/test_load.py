@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.load import run
+from tests.reliability.tally import assert_clean
 
 pytestmark = pytest.mark.reliability
 
 
 async def test_load_sample(tmp_path: Path) -> None:
     table, logs = await run(tmp_path, full=False)
-    report = f"{table.markdown()}\n\n{logs.markdown()}\n{table.violations[:20]}\n{logs.violations[:20]}"
-    print(report)
-    assert table.tried > 0 and logs.tried > 0, report
-    assert not table.violations, report
-    assert not logs.violations, report
+    assert_clean(table, logs)

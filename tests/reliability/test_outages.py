@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.outages import run
+from tests.reliability.tally import assert_clean
 
 pytestmark = pytest.mark.reliability
 
 
 async def test_outages_are_answered_or_told_and_everything_is_learned_after_recovery(tmp_path: Path) -> None:
     table, logs = await run(tmp_path, full=False)
-    report = f"{table.markdown()}\n\n{logs.markdown()}\n\n{table.violations[:30]}\n{logs.violations[:30]}"
-    print(report)
-    assert table.tried > 0 and logs.tried > 0, report
-    assert not table.violations, report
-    assert not logs.violations, report
+    assert_clean(table, logs)

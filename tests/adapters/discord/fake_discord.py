@@ -13,14 +13,17 @@ the shard's own guilds, and an event goes to the connection of the shard that ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import discord
+import yarl
 from aiohttp import WSMsgType, web
 
 API_PREFIX = "/api/v10"
@@ -470,3 +473,16 @@ class FakeDiscord:
         if webhook:
             data["webhook_id"] = self.app_id
         return data
+
+
+@contextlib.contextmanager
+def pointed_at(fake: FakeDiscord) -> Iterator[None]:
+    """discord.py talks to the started `fake`: its REST base and gateway URL (discord.py has no setting for
+    Discord's address), put back afterwards."""
+    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    discord.http.Route.BASE = fake.url + API_PREFIX
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.url + "/gateway")
+    try:
+        yield
+    finally:
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
