@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from bot.access import AccessPolicy
 from bot.database import BotDatabase
@@ -124,8 +125,10 @@ class MessageHandler:
         await self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
         note = f"\n\n(Your message was long, so I read only its first {self._s.model.max_input_chars} characters.)"
         try:
-            async with reply.typing():
-                shown = await reply.stream(self._deltas(messages, note if was_cut else ""))
+            # closed here, not when garbage is collected: the model counts this reply as running until its
+            # stream ends, and write-back waits for that (a platform call failing mid-reply left it counted)
+            async with reply.typing(), aclosing(self._deltas(messages, note if was_cut else "")) as deltas:
+                shown = await reply.stream(deltas)
         except ModelBusy:
             await reply.send(MODEL_BUSY)
             return ""
@@ -139,10 +142,11 @@ class MessageHandler:
 
     async def _deltas(self, messages: list[ChatMessage], note: str) -> AsyncIterator[str]:
         produced = False
-        async for delta in without_reasoning(self._model.stream(messages, self._params)):
-            if delta.strip():
-                produced = True
-            yield delta
+        async with aclosing(self._model.stream(messages, self._params)) as pieces:
+            async for delta in without_reasoning(pieces):
+                if delta.strip():
+                    produced = True
+                yield delta
         if not produced:
             yield NO_ANSWER
         if note:

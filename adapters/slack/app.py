@@ -94,9 +94,17 @@ class SlackStore:
         ) == 1
 
     async def add_thread(self, channel: str, thread_ts: str) -> None:
+        """Remember a thread the bot posted in. A database that is away costs only this (the next post in the
+        thread tries again), never the reply being posted."""
         if (channel, thread_ts) in self._threads:
             return
-        await self.sql.execute("INSERT INTO bot_threads VALUES (?, ?) ON CONFLICT DO NOTHING", (channel, thread_ts))
+        try:
+            await self.sql.execute("INSERT INTO bot_threads VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                   (channel, thread_ts))
+        except Exception as exc:  # the database's errors vary (psycopg, its pool, SQLite)
+            _log.warning("could not record the thread the bot posted in (%s); trying again on its next post",
+                         type(exc).__name__)
+            return
         self._threads.add((channel, thread_ts))
 
     async def in_thread(self, channel: str, thread_ts: str) -> bool:

@@ -1,6 +1,8 @@
 """The reply flow with the real store and a scripted model (exact output; the real model is tested in e2e)."""
 
-from collections.abc import Callable, Iterator
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from bot.app import MemoryBot
 from bot.errors import REPLY_FAILED
@@ -176,3 +178,29 @@ async def test_the_profile_is_always_in_the_prompt_and_earlier_words_are_quoted(
         assert 'Dana said: "I fixed the old lawnmower\'s blade"' in system
         why = await bot.memories.recall.why(message("x").user)
         assert why[0].text == "My name is Dana" and any(r.kind == "message" for r in why)
+
+
+class BrokenMidReply(RecordingReply):
+    """A platform whose call fails after the reply's first piece (its state database away, say)."""
+
+    async def stream(self, deltas: AsyncIterator[str]) -> str:
+        async for _ in deltas:
+            raise ConnectionError("the platform went away")
+        return ""
+
+
+async def test_a_reply_broken_off_by_the_platform_ends_the_models_turn_and_learning_goes_on(make_settings):
+    """The model counts a reply as running until its stream ends, and write-back waits for it: the stream is
+    closed when the platform fails, not whenever garbage collection gets to it (it may never, on a quiet bot)."""
+    backend = ScriptedBackend(reply="Noted, a dog.", facts=["The user has a dog."], chunk=2)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        gc.disable()
+        try:
+            with contextlib.suppress(ConnectionError):
+                await bot.handle(message("I have a dog"), BrokenMidReply())
+            assert bot.model.quiet_for > 0  # no reply is counted as running
+            await bot.writeback.drain()
+        finally:
+            gc.enable()
+        listed = (await bot.memories.controls.list(message("x").user)).records
+        assert [r.text for r in listed] == ["The user has a dog."]

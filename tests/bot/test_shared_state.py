@@ -136,6 +136,17 @@ async def test_a_slack_retry_reaching_another_replica_is_not_answered_twice(post
         assert await b.in_thread("C1", "1.000")
 
 
+async def test_a_thread_the_database_could_not_record_is_recorded_on_the_next_post(tmp_path):
+    """Recording a thread the bot posted in never breaks off the reply: a failed write is logged and tried again."""
+    async with SlackStore(tmp_path / "slack.sqlite3") as store:
+        await store.sql.execute("ALTER TABLE bot_threads RENAME TO away")  # the write fails as on a lost server
+        await store.add_thread("C1", "1.000")
+        await store.sql.execute("ALTER TABLE away RENAME TO bot_threads")
+        assert not await store.in_thread("C1", "1.000")
+        await store.add_thread("C1", "1.000")
+        assert await store.in_thread("C1", "1.000")
+
+
 async def test_state_opened_by_processes_starting_together_is_made_once(postgres: PostgresServer, tmp_path):
     url = postgres.new_database()
     dbs = [BotDatabase(tmp_path / f"{n}.sqlite3", url) for n in range(4)]
