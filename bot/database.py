@@ -104,17 +104,18 @@ CREATE TABLE IF NOT EXISTS last_used (
 );
 CREATE INDEX IF NOT EXISTS last_used_at ON last_used (at);
 CREATE TABLE IF NOT EXISTS erasures (user_key TEXT PRIMARY KEY, count INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS changed_messages (  -- deleted or edited messages (bot/memories/forgetting.py)
+DROP TABLE IF EXISTS changed_messages;  -- keyed without the channel (same-ts messages of two channels collided)
+CREATE TABLE IF NOT EXISTS message_changes (  -- deleted or edited messages (bot/memories/forgetting.py)
     platform TEXT NOT NULL,
     workspace TEXT NOT NULL,
     message_id TEXT NOT NULL,
-    channel TEXT,  -- NULL: the platform did not say (see MessageRef)
+    channel TEXT NOT NULL,  -- '': the platform did not say (see MessageRef)
     deleted INTEGER NOT NULL,
     edited_at TEXT,  -- the latest edit handled, ISO 8601
     at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (platform, workspace, message_id)
+    PRIMARY KEY (platform, workspace, message_id, channel)
 );
-CREATE INDEX IF NOT EXISTS changed_messages_at ON changed_messages (at);
+CREATE INDEX IF NOT EXISTS message_changes_at ON message_changes (at);
 """
 
 _EXCHANGE_TABLES = ("pending_exchanges", "failed_exchanges")

@@ -81,11 +81,7 @@ class Forgetting:
         or an edit not newer than one already handled (a repeated or late event)."""
         async with self._locks.hold(message=ref):
             before = await self._change(ref)
-            # a change recorded for the same id in another channel was another message (Slack's ts are unique
-            # per channel only): it must not make this message's edit look deleted or late
-            elsewhere = before is not None and None not in (before[0].channel_id, ref.channel_id) \
-                and before[0].channel_id != ref.channel_id
-            _, deleted, latest = (None if elsewhere else before) or (ref, False, None)
+            _, deleted, latest = before or (ref, False, None)
             if deleted or (latest is not None and (edited_at is None or edited_at <= latest)):
                 yield False
                 return
@@ -95,10 +91,10 @@ class Forgetting:
                 await self._forget_message(ref)
                 yield True
             except BaseException:  # the new text was not queued: a repeated edit event must be handled again
-                if before is None:
-                    await self._recent.execute("DELETE FROM changed_messages WHERE platform = ? AND workspace = ? "
-                                               "AND message_id = ?", (ref.platform, ref.workspace, ref.message_id))
-                else:
+                await self._recent.execute(
+                    "DELETE FROM message_changes WHERE platform = ? AND workspace = ? AND message_id = ? "
+                    "AND channel = ?", (ref.platform, ref.workspace, ref.message_id, ref.channel_id or ""))
+                if before is not None and (before[0].channel_id or "") == (ref.channel_id or ""):
                     await self._note_change(before[0], deleted=before[1], edited_at=before[2])
                 raise
 
@@ -108,14 +104,19 @@ class Forgetting:
         return change is not None and change[0].matches(msg)
 
     async def _change(self, ref: MessageRef) -> tuple[MessageRef, bool, datetime | None] | None:
-        """How the message was last changed: (the ref it was changed by, deleted, the latest edit handled)."""
+        """How the message was last changed: (the ref it was changed by, deleted, the latest edit handled). A
+        change recorded in another channel was another message (Slack's ts are unique per channel only); one with
+        the channel unsaid, on either side, may be this one. A deletion wins over edits."""
+        channel = ref.channel_id or ""
         row = await self._recent.fetchone(
-            "SELECT channel, deleted, edited_at FROM changed_messages WHERE platform = ? AND workspace = ? "
-            "AND message_id = ?", (ref.platform, ref.workspace, ref.message_id))
+            "SELECT channel, deleted, edited_at FROM message_changes WHERE platform = ? AND workspace = ? "
+            "AND message_id = ? AND (channel = ? OR channel = '' OR ? = '') "
+            "ORDER BY deleted DESC, coalesce(edited_at, '') DESC LIMIT 1",
+            (ref.platform, ref.workspace, ref.message_id, channel, channel))
         if row is None:
             return None
         channel, deleted, edited_at = row
-        changed_by = MessageRef(ref.platform, ref.workspace, None if channel is None else str(channel), ref.message_id)
+        changed_by = MessageRef(ref.platform, ref.workspace, str(channel) or None, ref.message_id)
         return changed_by, bool(deleted), datetime.fromisoformat(edited_at) if edited_at else None
 
     async def finish_forgetting(self) -> int:
@@ -139,12 +140,12 @@ class Forgetting:
     async def _note_change(self, ref: MessageRef, *, deleted: bool, edited_at: datetime | None) -> None:
         now = time.time()
         await self._recent.execute(
-            "INSERT INTO changed_messages (platform, workspace, message_id, channel, deleted, edited_at, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, workspace, message_id) DO UPDATE SET "
-            "channel = excluded.channel, deleted = excluded.deleted, edited_at = excluded.edited_at, at = excluded.at",
-            (ref.platform, ref.workspace, ref.message_id, ref.channel_id, int(deleted),
+            "INSERT INTO message_changes (platform, workspace, message_id, channel, deleted, edited_at, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, workspace, message_id, channel) DO UPDATE SET "
+            "deleted = excluded.deleted, edited_at = excluded.edited_at, at = excluded.at",
+            (ref.platform, ref.workspace, ref.message_id, ref.channel_id or "", int(deleted),
              edited_at.isoformat() if edited_at else None, now))
-        await self._recent.execute("DELETE FROM changed_messages WHERE at < ?", (now - CHANGES_DAYS * 86400,))
+        await self._recent.execute("DELETE FROM message_changes WHERE at < ?", (now - CHANGES_DAYS * 86400,))
 
     async def _forget_message(self, ref: MessageRef) -> int:
         """Under the message's lock."""

@@ -380,3 +380,20 @@ async def test_an_edit_whose_new_text_failed_to_queue_is_handled_again(bot):
         assert is_new
     async with bot.memories.forgetting.editing(ref, edited_at) as is_new:  # now handled: a repeat is ignored
         assert not is_new
+
+
+async def test_changes_to_same_id_messages_of_two_channels_stay_apart(bot):
+    """Slack's ts are unique per channel only: an edit of the message with the same ts in another channel must
+    neither undo a deletion here (a reply still running would be learned, a late edit learned again) nor be
+    taken for a late edit of it."""
+    edited_at = datetime(2026, 11, 26, 10, 5, tzinfo=UTC)
+    here, there = message("I like tea", channel="C1"), message("I like coffee", channel="C2")
+    await bot.memories.forgetting.forget_message(here.ref)
+    async with bot.memories.forgetting.editing(there.ref, edited_at) as is_new:
+        assert is_new
+    assert await bot.memories.forgetting.was_changed(here)
+    async with bot.memories.forgetting.editing(here.ref, edited_at) as is_new:
+        assert not is_new  # deleted: never learned again
+    async with bot.memories.forgetting.editing(MessageRef("console", "local", None, "m1"), edited_at) as is_new:
+        assert not is_new  # the channel unsaid (Discord): the deletion may be of this one
+    assert not await bot.memories.forgetting.was_changed(message("I like milk", channel="C3"))
