@@ -224,7 +224,7 @@ class MemoryBot:
         """At start and then every few minutes: finish deleting what deleted or edited messages taught where a
         store failure interrupted it. At start and then daily: purge expired memories and old set-aside
         exchanges (expired memories are never recalled meanwhile). Of the processes sharing the state, one at a
-        time does it (the others find it done)."""
+        time does it; each still purges once a day (a purge just after another's finds little to delete)."""
         last_purge = float("-inf")
         while True:
             try:

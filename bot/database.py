@@ -293,8 +293,10 @@ class BotDatabase:
         await self.sql.execute("UPDATE pending_exchanges SET claimed_by = '', lease_until = 0 WHERE lease_until > 0")
 
     async def renew(self, exchange: PendingExchange, lease_seconds: float) -> bool:
-        """Extend the worker's claim; False if it lost the claim (its lease ran out and another worker took it,
-        or the row is gone)."""
+        """Extend the worker's claim by `lease_seconds`; whether the exchange is still queued and claimed by this
+        worker (forget-all removes a user's rows while they are worked on; another worker may take a claim whose
+        lease ran out). A lease that ran out while nobody took the row over (the database was away longer than the
+        lease) is still this worker's: the claim would have changed `claimed_by`."""
         return await self.sql.execute(
             "UPDATE pending_exchanges SET lease_until = ? WHERE id = ? AND claimed_by = ?",
             (time.time() + lease_seconds, exchange.id, exchange.worker)) > 0
@@ -307,15 +309,6 @@ class BotDatabase:
     async def pending_count(self) -> int:
         row = await self.sql.fetchone("SELECT COUNT(*) FROM pending_exchanges")
         return int(row[0]) if row else 0
-
-    async def holds(self, exchange: PendingExchange, lease_seconds: float) -> bool:
-        """Whether the exchange is still queued and claimed by this worker, whose lease this extends by
-        `lease_seconds` in the same step (forget-all removes a user's rows while they are worked on; another worker
-        may take a claim whose lease ran out). A lease that ran out while nobody took the row over (the database
-        was away longer than the lease) is still this worker's: the claim would have changed `claimed_by`."""
-        return await self.sql.execute(
-            "UPDATE pending_exchanges SET lease_until = ? WHERE id = ? AND claimed_by = ?",
-            (time.time() + lease_seconds, exchange.id, exchange.worker)) > 0
 
     async def save_progress(self, exchange: PendingExchange, record: QueuedExchange) -> None:
         """Keep what the worker has done so far (extracted facts, how many are stored) for a retry."""

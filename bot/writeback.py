@@ -185,7 +185,7 @@ class WritebackWorker:
             await asyncio.sleep(self._lease / RENEWALS_PER_LEASE)
             try:
                 if not await self._db.renew(exchange, self._lease):
-                    return  # gone (done, forgotten) or taken over: storing checks `holds` and stops
+                    return  # gone (done, forgotten) or taken over: storing checks `renew` and stops
             except Exception as exc:  # the queue database is down: the lease may still outlast it
                 _log.warning("could not renew the claim on exchange %s: %s", exchange.id, type(exc).__name__)
 
@@ -281,7 +281,7 @@ class WritebackWorker:
             # The embedder and the model share the CPU cores: storing waits while a reply is generated.
             await self._model.wait_for_idle()
             async with self._memories.locks.hold(user=exchange.user_key):
-                if not await self._db.holds(exchange, self._lease) or await self._db.is_paused(exchange.user_key):
+                if not await self._db.renew(exchange, self._lease) or await self._db.is_paused(exchange.user_key):
                     _log.info("exchange %s dropped: the user forgot everything or paused learning, or another "
                               "worker took it over", exchange.id)
                     await self._db.done(exchange)

@@ -161,9 +161,16 @@ class DiscordClient(discord.AutoShardedClient):
 
     async def _relearn(self, message: discord.Message, ref: MessageRef) -> None:
         try:
-            if self.user is not None and is_addressed(message, self.user, self.respond_channels):
-                await self.bot.message_edited(to_incoming(message, self.user), ref)
-            else:  # not (or no longer) for the bot: only what it learned from the old text goes
+            incoming = to_incoming(message, self.user) if self.user is not None and is_addressed(
+                message, self.user, self.respond_channels) else None
+        except (AttributeError, TypeError, ValueError) as exc:  # a malformed payload: its new text is unknown
+            _log.warning("edited message %s (guild %s) cannot be read (%s): forgetting what its old text taught",
+                         ref.message_id, ref.workspace, type(exc).__name__)
+            incoming = None
+        try:
+            if incoming is not None:
+                await self.bot.message_edited(incoming, ref)
+            else:  # not (or no longer) for the bot, or unreadable: only what it learned from the old text goes
                 await self.bot.forget_message(ref)
         except Exception:  # noqa: BLE001 - the event's error boundary: ids only, nobody to tell
             _log.exception("could not relearn edited message %s (guild %s)", ref.message_id, ref.workspace)

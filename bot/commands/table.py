@@ -78,8 +78,10 @@ async def forget_all(call: Call) -> Result:
         return Reply(f"Done: I forgot {_memories_n(count)} about you {where}.")
     total = await call.memories.controls.count_all(call.user)
     if not total:  # no stored memory to confirm, but recent turns and queued exchanges still go
-        await call.memories.forgetting.forget_all(call.user)
-        return Reply(f"I don't remember anything about you {where}, so there is nothing to forget.")
+        if count := await call.memories.forgetting.forget_all(call.user):  # learned just now
+            return Reply(f"Done: I forgot {_memories_n(count)} about you {where}.")
+        return Reply(f"I don't remember anything about you {where}. I also let go of our recent messages, "
+                     "so nothing of them will be learned.")
     return Confirm(
         question=f"Forget {call.dialect.bold('all ' + _memories_n(total))} I have about you {where}? "
                  "This cannot be undone.",

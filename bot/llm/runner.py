@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 
 from bot.llm.base import Backend, ChatMessage, GenerationParams, ModelError
 
@@ -78,8 +79,10 @@ class LocalModel:
             self._foreground += 1
             self._idle.clear()
         try:
-            async for piece in self._run(messages, params, background and preemptible):
-                yield piece
+            # closed with this stream: `_run` then stops the model's thread, which the next reply needs
+            async with aclosing(self._run(messages, params, background and preemptible)) as pieces:
+                async for piece in pieces:
+                    yield piece
         finally:
             if not background:
                 self._foreground -= 1

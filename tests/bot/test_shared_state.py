@@ -77,7 +77,7 @@ async def test_a_claim_is_taken_over_when_its_lease_runs_out(two):
     await asyncio.sleep(0.6)  # the first process died (it renews no more)
     taken, _ = await second.claim("b", 60)
     assert taken is not None and taken.id == mine.id
-    assert not await first.holds(mine, 60) and await second.holds(taken, 60)
+    assert not await first.renew(mine, 60) and await second.renew(taken, 60)
     await first.done(mine)  # too late: it no longer holds it, so the row stays for the new owner
     assert await second.pending_count() == 1
     assert not await first.renew(mine, 60)
@@ -108,7 +108,7 @@ async def test_pauses_and_forgetting_are_seen_by_every_process(two):
     claimed, _ = await second.claim("b", 60)
     assert claimed is not None
     await first.forget_user(DANA)  # forget-all on one replica while the other works on the exchange
-    assert not await second.holds(claimed, 60)
+    assert not await second.renew(claimed, 60)
 
 
 async def test_a_lock_held_by_one_process_keeps_the_other_waiting(postgres: PostgresServer):
@@ -177,13 +177,13 @@ async def test_a_lost_lease_is_not_held_and_cannot_set_aside_the_new_owners_exch
     mine, _ = await first.claim("a", 0.2)
     assert mine is not None
     await asyncio.sleep(0.3)
-    assert await first.holds(mine, 0.2)  # run out, but nobody took it: still this worker's (the database was away)
+    assert await first.renew(mine, 0.2)  # run out, but nobody took it: still this worker's (the database was away)
     await asyncio.sleep(0.3)
     taken, _ = await second.claim("b", 60)  # run out again: taken over
     assert taken is not None
-    assert not await first.holds(mine, 60)
+    assert not await first.renew(mine, 60)
     await first.set_aside(mine, "too late")
-    assert await second.holds(taken, 60) and await second.pending_count() == 1
+    assert await second.renew(taken, 60) and await second.pending_count() == 1
 
 
 def test_shared_state_needs_shared_memories(make_settings: Callable, postgres: PostgresServer):

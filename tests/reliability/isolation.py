@@ -718,7 +718,7 @@ class IsolationMachine(RuleBasedStateMachine):
                 if count is None or int(count.group(1)) != expected:
                     self.problem(f"/forget-all of {ident.key} answered {getattr(done, 'text', done)!r:.120}, "
                                  f"expected {expected} memories")
-            elif expected or "nothing to forget" not in getattr(asked, "text", ""):
+            elif expected or "I don't remember anything" not in getattr(asked, "text", ""):
                 self.problem(f"/forget-all of {ident.key} answered {getattr(asked, 'text', asked)!r:.120} "
                              f"with {expected} memories")
             for record in ident.live():

@@ -62,7 +62,7 @@ async def test_forget_all_asks_first(terminal: Terminal) -> None:
     assert "Cancelled: nothing was forgotten." in await terminal.type("/memories")  # anything else cancels
     await terminal.type("/forget-all")
     assert await terminal.type("yes") == "Done: I forgot 2 memories about you here.\n"
-    assert "nothing to forget" in await terminal.type("/forget-all")
+    assert "I don't remember anything" in await terminal.type("/forget-all")
 
 
 async def test_forget_all_confirmed_by_the_command_itself(terminal: Terminal) -> None:
