@@ -1,7 +1,7 @@
 """The reliability suite at its full counts (issue 17): crash points, isolation, hostile input, outages, logs, load.
 
     .venv/bin/python bench/reliability.py [--sample] [--only crash_points,isolation,...]
-        [--out bench/results/reliability.json]
+        [--kill-points N] [--out bench/results/reliability.json]
 
 Each section lives in tests/reliability/ (one module per section, its cases and a `run` function); CI runs the
 same functions with `full=False` (tests/reliability/test_*.py). This runs them with `full=True` (or `--sample`:
@@ -78,7 +78,8 @@ def peak_rss_mb() -> dict[str, float]:
             "children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
 
 
-async def run_sections(names: list[str], full: bool, workdir: Path) -> tuple[list[Table], Table, dict[str, float]]:
+async def run_sections(names: list[str], full: bool, workdir: Path,
+                       kill_points: int | None) -> tuple[list[Table], Table, dict[str, float]]:
     tables: list[Table] = []
     logs = Table("5. Logs and secrets")
     seconds: dict[str, float] = {}
@@ -91,7 +92,8 @@ async def run_sections(names: list[str], full: bool, workdir: Path) -> tuple[lis
             started = time.monotonic()
             section_dir = workdir / module_name
             section_dir.mkdir()
-            table, log_table = await module.run(section_dir, full=full, postgres=postgres)
+            extra = {"limit": kill_points, "progress": print} if module_name == "crash_points" else {}
+            table, log_table = await module.run(section_dir, full=full, postgres=postgres, **extra)
             seconds[module_name] = round(time.monotonic() - started, 1)
             table.section = title
             tables.append(table)
@@ -106,6 +108,9 @@ def main() -> None:
     parser.add_argument("--sample", action="store_true", help="the CI sample instead of the full counts")
     parser.add_argument("--only", default=",".join(name for name, _ in SECTIONS),
                         help="comma-separated sections to run (module names in tests/reliability)")
+    parser.add_argument("--kill-points", type=int, default=None,
+                        help="crash points: at most this many kill points per store (each step is killed at "
+                             "least once before any is killed twice); default all")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "reliability.json")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -115,7 +120,7 @@ def main() -> None:
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="memorybot-reliability-") as tmp:
-        tables, logs, seconds = asyncio.run(run_sections(names, not args.sample, Path(tmp)))
+        tables, logs, seconds = asyncio.run(run_sections(names, not args.sample, Path(tmp), args.kill_points))
     # section 5 (logs) goes before 6 (load)
     every = [t for t in tables if t.section < "5"] + [logs] + [t for t in tables if t.section >= "5"]
     print()
