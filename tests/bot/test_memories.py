@@ -180,7 +180,8 @@ async def test_an_older_bot_database_learns_where_stored_memories_came_from(make
         await bot.db.sql.set_version(0)
     async with MemoryBot(settings, backend=ScriptedBackend(reply="ok")) as bot:
         assert not bot.db.sources_missing
-        assert await bot.memories.forgetting.forget_message(MessageRef("console", "local", None, "m2")) == 0
+        # still queued, or learned meanwhile by this bot's worker: either way all of it goes
+        await bot.memories.forgetting.forget_message(MessageRef("console", "local", None, "m2"))
         assert await bot.db.pending_count() == 0
         # its fact and the message itself
         assert await bot.memories.forgetting.forget_message(MessageRef("console", "local", None, "m1")) == 2
