@@ -13,8 +13,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiohttp
 import discord
 
 from adapters.streaming import EDIT_INTERVAL, render_stream, split_message
@@ -69,18 +70,18 @@ class DiscordReply:
     @asynccontextmanager
     async def typing(self) -> AsyncIterator[None]:
         """Discord's typing indicator while the reply is written, if Discord takes it (it is only a courtesy)."""
-        indicator = self._source.channel.typing()
+        indicator: Any = self._source.channel.typing()
         try:
             await indicator.__aenter__()
-        except discord.HTTPException as exc:
-            _log.info("typing indicator refused for message %s (%s); answering without it", self._source.id,
-                      exc.status)
-            yield
-            return
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            _log.info("typing indicator failed for message %s (%s); answering without it", self._source.id,
+                      getattr(exc, "status", type(exc).__name__))
+            indicator = None
         try:
             yield
         finally:
-            await indicator.__aexit__(None, None, None)
+            if indicator is not None:
+                await indicator.__aexit__(None, None, None)
 
     async def _post(self, text: str, *, first: bool) -> discord.Message:
         if first:
