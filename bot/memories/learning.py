@@ -47,13 +47,18 @@ class Learning:
         similar = await self._store.search(user_key, fact, 5, include_private=True)
         scores = await self._store.similarity(fact, [record.text for record in similar])
         similar = [replace(record, score=score) for record, score in zip(similar, scores, strict=True)]
-        if any(_same_fact(record, fact) for record in similar):
-            return None
+        duplicate = next((record for record in similar if _same_fact(record, fact)), None)
         attribute = supersede.profile_attribute(fact)
         if attribute:  # the profile holds one value per attribute, however unlike the old fact's words are
             profile = await self._store.profile(user_key, (attribute,), include_private=True)
             similar += [record for record in profile if record.id not in {r.id for r in similar}]
-        replaced = [similar[i] for i in supersede.replaced([r.text for r in similar], fact)]
+        others = [record for record in similar if duplicate is None or record.id != duplicate.id]
+        replaced = [others[i] for i in supersede.replaced([r.text for r in others], fact)]
+        if duplicate is not None:
+            # Stated again, the fact still makes untrue what it contradicts: this finishes a change that a crash
+            # cut short between writing the new fact and marking the older ones (see `_replace`).
+            await self._supersede(user_key, replaced, duplicate.id)
+            return None
         if replaced and (updated := await self._replace(user_key, replaced, fact, source, attribute, context)):
             return updated
         created_at = parse_time(source.time)
@@ -72,10 +77,14 @@ class Learning:
         if not await self._store.update(user_key, first.id, text=fact, metadata=metadata, context=context):
             return None
         crash_point("learning.update_written")
-        for record in others:
-            await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: first.id})
-            crash_point("learning.superseded")
+        await self._supersede(user_key, others, first.id)
         return first.id
+
+    async def _supersede(self, user_key: str, outdated: list[MemoryRecord], by: str) -> None:
+        """Mark outdated facts superseded by memory `by`: kept for export and history, no longer recalled."""
+        for record in outdated:
+            await self._store.update(user_key, record.id, metadata={SUPERSEDED_BY: by})
+            crash_point("learning.superseded")
 
     def _expiry(self, created_at: datetime | None) -> str | None:
         if self._ttl_days <= 0:

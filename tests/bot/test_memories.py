@@ -293,6 +293,22 @@ async def test_duplicates_are_found_whatever_message_they_came_from(bot):
     assert len(await texts(bot)) == 2  # the explicit "I am vegetarian" and one extracted fact
 
 
+async def test_a_change_cut_short_by_a_crash_is_finished_when_the_fact_comes_again(bot):
+    # A negation replaces the first fact it makes untrue and marks the others superseded; a crash between the
+    # two leaves the new text written and the others not marked. The exchange is extracted again on restart:
+    # the fact is then a duplicate, and must still mark what it contradicts.
+    user = message("x").user
+    source = (await bot.memories.controls.remember(message("x"), "I drink coffee")).source
+    first = await bot.store.add(user.key, "The user drinks coffee.", source)
+    black = await bot.store.add(user.key, "The user drinks black coffee.", source)
+    await bot.store.update(user.key, first, text="The user doesn't drink coffee anymore.")  # then the crash
+    again = await bot.memories.learning.learn(user.key, "The user doesn't drink coffee anymore.", source)
+    assert again is None
+    exported = {m["id"]: m for m in (await bot.memories.controls.export(user))["memories"]}
+    assert exported[black][SUPERSEDED_BY] == first
+    assert "The user drinks black coffee." not in await texts(bot)
+
+
 def test_the_users_own_name_is_left_out_of_a_query():
     from bot.memories.recall import without_names
 
