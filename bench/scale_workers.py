@@ -8,8 +8,10 @@ stand-in that answers every extraction at once with one fact made from the messa
 queue, the claims, the locks, the embedder and the store. For each process count: a new database on a throwaway
 PostgreSQL + pgvector (tests/servers/postgres.py) holding the memories and the bot's state, the workers started
 and idle, then `--exchanges` exchanges of `--users` users queued at once; the time until the queue is empty
-gives exchanges learned per minute. Each worker embeds with one thread (MODEL_THREADS=1) with the default
-(OpenVINO) embedder, exported once beforehand into a folder every worker shares.
+gives exchanges learned per minute. Each worker embeds with one thread (MODEL_THREADS=1) with OpenVINO (what
+`MODEL_BACKEND=openai` picks), exported once beforehand into a folder every worker shares. The CPU time the
+workers and the PostgreSQL server spend per exchange is measured too: divided into the machine's cores it gives
+the most exchanges per minute the machine can learn however many workers share the queue.
 
 Checked every run: each exchange's fact stored once for its own user (none lost, none twice) and each extraction
 asked for once. Prints a table, writes JSON (`--out`) and a PNG of throughput against processes beside it; peak
@@ -87,6 +89,30 @@ def worker_env(data_dir: Path, url: str, model_url: str) -> dict[str, str]:
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes, with that of their children (reaped ones included)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        process = psutil.Process(pid)
+        for one in [process, *process.children(recursive=True)]:
+            try:
+                times = one.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def postgres_pid(server: PostgresServer) -> int:
+    """The postmaster of `server` (its backends are its children)."""
+    import psutil
+
+    return next(p.pid for p in psutil.process_iter(["name", "cmdline"])
+                if p.info["name"] == "postgres" and str(server.port) in (p.info["cmdline"] or []))
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -121,6 +147,8 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
                 await asyncio.sleep(0.5)
             await asyncio.sleep(8)  # loading the embedder and connecting
             queued = [exchange(n, users) for n in range(exchanges)]
+            worker_pids, database_pid = [w.pid for w in workers], postgres_pid(server)
+            cpu_before = cpu_seconds(worker_pids), cpu_seconds([database_pid])
             started = time.perf_counter()
             for user_key, record in queued:
                 await state.enqueue(user_key, record)
@@ -128,6 +156,7 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
                 assert all(w.poll() is None for w in workers), "a worker exited"
                 await asyncio.sleep(0.1)
             seconds = time.perf_counter() - started
+            cpu = cpu_seconds(worker_pids) - cpu_before[0], cpu_seconds([database_pid]) - cpu_before[1]
             rss = [peak_rss_mb(w.pid) for w in workers]
             if os.environ.get("BENCH_KEEP"):
                 shutil.copytree(work, os.environ["BENCH_KEEP"], dirs_exist_ok=True, symlinks=True)
@@ -145,6 +174,9 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
         "lost": len(set(wanted) - set(learned)), "twice": len(learned) - len(set(learned)),
         "foreign": len(set(learned) - set(wanted)),
         "extractions_repeated": sum(count - 1 for count in asked.values()),
+        "cpu_ms_per_exchange": {"workers": round(cpu[0] / exchanges * 1000, 1),
+                                "postgres": round(cpu[1] / exchanges * 1000, 1)},
+        "core_bound_per_minute": round((os.cpu_count() or 1) * 60 / (sum(cpu) / exchanges), 1),
         "worker_peak_rss_mb": [round(r, 1) for r in rss],
     }
 
@@ -187,10 +219,12 @@ async def main() -> None:
             print(json.dumps(result), flush=True)
     base = results[0]["per_minute"]
     print(f"\n{'processes':>9} {'seconds':>8} {'per min':>8} {'speed-up':>8} {'lost':>5} {'twice':>5} "
-          f"{'asked again':>11} {'worker peak RSS MB':>20}")
+          f"{'asked again':>11} {'CPU ms/exchange (workers+pg)':>28} {'core bound/min':>14} {'worker peak RSS MB':>20}")
     for r in results:
         print(f"{r['processes']:>9} {r['seconds']:>8} {r['per_minute']:>8} {r['per_minute'] / base:>8.2f} "
               f"{r['lost']:>5} {r['twice']:>5} {r['extractions_repeated']:>11} "
+              f"{r['cpu_ms_per_exchange']['workers']:>17} + {r['cpu_ms_per_exchange']['postgres']:>8} "
+              f"{r['core_bound_per_minute']:>14} "
               f"{', '.join(map(str, r['worker_peak_rss_mb'])):>20}")
     report = {"cpu_count": os.cpu_count(), "results": results,
               "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

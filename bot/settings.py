@@ -154,8 +154,8 @@ class MemorySettings:
     embedder_backend: str = setting(
         "EMBEDDER_BACKEND", "",
         "Embedder runtime: openvino (exported once; no torch in the process after that), sentence_transformers or "
-        "llama_cpp (llama extra). Empty follows MODEL_BACKEND: openvino with openvino, llama_cpp with llama_cpp, "
-        "otherwise sentence_transformers.",
+        "llama_cpp (llama extra). Empty follows MODEL_BACKEND: llama_cpp with llama_cpp, sentence_transformers "
+        "with transformers (torch is loaded anyway), otherwise openvino.",
         one_of("openvino", "sentence_transformers", "llama_cpp", ""))
     vector_store: str = setting("VECTOR_STORE", "qdrant", "Vector store provider: qdrant or pgvector.",
                                 one_of("qdrant", "pgvector"))
@@ -262,9 +262,11 @@ class Settings:
         """The embedder runtime in use: EMBEDDER_BACKEND, or the one that matches MODEL_BACKEND."""
         if self.memory.embedder_backend:
             return self.memory.embedder_backend
-        if self.model.backend in ("openvino", "llama_cpp"):
-            return self.model.backend
-        return "sentence_transformers"
+        if self.model.backend == "llama_cpp":
+            return "llama_cpp"
+        if self.model.backend == "transformers":
+            return "sentence_transformers"
+        return "openvino"  # openvino, and openai: a process whose model runs elsewhere needs no torch
 
 
 # --- loading

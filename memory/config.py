@@ -118,6 +118,9 @@ class StoreConfig:
             from memory.gguf_embedder import LlamaCppEmbedding
 
             return LlamaCppEmbedding(model, cache, threads=threads, dims=EMBEDDING_DIMS)
+        import torch
+
+        torch.set_num_threads(threads)  # mem0's sentence-transformers embedder: torch takes every core otherwise
         return None
 
 

@@ -64,8 +64,11 @@ class MemoryStore:
         self._cache: VectorCache | None = None
         self._pgvector = False  # recall in our own SQL (memory/server_channels.py)
         # Learning one fact embeds the fact, its message and its nearest stored facts; the facts of one message
-        # share the message and mostly the neighbours. Remembering recent vectors saves those repeated calls.
+        # share the message and mostly the neighbours, and mem0 embeds again what it stores (the fact, searched
+        # for first; the message's passage, the fact's anchor next). Remembering recent vectors, for mem0 too
+        # (`_RecentVectors`), saves those repeated calls.
         self._embed = lru_cache(maxsize=256)(self._embed_text)
+        self._embedder: Any = None  # the embedder itself
 
     async def __aenter__(self) -> MemoryStore:
         try:
@@ -86,6 +89,8 @@ class MemoryStore:
                 raise StoreError(f"{self._config.directory} is in use by another memorybot process: embedded "
                                  "Qdrant allows one at a time (stop the bot first, or use a Qdrant server)") from exc
             raise
+        self._embedder = self._mem0.embedding_model
+        self._mem0.embedding_model = _RecentVectors(self._embedder, self._embed)
         # the crash tests' steps inside mem0 (memory/faults.py; nothing changes when they are off)
         after(self._mem0.vector_store, "insert", "store.vector_written")
         after(self._mem0.vector_store, "delete", "store.memory_deleted")
@@ -211,7 +216,7 @@ class MemoryStore:
 
     def _embed_text(self, text: str) -> np.ndarray:
         """The unit vector of `text` (call `_embed`, which remembers recent ones; the result is shared)."""
-        return unit(self._mem0.embedding_model.embed(text, None))
+        return unit(self._embedder.embed(text, None))
 
     async def delete(self, user_key: str, memory_id: str) -> bool:
         """Delete one memory; False if it does not exist or belongs to someone else."""
@@ -549,6 +554,20 @@ class MemoryStore:
         if not self.keeps_history:
             return 0
         return await self._call(points.insert_history, self._mem0.db, rows)
+
+
+class _RecentVectors:
+    """mem0's embedder, answered from the store's recent vectors (`MemoryStore._embed`); all else passes through."""
+
+    def __init__(self, embedder: Any, embed: Callable[[str], np.ndarray]) -> None:
+        self._embedder = embedder
+        self._recent = embed
+
+    def embed(self, text: str, memory_action: str | None = None) -> list[float]:
+        return self._recent(text).tolist()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._embedder, name)
 
 
 def _close_mem0(mem0: Any) -> None:

@@ -3,7 +3,7 @@
 The first message of each answer replies to (references) the user's message; overflow parts follow as
 plain channel messages. Streams are edited at most once a second and split at Discord's 2,000 characters.
 Nothing the bot sends can ping @everyone, @here or a role; only the author may be mentioned. A call Discord answers
-503 is tried again a few times (discord.py retries 429 and the other 5xx itself), and a typing indicator Discord
+503 is tried again a few times (discord.py itself retries 429, 500, 502, 504 and 524), and a typing indicator Discord
 refuses does not cost the reply.
 """
 

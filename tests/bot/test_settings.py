@@ -61,6 +61,8 @@ def test_embedder_follows_the_model_backend_unless_set():
     assert load_settings(env_file=None).embedder == "openvino"
     assert load_settings(env_file=None, model_backend="transformers").embedder == "sentence_transformers"
     assert load_settings(env_file=None, model_backend="llama_cpp").embedder == "llama_cpp"
+    assert load_settings(env_file=None, model_backend="openai",
+                         openai_base_url="http://127.0.0.1:9/v1").embedder == "openvino"
     assert load_settings(env_file=None, model_backend="llama_cpp",
                          embedder_backend="sentence_transformers").embedder == "sentence_transformers"
 

@@ -139,7 +139,7 @@ async def test_a_users_search_finds_their_own_nearest_among_nearer_vectors_of_ot
     config = StoreConfig(directory=tmp_path / "memory", provider="pgvector", pgvector_url=url)
     async with MemoryStore(config) as store:
         stored = put(url, rows)
-        monkeypatch.setattr(store._mem0, "embedding_model", Embedded(query))
+        monkeypatch.setattr(store, "_embedder", Embedded(query))
         if not ours:  # the store before issue 18: mem0's search, no index on the user id
             monkeypatch.setattr(store, "_pgvector", False)
             with psycopg.connect(url) as conn:
