@@ -10,8 +10,9 @@ PostgreSQL + pgvector (tests/servers/postgres.py) holding the memories and the b
 and idle, then `--exchanges` exchanges of `--users` users queued at once; the time until the queue is empty
 gives exchanges learned per minute. Each worker embeds with one thread (MODEL_THREADS=1) with OpenVINO (what
 `MODEL_BACKEND=openai` picks), exported once beforehand into a folder every worker shares. The CPU time the
-workers and the PostgreSQL server spend per exchange is measured too: divided into the machine's cores it gives
-the most exchanges per minute the machine can learn however many workers share the queue.
+workers, the PostgreSQL server and this process (the stand-in model's answers, the queueing) spend per exchange
+is measured too: divided into the machine's cores it gives the most exchanges per minute the machine can learn
+however many workers share the queue.
 
 Checked every run: each exchange's fact stored once for its own user (none lost, none twice) and each extraction
 asked for once. Prints a table, writes JSON (`--out`) and a PNG of throughput against processes beside it; peak
@@ -105,6 +106,11 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def postgres_pid(server: PostgresServer) -> int:
     """The postmaster of `server` (its backends are its children)."""
     import psutil
@@ -148,7 +154,7 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
             await asyncio.sleep(8)  # loading the embedder and connecting
             queued = [exchange(n, users) for n in range(exchanges)]
             worker_pids, database_pid = [w.pid for w in workers], postgres_pid(server)
-            cpu_before = cpu_seconds(worker_pids), cpu_seconds([database_pid])
+            cpu_before = cpu_seconds(worker_pids), cpu_seconds([database_pid]), own_cpu_seconds()
             started = time.perf_counter()
             for user_key, record in queued:
                 await state.enqueue(user_key, record)
@@ -156,7 +162,8 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
                 assert all(w.poll() is None for w in workers), "a worker exited"
                 await asyncio.sleep(0.1)
             seconds = time.perf_counter() - started
-            cpu = cpu_seconds(worker_pids) - cpu_before[0], cpu_seconds([database_pid]) - cpu_before[1]
+            cpu = (cpu_seconds(worker_pids) - cpu_before[0], cpu_seconds([database_pid]) - cpu_before[1],
+                   own_cpu_seconds() - cpu_before[2])
             rss = [peak_rss_mb(w.pid) for w in workers]
             if os.environ.get("BENCH_KEEP"):
                 shutil.copytree(work, os.environ["BENCH_KEEP"], dirs_exist_ok=True, symlinks=True)
@@ -175,7 +182,8 @@ async def run(server: PostgresServer, processes: int, exchanges: int, users: int
         "foreign": len(set(learned) - set(wanted)),
         "extractions_repeated": sum(count - 1 for count in asked.values()),
         "cpu_ms_per_exchange": {"workers": round(cpu[0] / exchanges * 1000, 1),
-                                "postgres": round(cpu[1] / exchanges * 1000, 1)},
+                                "postgres": round(cpu[1] / exchanges * 1000, 1),
+                                "model_and_queueing": round(cpu[2] / exchanges * 1000, 1)},
         "core_bound_per_minute": round((os.cpu_count() or 1) * 60 / (sum(cpu) / exchanges), 1),
         "worker_peak_rss_mb": [round(r, 1) for r in rss],
     }
@@ -219,11 +227,13 @@ async def main() -> None:
             print(json.dumps(result), flush=True)
     base = results[0]["per_minute"]
     print(f"\n{'processes':>9} {'seconds':>8} {'per min':>8} {'speed-up':>8} {'lost':>5} {'twice':>5} "
-          f"{'asked again':>11} {'CPU ms/exchange (workers+pg)':>28} {'core bound/min':>14} {'worker peak RSS MB':>20}")
+          f"{'asked again':>11} {'CPU ms/exchange (workers+pg+model)':>34} {'core bound/min':>14} "
+          f"{'worker peak RSS MB':>20}")
     for r in results:
         print(f"{r['processes']:>9} {r['seconds']:>8} {r['per_minute']:>8} {r['per_minute'] / base:>8.2f} "
               f"{r['lost']:>5} {r['twice']:>5} {r['extractions_repeated']:>11} "
-              f"{r['cpu_ms_per_exchange']['workers']:>17} + {r['cpu_ms_per_exchange']['postgres']:>8} "
+              f"{r['cpu_ms_per_exchange']['workers']:>14} + {r['cpu_ms_per_exchange']['postgres']:>6} + "
+              f"{r['cpu_ms_per_exchange']['model_and_queueing']:>8} "
               f"{r['core_bound_per_minute']:>14} "
               f"{', '.join(map(str, r['worker_peak_rss_mb'])):>20}")
     report = {"cpu_count": os.cpu_count(), "results": results,
