@@ -88,6 +88,21 @@ def _stat(path: Path) -> os.stat_result | None:
     return path.stat() if path.exists() else None
 
 
+def check_mean_pooled(model_dir: Path, embedder: str) -> None:
+    """Refuse a sentence-transformers folder whose vectors `embedder` would not reproduce: ours mean-pool the
+    transformer's output and normalize, nothing else (a CLS-pooled model, or a dense layer after pooling, would
+    give other vectors than the ones sentence-transformers stored)."""
+    pooling = read_json(model_dir / "1_Pooling" / "config.json")
+    if pooling and not pooling.get("pooling_mode_mean_tokens"):
+        raise RuntimeError(f"{model_dir}: {embedder} needs a mean-pooled model (use EMBEDDER_BACKEND="
+                           "sentence_transformers for this one)")
+    stages = {m.get("type", "").rsplit(".", 1)[-1] for m in read_json(model_dir / "modules.json") or []}
+    if stages - {"Transformer", "Pooling", "Normalize"}:
+        raise RuntimeError(f"{model_dir}: {embedder} cannot run the stages "
+                           f"{sorted(stages - {'Transformer', 'Pooling', 'Normalize'})} after pooling (use "
+                           "EMBEDDER_BACKEND=sentence_transformers for this one)")
+
+
 def convert_bert(model_dir: Path, target: Path) -> None:
     """Write the sentence-transformers BERT model in `model_dir` as an f32 GGUF llama.cpp can embed with."""
     import gguf
@@ -97,13 +112,7 @@ def convert_bert(model_dir: Path, target: Path) -> None:
     if config.get("model_type") != "bert":
         raise RuntimeError(f"{model_dir}: the llama.cpp embedder converts BERT models only, "
                            f"not {config.get('model_type')!r}")
-    pooling = read_json(model_dir / "1_Pooling" / "config.json")
-    if pooling and not pooling.get("pooling_mode_mean_tokens"):
-        raise RuntimeError(f"{model_dir}: the llama.cpp embedder needs a mean-pooled model")
-    stages = {m.get("type", "").rsplit(".", 1)[-1] for m in read_json(model_dir / "modules.json") or []}
-    if stages - {"Transformer", "Pooling", "Normalize"}:
-        raise RuntimeError(f"{model_dir}: the llama.cpp embedder cannot run the stages "
-                           f"{sorted(stages - {'Transformer', 'Pooling', 'Normalize'})} after pooling")
+    check_mean_pooled(model_dir, "the llama.cpp embedder")
     tokens = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
     tokenizer = read_json(model_dir / "tokenizer_config.json")
     ids = {token: i for i, token in enumerate(tokens)}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.gguf_embedder import read_json
+from memory.gguf_embedder import check_mean_pooled, read_json
 
 _log = logging.getLogger(__name__)
 
@@ -46,18 +46,19 @@ def exported_ir(model_dir: Path, cache_dir: Path) -> Path:
                          .encode()).hexdigest()[:12]
     target = cache_dir / f"embedder-openvino-{key}"
     if not (target / IR_FILE).is_file():
-        export_ir(model_dir, target)  # also replaces a folder left without its model
+        export_ir(model_dir, target)
     return target / IR_FILE
 
 
 def export_ir(model_dir: Path, target: Path) -> None:
-    """Export the transformer of the sentence-transformers folder `model_dir` to `target` (made whole or not at all)."""
+    """Export the transformer of the sentence-transformers folder `model_dir` to `target` (made whole or not at all;
+    processes sharing the folder may export at once: each writes its own copy, the first one finished is kept)."""
     import openvino as ov
     import torch
     from transformers import AutoModel
 
     _log.info("exporting the embedder %s to OpenVINO (once)", model_dir.name)
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -67,10 +68,17 @@ def export_ir(model_dir: Path, target: Path) -> None:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         ir = ov.convert_model(model, example_input=example)
     ov.save_model(ir, str(partial / IR_FILE), compress_to_fp16=False)
+    if target.exists() and not (target / IR_FILE).is_file():  # a folder left without its model
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        partial.rename(target)
+    except OSError:  # another process's copy came first
+        shutil.rmtree(partial, ignore_errors=True)
+        if not (target / IR_FILE).is_file():
+            raise
     for stale in target.parent.glob("embedder-openvino-*"):  # an earlier model's (or version's) copy
-        if stale != partial:
+        if stale != target and ".partial-" not in stale.name:
             shutil.rmtree(stale, ignore_errors=True)
-    partial.rename(target)
 
 
 @contextmanager
@@ -101,6 +109,7 @@ class OpenVinoEmbedding:
         if not (model_dir / "tokenizer.json").is_file():
             raise RuntimeError(f"embedder model {model_dir}: no tokenizer.json there; the openvino embedder needs a "
                                "local sentence-transformers BERT folder")
+        check_mean_pooled(model_dir, "the openvino embedder")
         config = read_json(model_dir / "sentence_bert_config.json")
         self.max_tokens = int(config.get("max_seq_length", 512))
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

@@ -566,6 +566,9 @@ class _RecentVectors:
     def embed(self, text: str, memory_action: str | None = None) -> list[float]:
         return self._recent(text).tolist()
 
+    def embed_batch(self, texts: list[str], memory_action: str | None = None) -> list[list[float]]:
+        return [self.embed(text) for text in texts]
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._embedder, name)
 

@@ -47,7 +47,9 @@ class Learning:
         similar = await self._store.search(user_key, fact, 5, include_private=True)
         scores = await self._store.similarity(fact, [record.text for record in similar])
         similar = [replace(record, score=score) for record, score in zip(similar, scores, strict=True)]
-        duplicate = next((record for record in similar if _same_fact(record, fact)), None)
+        # (a near duplicate the fact makes untrue is no duplicate: "doesn't drink coffee" against "drinks coffee")
+        duplicate = next((record for record in similar
+                          if _same_fact(record, fact) and not supersede.replaces(fact, record.text)), None)
         attribute = supersede.profile_attribute(fact)
         if attribute:  # the profile holds one value per attribute, however unlike the old fact's words are
             profile = await self._store.profile(user_key, (attribute,), include_private=True)

@@ -1,6 +1,7 @@
 """The OpenVINO embedder (the default bot's), for real: the bundled MiniLM exported once gives sentence-transformers'
 vectors and tokens, and a store built on it never loads torch once the export exists."""
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,26 @@ asyncio.run(main())
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+
+
+@pytest.mark.parametrize("change", ["cls pooling", "a dense layer"])
+def test_a_model_whose_vectors_it_would_not_reproduce_is_refused(tmp_path, change):
+    # it mean-pools and normalizes, nothing else: another model's stored vectors would silently not match
+    bundled = Path(bundled_embedder_path())
+    model = tmp_path / "model"
+    model.mkdir()
+    for item in bundled.iterdir():
+        if item.name not in ("1_Pooling", "modules.json"):
+            (model / item.name).symlink_to(item)
+    (model / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": 384, "pooling_mode_cls_token": change == "cls pooling",
+               "pooling_mode_mean_tokens": change != "cls pooling"}
+    (model / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if change == "a dense layer":
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(RuntimeError, match="EMBEDDER_BACKEND=sentence_transformers"):
+        OpenVinoEmbedding(model, tmp_path / "cache", threads=1, dims=384)
+    assert not (tmp_path / "cache").exists()  # refused before any export
