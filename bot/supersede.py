@@ -50,6 +50,17 @@ _STOPWORDS = {"the", "user", "a", "an", "is", "does", "do", "did", "to", "of", "
               "was", "be", "been", "their", "his", "her", "s", "in", "on", "at"}
 
 
+# "The user is Priya." (what the bundled model writes for "I'm Priya" on some CPUs): a name only when every word
+# is capitalized, and not when the last one reads as a nationality, faith or language ("The user is Brazilian"),
+# which would otherwise replace the real name. Names that look like one ("Christian", "Ryan") are missed rather
+# than taken: they are still learned, just not as the profile's name.
+_CALLED = re.compile(r"^(?:(?i:the user is|i am|i'm) )(?:(?i:now) )?(?P<value>[A-Z][a-z]+(?:[ -][A-Z][a-z]+){0,2})$")
+_NOT_NAME_ENDINGS = ("an", "ish", "ese", "ic", "ist", "ch", "iss")
+_NOT_NAMES = {"greek", "thai", "hindu", "muslim", "jew", "sikh", "kiwi", "aussie", "pakistani", "iraqi", "israeli",
+              "saudi", "bangladeshi", "nepali", "bengali", "punjabi", "hindi", "somali", "yemeni", "omani", "qatari",
+              "kuwaiti", "filipino", "filipina", "latino", "latina", "mormon", "quaker", "inuit", "maori", "basque",
+              "scots", "gay", "deaf", "blind"}
+
 _FIRST_PERSON = [(re.compile(r"^(?:i am|i'm) "), "the user is "), (re.compile(r"^i "), "the user "),
                  (re.compile(r"^my "), "the user's ")]
 
@@ -70,6 +81,11 @@ def attribute(fact: str) -> tuple[str, str] | None:
         if match:
             value = next(v for v in match.groups() if v)
             return name, value.strip()
+    called = _CALLED.match(re.sub(r"\s+", " ", fact.replace("’", "'")).strip().rstrip(".!"))
+    if called:
+        last = called["value"].lower().split()[-1]
+        if last not in _NOT_NAMES and not last.endswith(_NOT_NAME_ENDINGS):
+            return "name", called["value"].lower()
     return None
 
 

@@ -16,6 +16,8 @@ from bot.supersede import attribute, replaced, replaces
     ("The user doesn't eat meat.", "The user eats meat."),
     ("I live in Lisbon", "I moved to Porto"),
     ("My name is Dana", "My name is Danielle now"),
+    ("The user's name is Dana.", "The user is Priya."),
+    ("The user is Priya.", "The user's name is Dana."),
     ("I eat meat", "I don't eat meat any more"),
 ])
 def test_updates_and_contradictions_replace(old, new):
@@ -31,6 +33,11 @@ def test_updates_and_contradictions_replace(old, new):
     ("The user likes pizza.", "The user likes pasta."),
     ("The user lives in Lisbon.", "The user lives in Lisbon."),
     ("The user doesn't like spiders.", "The user likes dogs."),
+    ("The user's name is Dana.", "The user is Brazilian."),
+    ("The user's name is Dana.", "The user is French."),
+    ("The user's name is Dana.", "The user is Catholic."),
+    ("The user's name is Dana.", "The user is Greek."),
+    ("The user's name is Dana.", "The user is Dana."),
 ])
 def test_additions_replace_nothing(old, new):
     assert not replaces(new, old)
@@ -39,6 +46,11 @@ def test_additions_replace_nothing(old, new):
 def test_attribute_values():
     assert attribute("The user moved to Porto.") == ("home", "porto")
     assert attribute("The user has a cat.") is None
+    assert attribute("The user is Priya Sharma.") == ("name", "priya sharma")
+    assert attribute("I'm Priya") == ("name", "priya")
+    for not_a_name in ("The user is allergic to peanuts.", "The user is ADHD.", "The user is Japanese.",
+                       "The user is Priya's friend.", "The user is Swiss.", "The user is British."):
+        assert attribute(not_a_name) is None, not_a_name
 
 
 def test_replaced_picks_only_the_outdated_fact():
