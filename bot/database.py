@@ -88,6 +88,8 @@ CREATE TABLE IF NOT EXISTS conversation_turns (
     text TEXT NOT NULL,
     reply TEXT NOT NULL,
     message_id TEXT NOT NULL,
+    memory_ids TEXT NOT NULL DEFAULT '[]',  -- JSON: the memories the reply's prompt kept (bot/handler.py)
+    shown_turns INTEGER NOT NULL DEFAULT 0,  -- earlier turns the reply's prompt held (bot/history.py)
     at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conversation_turns_of ON conversation_turns (conversation, user_key, id);
@@ -116,6 +118,13 @@ CREATE TABLE IF NOT EXISTS message_changes (  -- deleted or edited messages (bot
     PRIMARY KEY (platform, workspace, message_id, channel)
 );
 CREATE INDEX IF NOT EXISTS message_changes_at ON message_changes (at);
+"""
+
+# Shared recent-activity tables made by an older version get the columns added since (in process memory they are
+# made anew each start).
+_RECENT_UPGRADES = """
+ALTER TABLE conversation_turns ADD COLUMN IF NOT EXISTS memory_ids TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE conversation_turns ADD COLUMN IF NOT EXISTS shown_turns INTEGER NOT NULL DEFAULT 0;
 """
 
 _EXCHANGE_TABLES = ("pending_exchanges", "failed_exchanges")
@@ -194,7 +203,8 @@ class BotDatabase:
         (`fill_sources`); 2, the store's memories given their kind, profile attribute and time (`upgraded`).
         The bot's own tables are brought up to date here, every time (see `_add_columns`)."""
         if self._url:  # made whole, once, under the schema lock of bot/sql.py
-            self._sql = await open_sql(self._url, self._path, _SCHEMA + _SOURCE_INDEXES + _RECENT_SCHEMA)
+            self._sql = await open_sql(self._url, self._path,
+                                       _SCHEMA + _SOURCE_INDEXES + _RECENT_SCHEMA + _RECENT_UPGRADES)
         else:
             self._sql = await open_sql("", self._path, _SCHEMA)
             await _add_columns(self._sql)
@@ -261,25 +271,25 @@ class BotDatabase:
 
     async def claim(self, worker: str, lease_seconds: float) -> tuple[PendingExchange | None, float | None]:
         """Claim the oldest exchange that is due and not claimed by a live worker, for `lease_seconds`; or None
-        and the time the next one becomes due or free. A row that does not hold a readable exchange is set aside
-        (it would otherwise block the queue)."""
+        and the seconds until the next one becomes due or free. A row that does not hold a readable exchange is
+        set aside (it would otherwise block the queue). Times are the database's (`Sql.clock`)."""
+        clock = self.sql.clock
         while True:
-            now = time.time()
             row = await self.sql.fetchone(
                 # taking over a dead worker's claim counts as a failed attempt: an exchange that kills its worker
                 # (out of memory, say) is set aside after MAX_ATTEMPTS instead of killing every worker in turn
                 "UPDATE pending_exchanges SET attempts = attempts + CASE WHEN claimed_by <> '' THEN 1 ELSE 0 END, "
-                "claimed_by = ?, lease_until = ? WHERE id = ("
-                "SELECT id FROM pending_exchanges WHERE next_attempt_at <= ? AND lease_until <= ? "
+                f"claimed_by = ?, lease_until = {clock} + ? WHERE id = ("
+                f"SELECT id FROM pending_exchanges WHERE next_attempt_at <= {clock} AND lease_until <= {clock} "
                 f"ORDER BY next_attempt_at, id LIMIT 1{self.sql.skip_locked}) "
                 "RETURNING id, user_key, payload, attempts",
-                (worker, now + lease_seconds, now, now),
+                (worker, lease_seconds),
             )
             if row is None:
                 due = await self.sql.fetchone(
                     "SELECT min(CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END) "
-                    "FROM pending_exchanges")
-                return None, (float(due[0]) if due and due[0] is not None else None)
+                    f"- {clock} FROM pending_exchanges")
+                return None, (max(0.0, float(due[0])) if due and due[0] is not None else None)
             try:
                 return PendingExchange(int(row[0]), str(row[1]), QueuedExchange.from_json(row[2]), int(row[3]),
                                        worker), None
@@ -298,8 +308,8 @@ class BotDatabase:
         lease ran out). A lease that ran out while nobody took the row over (the database was away longer than the
         lease) is still this worker's: the claim would have changed `claimed_by`."""
         return await self.sql.execute(
-            "UPDATE pending_exchanges SET lease_until = ? WHERE id = ? AND claimed_by = ?",
-            (time.time() + lease_seconds, exchange.id, exchange.worker)) > 0
+            f"UPDATE pending_exchanges SET lease_until = {self.sql.clock} + ? WHERE id = ? AND claimed_by = ?",
+            (lease_seconds, exchange.id, exchange.worker)) > 0
 
     async def release(self, exchange: PendingExchange) -> None:
         """Give the claim back (the exchange keeps its place in the queue)."""
@@ -322,9 +332,9 @@ class BotDatabase:
     async def retry_later(self, exchange: PendingExchange, delay: float) -> None:
         """Count a failed attempt, let go of the claim and try again in `delay` seconds."""
         await self.sql.execute(
-            "UPDATE pending_exchanges SET attempts = attempts + 1, next_attempt_at = ?, claimed_by = '', "
-            "lease_until = 0 WHERE id = ? AND claimed_by = ?",
-            (time.time() + delay, exchange.id, exchange.worker),
+            f"UPDATE pending_exchanges SET attempts = attempts + 1, next_attempt_at = {self.sql.clock} + ?, "
+            "claimed_by = '', lease_until = 0 WHERE id = ? AND claimed_by = ?",
+            (delay, exchange.id, exchange.worker),
         )
 
     async def set_aside(self, exchange: PendingExchange, error: str) -> None:

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from bot.access import AccessPolicy
 from bot.database import BotDatabase
 from bot.errors import REPLY_FAILED
-from bot.history import Turn
+from bot.history import Turn, steady_window
 from bot.llm.base import ChatMessage, GenerationParams, ModelError
 from bot.llm.runner import LocalModel, ModelBusy
 from bot.memories import Memories
@@ -55,6 +55,7 @@ class MessageHandler:
             temperature=settings.model.temperature,
             repetition_penalty=settings.model.repetition_penalty,
         )
+        self._prompt_start_kept: bool | None = None  # see `_holds_prompt_start`
 
     async def handle(self, msg: IncomingMessage, reply: ReplyTarget) -> None:
         decision = await self._access.check(msg)
@@ -108,21 +109,26 @@ class MessageHandler:
 
     async def _reply(self, msg: IncomingMessage, text: str, was_cut: bool, history: list[Turn],
                      reply: ReplyTarget) -> str:
+        window = steady_window(history, self._s.model.history_turns) if self._holds_prompt_start() else history
         profile, recalled = await self._recall(msg, text)
-        memories = in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix)
+        profile, memories, later = await self._memory_layout(msg, history, window, profile, recalled)
         messages = build_prompt(
             bot_name=self._s.model.bot_name,
             user_name=msg.user_name,
             text=text,
             profile=profile,
             memories=memories,
-            history=history,
+            later=later,
+            history=window,
             now=msg.sent_at,
             budget=self._s.model.context_tokens - self._s.model.max_new_tokens,
             count_prompt=self._model.prompt_tokens,
         )
         # what `why` will list
-        await self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories, msg.user_name))
+        await self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories + later,
+                                                                       msg.user_name))
+        system_prompt = messages[:1]
+        in_system = tuple(r.id for r in shown_memories(system_prompt, profile + memories, msg.user_name))
         note = f"\n\n(Your message was long, so I read only its first {self._s.model.max_input_chars} characters.)"
         try:
             # closed here, not when garbage is collected: the model counts this reply as running until its
@@ -137,7 +143,9 @@ class MessageHandler:
             await reply.send(REPLY_FAILED)
             return ""
         reply_text = strip_reasoning(shown)
-        await self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text, msg.message_id))
+        shown_turns = sum(m.role == "assistant" for m in messages)
+        await self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text, msg.message_id,
+                                                                     in_system, shown_turns))
         return reply_text
 
     async def _deltas(self, messages: list[ChatMessage], note: str) -> AsyncIterator[str]:
@@ -161,11 +169,61 @@ class MessageHandler:
             _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
             return [], []
         pinned = {record.id for record in profile}
-        budget = self._s.memory.token_budget - sum(self._model.count_tokens(bullet(r, msg.user_name) + "\n")
-                                                   for r in profile)
-        fitted = fit_memories([r for r in found if r.id not in pinned], budget, self._model.count_tokens,
-                              msg.user_name)
+        fitted = fit_memories([r for r in found if r.id not in pinned], self._memory_budget(profile, msg),
+                              self._model.count_tokens, msg.user_name)
         return profile, fitted
+
+    async def _memory_layout(self, msg: IncomingMessage, history: list[Turn], window: list[Turn],
+                             profile: list[MemoryRecord], recalled: list[MemoryRecord]
+                             ) -> tuple[list[MemoryRecord], list[MemoryRecord], list[MemoryRecord]]:
+        """The profile and the memories of the system prompt, and the memories that come just before the message.
+
+        With a backend that reuses the start of its last prompt, a conversation's system prompt keeps the memories
+        it had while the turns shown continue the last prompt's (`steady_window`): the model then processes only
+        the last exchange, the memories this message adds and the message, not the whole history again (first
+        token, bench/README.md). The added ones get what the kept ones leave of the memory budget. The kept ones
+        are looked up again, so one forgotten, corrected or expired since is never shown: the conversation then
+        gets a new set, as it does when the window moves on (all after the system prompt is new then anyway).
+        """
+        fresh = profile, in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix), []
+        last = history[-1] if history else None
+        if last is None or not last.memory_ids or len(window) != last.shown_turns + 1 \
+                or not self._holds_prompt_start():
+            return fresh
+        try:
+            held = await self._memories.recall.current(msg, last.memory_ids)
+        except StoreError as exc:
+            _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
+            return [], [], []
+        if len(held) != len(last.memory_ids):
+            return fresh
+        kept, pinned = {r.id for r in held}, {r.id for r in profile}
+        held_profile = [r for r in held if r.id in pinned]
+        added = fit_memories([r for r in profile + recalled if r.id not in kept],
+                             self._memory_budget(held, msg), self._model.count_tokens, msg.user_name)
+        return held_profile, [r for r in held if r.id not in pinned], added
+
+    def _memory_budget(self, shown: list[MemoryRecord], msg: IncomingMessage) -> int:
+        """What MEMORY_TOKEN_BUDGET leaves once `shown` are in the prompt."""
+        return self._s.memory.token_budget - sum(self._model.count_tokens(bullet(r, msg.user_name) + "\n")
+                                                 for r in shown)
+
+    def _holds_prompt_start(self) -> bool:
+        """Whether conversations keep their prompt's start (`_memory_layout`): on a backend that reuses prompt
+        starts whose chat template takes a second system message later in the chat (some templates refuse one
+        that is not first; checked once)."""
+        if self._prompt_start_kept is None:
+            self._prompt_start_kept = self._model.reuses_prompt_prefix
+            if self._prompt_start_kept:
+                sample = [ChatMessage("system", "s"), ChatMessage("user", "u"), ChatMessage("assistant", "a"),
+                          ChatMessage("system", "s"), ChatMessage("user", "u")]
+                try:
+                    self._model.prompt_tokens(sample)
+                except Exception as exc:  # a template's own error, of whatever type its engine raises
+                    _log.warning("the model's chat template refuses a later system message (%s); every reply "
+                                 "recalls into the system prompt anew", type(exc).__name__)
+                    self._prompt_start_kept = False
+        return self._prompt_start_kept
 
     async def _queue_writeback(self, msg: IncomingMessage, text: str, reply_text: str, answered: str | None,
                                reply: ReplyTarget) -> None:

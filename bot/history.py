@@ -4,11 +4,13 @@ Kept in the bot's recent-activity tables (`BotDatabase.recent`): in this process
 default, as before; in the shared PostgreSQL when several processes serve one community, so a thread's next
 message has its history whichever replica answers it. A user's turns leave with a forget-all, a message's with
 its deletion, and a conversation silent for HISTORY_DAYS is dropped; at most MAX_CONVERSATIONS conversations'
-worth of turns are kept.
+worth of turns are kept. A backend that reuses prompt starts is shown a window that moves in steps
+(`steady_window`), so its prompt keeps starting like the last one.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -25,6 +27,20 @@ class Turn:
     text: str
     reply: str
     message_id: str = ""
+    memory_ids: tuple[str, ...] = ()  # ids of the memories in the reply's system prompt (bot/handler.py)
+    shown_turns: int = 0  # how many earlier turns the reply's prompt held (`steady_window`)
+
+
+def steady_window(turns: list[Turn], limit: int) -> list[Turn]:
+    """The turns of a prompt that should start like the conversation's last one (a backend that reuses prompt
+    starts): the last prompt's turns and the exchange since; once that is more than `limit`, the oldest half of
+    them leave at once, so the start changes every `limit // 2` replies instead of every reply."""
+    if not turns or limit <= 0:
+        return []
+    wanted = turns[-1].shown_turns + 1
+    if wanted > limit:
+        wanted = min(wanted - max(1, limit // 2), limit)
+    return turns[-wanted:]
 
 
 class ConversationHistory:
@@ -38,9 +54,10 @@ class ConversationHistory:
         """This user's turns among the conversation's last `turns`, oldest first (other people's words never
         enter their prompt)."""
         rows = await self._sql.fetchall(
-            "SELECT text, reply, message_id FROM conversation_turns WHERE conversation = ? AND user_key = ? "
-            "AND at > ? ORDER BY id", (conversation, user_key, time.time() - HISTORY_DAYS * 86400))
-        return [Turn(user_key, str(text), str(reply), str(message_id)) for text, reply, message_id in rows]
+            "SELECT text, reply, message_id, memory_ids, shown_turns FROM conversation_turns WHERE conversation = ? "
+            "AND user_key = ? AND at > ? ORDER BY id", (conversation, user_key, time.time() - HISTORY_DAYS * 86400))
+        return [Turn(user_key, str(text), str(reply), str(message_id), tuple(json.loads(memory_ids or "[]")),
+                     int(shown_turns)) for text, reply, message_id, memory_ids, shown_turns in rows]
 
     async def add(self, conversation: str, turn: Turn) -> None:
         """Keep the turn; the conversation keeps its last `turns`, and all conversations together the last
@@ -50,8 +67,10 @@ class ConversationHistory:
         now = time.time()
         async with self._sql.transaction() as tx:
             await tx.execute(
-                "INSERT INTO conversation_turns (conversation, user_key, text, reply, message_id, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (conversation, turn.user_key, turn.text, turn.reply, turn.message_id, now))
+                "INSERT INTO conversation_turns (conversation, user_key, text, reply, message_id, memory_ids, "
+                "shown_turns, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation, turn.user_key, turn.text, turn.reply, turn.message_id, json.dumps(list(turn.memory_ids)),
+                 turn.shown_turns, now))
             await tx.execute(
                 "DELETE FROM conversation_turns WHERE conversation = ? AND id NOT IN ("
                 "SELECT id FROM conversation_turns WHERE conversation = ? ORDER BY id DESC LIMIT ?)",

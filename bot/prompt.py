@@ -4,6 +4,11 @@ The small default model used memories best as a bullet list in the system prompt
 user's profile (always there, whatever the message), then the recalled facts and passages of what the user
 said earlier, quoted with the day they said it. Recalled memories first get their own token budget (best
 first); then the whole prompt is fitted into the model's budget, the profile kept to the last.
+
+Later in a conversation, with a backend that reuses the start of its last prompt, the system prompt keeps the
+memories it had (bot/handler.py decides), and the memories recalled for the new message that it lacks come
+`later`, in a second short list just before the message, so that only the last exchange and that list are new
+to the model.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ MEMORIES = (
     "What you remember about {user_name} from earlier conversations:\n{bullets}\n"
     "Use these facts when they are relevant. Do not invent facts about {user_name}."
 )
+LATER = "Also what you remember about {user_name}, for the next message:\n{bullets}"
 
 
 def bullet(record: MemoryRecord, user_name: str) -> str:
@@ -80,21 +86,25 @@ def build_prompt(
     budget: int,
     count_prompt: Callable[[list[ChatMessage]], int],
     profile: Sequence[MemoryRecord] = (),
+    later: Sequence[MemoryRecord] = (),
 ) -> list[ChatMessage]:
-    """Chat messages for the model within `budget` prompt tokens; `profile` comes first in the memories.
+    """Chat messages for the model within `budget` prompt tokens; `profile` comes first in the memories of the
+    system prompt, `later` in their own list before the message.
 
-    What does not fit goes in this order: the oldest history turns, then the oldest memories, then the
-    profile, and only then the end of the message itself, so the model never gets a prompt longer than its
-    context window.
+    What does not fit goes in this order: the oldest history turns, then the oldest of `later`, then the oldest
+    memories, then the profile, and only then the end of the message itself, so the model never gets a prompt
+    longer than its context window (`later` first: the system prompt is what a next prompt may start with).
     """
-    turns, kept, pinned = list(history), list(memories), list(profile)
+    turns, kept, pinned, added = list(history), list(memories), list(profile), list(later)
     while True:
-        messages = _messages(bot_name, user_name, text, pinned + kept, turns, now)
+        messages = _messages(bot_name, user_name, text, pinned + kept, turns, now, added)
         excess = count_prompt(messages) - budget
         if excess <= 0:
             return messages
         if turns:
             turns.pop(0)
+        elif added:
+            added.remove(min(added, key=lambda m: m.created_at or now))
         elif kept:
             kept.remove(min(kept, key=lambda m: m.created_at or now))
         elif pinned:
@@ -108,20 +118,28 @@ def build_prompt(
 MIN_TEXT_CHARS = 32
 
 
-def shown_memories(messages: list[ChatMessage], memories: list[MemoryRecord], user_name: str) -> list[MemoryRecord]:
-    """Which of `memories` made it into the prompt `build_prompt` gave (it may have dropped some to fit)."""
-    lines = set(messages[0].content.splitlines()) if messages else set()
+def shown_memories(messages: list[ChatMessage], memories: Sequence[MemoryRecord], user_name: str
+                   ) -> list[MemoryRecord]:
+    """Which of `memories` made it into the system messages of `messages` (`build_prompt` may have dropped some
+    to fit)."""
+    lines = {line for m in messages if m.role == "system" for line in m.content.splitlines()}
     return [m for m in memories if bullet(m, user_name) in lines]
 
 
 def _messages(bot_name: str, user_name: str, text: str, memories: list[MemoryRecord], turns: list[Turn],
-              now: datetime) -> list[ChatMessage]:
+              now: datetime, later: list[MemoryRecord]) -> list[ChatMessage]:
     system = SYSTEM.format(bot_name=bot_name, today=now.strftime("%A, %d %B %Y"), user_name=user_name)
     if memories:
-        bullets = "\n".join(bullet(m, user_name) for m in memories)
-        system += "\n\n" + MEMORIES.format(user_name=user_name, bullets=bullets)
+        system += "\n\n" + MEMORIES.format(user_name=user_name, bullets=_bullets(memories, user_name))
     messages = [ChatMessage("system", system)]
     for turn in turns:
         messages += [ChatMessage("user", turn.text), ChatMessage("assistant", turn.reply)]
+    if later:
+        messages.append(ChatMessage("system", LATER.format(user_name=user_name,
+                                                           bullets=_bullets(later, user_name))))
     messages.append(ChatMessage("user", text))
     return messages
+
+
+def _bullets(memories: list[MemoryRecord], user_name: str) -> str:
+    return "\n".join(bullet(m, user_name) for m in memories)

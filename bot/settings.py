@@ -116,8 +116,8 @@ class ModelSettings:
                                          positive)
     max_input_chars: int = setting("MAX_INPUT_CHARS", 4000,
                                    "Longer messages are cut to this many characters for the model.", positive)
-    history_turns: int = setting("HISTORY_TURNS", 6, "Recent exchanges of the same conversation kept in the prompt.",
-                                 not_negative)
+    history_turns: int = setting("HISTORY_TURNS", 6, "Most recent exchanges of the same conversation kept in the "
+                                 "prompt (backends reusing prompt starts drop the oldest half at once).", not_negative)
     bot_name: str = setting("BOT_NAME", "memorybot", "The name the bot uses for itself in the system prompt.")
 
     def validate(self) -> None:

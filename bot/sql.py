@@ -2,12 +2,12 @@
 async with a connection pool, for several bot processes sharing one state).
 
 Queries are written once, in the SQL both engines speak (`?` placeholders, `ON CONFLICT`, `RETURNING`); the
-PostgreSQL side turns `?` into psycopg's `%s`. What differs is said here and only here: the column type of an
-id that numbers itself (`SERIAL` in schemas), the `FOR UPDATE SKIP LOCKED` that lets several processes claim
-queue rows without waiting on each other (`skip_locked`), where a file's one-time upgrade version is kept, how an
-id's numbering is moved on (`number_above`), and `lock`, which on PostgreSQL is an advisory lock all processes see
-and on SQLite (one process per DATA_DIR) a no-op. (The upgrade of SQLite files from before some columns is
-SQLite's alone: bot/database.py `_add_columns`.)
+PostgreSQL side turns `?` into psycopg's `%s`. What differs is said here and only here: the column type of an id
+that numbers itself (`SERIAL` in schemas), the `FOR UPDATE SKIP LOCKED` that lets several processes claim queue
+rows without waiting on each other (`skip_locked`), the database's clock (`clock`), where a file's one-time
+upgrade version is kept, how an id's numbering is moved on (`number_above`), and `lock`, which on PostgreSQL is
+an advisory lock all processes see and on SQLite (one process per DATA_DIR) a no-op. (The upgrade of SQLite
+files from before some columns is SQLite's alone: bot/database.py `_add_columns`.)
 
 Each call commits by itself; `transaction()` groups statements that must land together.
 """
@@ -43,6 +43,9 @@ class Sql:
 
     shared = False
     skip_locked = ""  # appended to a `SELECT ... LIMIT 1` that claims a row
+    # The database's own time in seconds since 1970, as SQL: what leases and retry times are set and compared
+    # with, so processes on machines whose clocks disagree still agree on when a claim runs out.
+    clock = "((julianday('now') - 2440587.5) * 86400.0)"
 
     async def execute(self, query: str, args: Args = ()) -> int:
         """Run one statement and commit; the number of rows it changed."""
@@ -219,6 +222,7 @@ class PostgresSql(Sql):
 
     shared = True
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    clock = "extract(epoch from statement_timestamp())::double precision"  # stable: index conditions may use it
 
     def __init__(self, pool: Any, url: str, timeout: float) -> None:
         self._pool = pool

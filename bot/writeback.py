@@ -151,9 +151,8 @@ class WritebackWorker:
 
     async def _step(self) -> None:
         await self._wait_for_quiet()
-        exchange, due_at = await self._db.claim(self.name, self._lease)
+        exchange, delay = await self._db.claim(self.name, self._lease)
         if exchange is None:
-            delay = None if due_at is None else max(0.0, due_at - time.time())
             if self._db.shared:
                 delay = SHARED_POLL_SECONDS if delay is None else min(delay, SHARED_POLL_SECONDS)
             self._wake.clear()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -446,9 +446,7 @@ class MemoryStore:
     def _channels(self, user_key: str, include_private: bool, kinds: tuple[str, ...],
                   vector: np.ndarray) -> UserChannels:
         def keep(payload: dict[str, Any]) -> bool:
-            return not (payload.get(SUPERSEDED_BY) or expired(payload)
-                        or (payload.get("source_private") and not include_private)) \
-                and payload.get(KIND, FACT) in kinds
+            return _is_current(payload, include_private) and payload.get(KIND, FACT) in kinds
 
         if self._cache:
             return self._cache.user(user_key, keep, vector)
@@ -465,10 +463,25 @@ class MemoryStore:
         wanted = {} if self._cache else {ATTRIBUTE: {"in": list(attributes)}}
         found = await self._call(self._points, user_key, wanted)
         records = [_record_from_hit(Hit(i, p, float("nan"))) for i, p in found
-                   if p.get(ATTRIBUTE) in attributes and not p.get(SUPERSEDED_BY) and not expired(p)
-                   and (include_private or not p.get("source_private"))]
+                   if p.get(ATTRIBUTE) in attributes and _is_current(p, include_private)]
         records.sort(key=lambda r: r.updated_at or r.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return records
+
+    async def current(self, user_key: str, memory_ids: Sequence[str], *, include_private: bool
+                      ) -> list[MemoryRecord]:
+        """Those of these memories that are still the user's current ones (there, not superseded or expired and,
+        unless `include_private`, not from a DM), in the order given."""
+        return await self._call(self._current, user_key, list(memory_ids), include_private)
+
+    def _current(self, user_key: str, memory_ids: list[str], include_private: bool) -> list[MemoryRecord]:
+        if self._cache:
+            payloads = dict(self._cache.points(user_key, lambda p: True))
+        else:
+            found = (self._mem0.vector_store.get(vector_id=i) for i in memory_ids)
+            payloads = {str(row.id): dict(row.payload or {}) for row in found
+                        if row is not None and (row.payload or {}).get("user_id") == user_key}
+        return [_record_from_hit(Hit(i, payloads[i], float("nan"))) for i in memory_ids
+                if i in payloads and _is_current(payloads[i], include_private)]
 
     async def list(
         self, user_key: str, *, include_superseded: bool = False, include_expired: bool = False,
@@ -599,6 +612,12 @@ def _parse_time(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return None
+
+
+def _is_current(payload: dict[str, Any], include_private: bool) -> bool:
+    """Whether a memory may be recalled: not superseded or expired and, unless `include_private`, not from a DM."""
+    return not (payload.get(SUPERSEDED_BY) or expired(payload)
+                or (payload.get("source_private") and not include_private))
 
 
 def _record_from_hit(hit: Hit) -> MemoryRecord:

@@ -47,6 +47,10 @@ class Recall:
         found = await self._store.profile(msg.user.key, supersede.PROFILE, include_private=msg.is_direct)
         return one_per_attribute(found)
 
+    async def current(self, msg: IncomingMessage, memory_ids: tuple[str, ...]) -> list[MemoryRecord]:
+        """Those of these memories of the user that may still be recalled for `msg`, in the order given."""
+        return await self._store.current(msg.user.key, memory_ids, include_private=msg.is_direct)
+
     async def note_used(self, user: UserRef, records: list[MemoryRecord]) -> None:
         """Remember which memories went into the user's latest reply, for `why` (their ids; for USED_DAYS)."""
         now = time.time()

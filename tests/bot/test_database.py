@@ -159,6 +159,24 @@ async def test_new_rows_name_their_message_in_columns_queued_and_set_aside(tmp_p
         await db.close()
 
 
+async def test_an_exchange_tried_again_later_is_due_after_its_delay(tmp_path):
+    db = BotDatabase(tmp_path / "bot.sqlite3")
+    await db.open()
+    try:
+        await db.enqueue(DANA, QueuedExchange(text="I have a dog", reply="ok", source=source("m9")))
+        exchange, _ = await db.claim("w", 60)
+        assert exchange is not None
+        nothing, free_in = await db.claim("v", 60)
+        assert nothing is None and free_in is not None and 55 < free_in <= 60  # claimed: free when its lease ends
+        await db.retry_later(exchange, 30)
+        nothing, free_in = await db.claim("w", 60)
+        assert nothing is None and free_in is not None and 25 < free_in <= 30
+        await db.retry_later(exchange, 0)  # not claimed any more: nothing changes
+        assert (await db.claim("w", 60))[0] is None
+    finally:
+        await db.close()
+
+
 async def test_an_unreadable_row_is_set_aside_not_blocking_the_queue(opened):
     await opened.sql.execute("UPDATE pending_exchanges SET payload = '{\"text\": 1}' WHERE id = 1")
     exchange, _ = await opened.claim("w", 60)

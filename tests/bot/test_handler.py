@@ -204,3 +204,113 @@ async def test_a_reply_broken_off_by_the_platform_ends_the_models_turn_and_learn
             gc.enable()
         listed = (await bot.memories.controls.list(message("x").user)).records
         assert [r.text for r in listed] == ["The user has a dog."]
+
+
+class PrefixReusingBackend(ScriptedBackend):
+    """A scripted model that says it reuses prompt starts, as llama.cpp and OpenVINO do."""
+
+    reuses_prompt_prefix = True
+
+
+async def test_a_conversations_system_prompt_stays_put_and_new_memories_come_before_the_message(make_settings):
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.writeback.stop()  # the last call is the reply's
+        await bot.memories.controls.remember(message("x", message_id="r1"), "I keep bees on my roof.")
+        await bot.handle(message("How are my bees doing in this heat?", message_id="m1"), RecordingReply())
+        first = backend.calls[-1]
+        await bot.memories.controls.remember(message("x", message_id="r2"), "My bicycle is a red Brompton.")
+        await bot.handle(message("Which bicycle do I ride?", message_id="m2"), RecordingReply())
+        second = backend.calls[-1]
+        assert second[0] == first[0]  # the start the backend processed last time, to the letter
+        assert [m.role for m in second] == ["system", "user", "assistant", "system", "user"]
+        assert "- My bicycle is a red Brompton." in second[3].content
+        assert "Brompton" not in second[0].content
+        used = [r.text for r in await bot.memories.recall.why(message("x").user)]
+        assert "My bicycle is a red Brompton." in used and "I keep bees on my roof." in used
+
+
+async def test_a_memory_forgotten_mid_conversation_leaves_the_prompt(make_settings):
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.writeback.stop()
+        bees = await bot.memories.controls.remember(message("x", message_id="r1"), "I keep bees on my roof.")
+        await bot.memories.controls.remember(message("x", message_id="r2"), "My bees make heather honey.")
+        await bot.handle(message("Tell me about my bees", message_id="m1"), RecordingReply())
+        assert "I keep bees on my roof." in backend.calls[-1][0].content
+        assert await bot.memories.forgetting.forget(message("x").user, bees.id)
+        await bot.handle(message("And my bees' honey?", message_id="m2"), RecordingReply())
+        prompt = "\n".join(m.content for m in backend.calls[-1])
+        assert "I keep bees on my roof." not in prompt
+        assert "- My bees make heather honey." in backend.calls[-1][0].content  # a new set, recalled afresh
+
+
+async def test_without_prefix_reuse_every_reply_recalls_into_the_system_prompt(make_settings):
+    backend = ScriptedBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.writeback.stop()
+        await bot.handle(message("How are my bees doing?", message_id="m1"), RecordingReply())
+        await bot.memories.controls.remember(message("x", message_id="r2"), "My bicycle is a red Brompton.")
+        await bot.handle(message("Which bicycle do I ride?", message_id="m2"), RecordingReply())
+        assert "- My bicycle is a red Brompton." in backend.calls[-1][0].content
+        assert [m.role for m in backend.calls[-1]] == ["system", "user", "assistant", "user"]
+
+
+async def test_a_long_conversation_keeps_its_prompt_start_and_drops_old_turns_in_halves(make_settings):
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0, history_turns=4), backend=backend) as bot:
+        await bot.writeback.stop()
+        prompts = []
+        for i in range(9):
+            await bot.handle(message(f"Question number {i}?", message_id=f"m{i}"), RecordingReply())
+            prompts.append(backend.calls[-1])
+        shown = [sum(m.role == "assistant" for m in p) for p in prompts]
+        assert shown == [0, 1, 2, 3, 4, 3, 4, 3, 4]  # at most HISTORY_TURNS; the oldest two leave together
+        for before, after in zip(prompts, prompts[1:], strict=False):
+            if sum(m.role == "assistant" for m in after) > sum(m.role == "assistant" for m in before):
+                assert after[:len(before) - 1] == before[:-1]  # all but the message itself is reused
+        assert prompts[-1][-3].content == "Question number 7?"  # the turns shown are the latest ones
+
+
+async def test_a_conversation_that_began_with_no_memories_gets_them_in_its_system_prompt(make_settings):
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.writeback.stop()
+        await bot.handle(message("Hello there!", message_id="m1"), RecordingReply())
+        await bot.memories.controls.remember(message("x", message_id="r1"), "I keep bees on my roof.")
+        await bot.handle(message("How are my bees?", message_id="m2"), RecordingReply())
+        assert "- I keep bees on my roof." in backend.calls[-1][0].content
+
+
+async def test_the_conversation_takes_a_new_set_of_memories_when_its_window_moves_on(make_settings):
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0, history_turns=2), backend=backend) as bot:
+        await bot.writeback.stop()
+        await bot.memories.controls.remember(message("x", message_id="r1"), "I keep bees on my roof.")
+        await bot.handle(message("How are my bees?", message_id="m1"), RecordingReply())
+        await bot.memories.controls.remember(message("x", message_id="r2"), "My bicycle is a red Brompton.")
+        for i, expected_in_system in ((2, False), (3, False), (4, True)):  # shown turns 1, 2, then 1: moved on
+            await bot.handle(message("Which bicycle do I ride?", message_id=f"m{i}"), RecordingReply())
+            assert ("Brompton" in backend.calls[-1][0].content) == expected_in_system
+            assert "- My bicycle is a red Brompton." in "\n".join(m.content for m in backend.calls[-1])
+
+
+class FirstSystemOnlyBackend(PrefixReusingBackend):
+    """A model whose chat template, like some, refuses a system message that is not the first."""
+
+    def prompt_tokens(self, messages):
+        if any(m.role == "system" for m in messages[1:]):
+            raise ValueError("System role only supported at the start")
+        return super().prompt_tokens(messages)
+
+
+async def test_a_template_refusing_a_later_system_message_keeps_the_old_layout(make_settings):
+    backend = FirstSystemOnlyBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.writeback.stop()
+        await bot.memories.controls.remember(message("x", message_id="r1"), "I keep bees on my roof.")
+        await bot.handle(message("How are my bees?", message_id="m1"), RecordingReply())
+        await bot.memories.controls.remember(message("x", message_id="r2"), "My bicycle is a red Brompton.")
+        reply = RecordingReply()
+        await bot.handle(message("Which bicycle do I ride?", message_id="m2"), reply)
+        assert reply.streamed == ["ok"] and "- My bicycle is a red Brompton." in backend.calls[-1][0].content

@@ -1,7 +1,7 @@
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from bot.history import Turn
+from bot.history import Turn, steady_window
 from bot.prompt import build_prompt, fit_memories, in_prompt_order, shown_memories
 from memory.records import MemoryRecord, Source
 
@@ -18,9 +18,10 @@ def count(messages) -> int:
     return sum(len(m.content.split()) + 3 for m in messages)
 
 
-def build(text="hello there", memories=(), history=(), budget=10_000, profile=()):
+def build(text="hello there", memories=(), history=(), budget=10_000, profile=(), later=()):
     return build_prompt(bot_name="bot", user_name="Dana", text=text, memories=list(memories),
-                        history=list(history), now=NOW, budget=budget, count_prompt=count, profile=list(profile))
+                        history=list(history), now=NOW, budget=budget, count_prompt=count, profile=list(profile),
+                        later=list(later))
 
 
 def test_memories_are_a_bullet_list_in_the_system_prompt():
@@ -73,3 +74,33 @@ def test_profile_first_passages_quoted_with_their_day_and_profile_kept_longest()
     tight = build(memories=[record("The user has a cat.", 1), passage], profile=profile,
                   budget=count(build(profile=profile)))
     assert "Dana." in tight[0].content and "cat" not in tight[0].content and "boiler" not in tight[0].content
+
+
+def test_later_memories_come_just_before_the_message_and_go_first_when_the_prompt_is_cut():
+    held, added = [record("held fact " * 5, 1)], [record("added fact " * 5, 20), record("older added " * 5, 2)]
+    history = [Turn("u", "question", "answer")]
+    full = build(memories=held, later=added, history=history)
+    assert [m.role for m in full] == ["system", "user", "assistant", "system", "user"]
+    assert "added fact" in full[3].content and "added fact" not in full[0].content
+    assert shown_memories(full, held + added, "Dana") == held + added  # both system messages count
+    assert len(build(memories=held, later=added, history=history, budget=count(full) - 5)) == 3  # history first
+    alone = build(memories=held, later=added)
+    cut = build(memories=held, later=added, budget=count(alone) - 5)
+    assert cut[0] == alone[0] and "older added" not in cut[1].content and "added fact" in cut[1].content
+    no_later = build(memories=held, later=added, budget=count([alone[0], alone[2]]))
+    assert [m.role for m in no_later] == ["system", "user"] and no_later[0] == alone[0]
+
+
+def turns(*shown: int) -> list[Turn]:
+    return [Turn("u", f"q{i}", f"a{i}", shown_turns=n) for i, n in enumerate(shown)]
+
+
+def test_the_steady_window_grows_by_one_and_drops_the_oldest_half_at_once():
+    assert steady_window([], 6) == []
+    history = turns(0, 1, 2, 3, 4, 5)
+    assert steady_window(history, 6) == history  # the last prompt held 5 turns: now those and the last one
+    assert steady_window(turns(1, 2, 3, 4, 5, 6), 6) == turns(1, 2, 3, 4, 5, 6)[-4:]  # 7 > 6: 3 go at once
+    assert steady_window(turns(0, 1), 1) == turns(0, 1)[-1:]  # a window of one moves every reply
+    assert len(steady_window(turns(*range(12, 18)), 6)) <= 6  # HISTORY_TURNS lowered since: never above it
+    assert steady_window(history, 0) == []
+    assert steady_window(turns(4, 5), 6) == turns(4, 5)  # turns deleted since: what is left

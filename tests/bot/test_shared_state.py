@@ -6,6 +6,7 @@ twice. On SQLite, a claim left by a killed process is let go when the file is op
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -307,3 +308,38 @@ async def test_taking_over_a_dead_workers_claim_counts_as_a_failed_attempt(two):
         claimed, _ = await first.claim(f"dies-{n}", 0.01)
         assert claimed is not None and claimed.attempts == n
         await asyncio.sleep(0.05)
+
+
+async def test_shared_history_made_by_an_older_version_gets_the_columns_added_since(postgres: PostgresServer,
+                                                                                    tmp_path):
+    url = postgres.new_database()
+    old = await PostgresSql.open(url, "CREATE TABLE conversation_turns (id SERIAL, conversation TEXT "
+                                      "NOT NULL, user_key TEXT NOT NULL, text TEXT NOT NULL, reply TEXT NOT NULL, "
+                                      "message_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);")
+    await old.execute("INSERT INTO conversation_turns (conversation, user_key, text, reply, message_id, at) "
+                      "VALUES ('c', ?, 'hello', 'hi', 'm0', extract(epoch from now()))", (DANA,))
+    await old.close()
+    db = BotDatabase(tmp_path / "a.sqlite3", url)
+    await db.open()
+    try:
+        history = ConversationHistory(db.recent, 6)
+        await history.add("c", Turn(DANA, "again", "ok", "m1", ("mem-1",), 1))
+        turns = await history.recent("c", DANA)
+        assert [(t.message_id, t.memory_ids, t.shown_turns) for t in turns] == [("m0", (), 0), ("m1", ("mem-1",), 1)]
+    finally:
+        await db.close()
+
+
+async def test_a_process_whose_clock_runs_ahead_neither_takes_a_live_claim_nor_retries_early(two, monkeypatch):
+    first, second = two
+    await first.enqueue(DANA, exchange(1))
+    await first.enqueue(DANA, exchange(2))
+    mine, _ = await first.claim("a", 60)
+    assert mine is not None
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # the second machine's clock an hour ahead
+    later, _ = await second.claim("b", 60)
+    assert later is not None and later.id != mine.id
+    await second.retry_later(later, 30)
+    nothing, free_in = await second.claim("b", 60)
+    assert nothing is None and free_in is not None and 25 < free_in <= 30  # the database's clock decides

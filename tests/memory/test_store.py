@@ -251,3 +251,17 @@ async def test_long_messages_become_passages_the_embedder_reads_whole(store):
     assert await store.passages("short one") == ["short one"]
     unsplittable = await store.passages("x" * 5000)  # one unknown token to the tokenizer, however long
     assert "".join(unsplittable) == "x" * 5000 and max(len(p) for p in unsplittable) < 8 * 241
+
+
+async def test_current_gives_the_ids_still_recallable_in_the_order_asked(store):
+    kept = await store.add("u", "The user keeps bees.", source())
+    old = await store.add("u", "The user rides a blue bicycle.", source())
+    await store.update("u", old, metadata={"superseded_by": "x"})
+    private = await store.add("u", "The user takes insulin.", source(private=True))
+    gone = await store.add("u", "The user owns a kayak.", source(), expires_on="2020-01-01")
+    other = await store.add("someone-else", "The user plays the cello.", source())
+    later = await store.add("u", "The user lives in Porto.", source())
+    ids = [later, old, private, gone, other, kept]
+    assert [r.id for r in await store.current("u", ids, include_private=False)] == [later, kept]
+    assert [r.id for r in await store.current("u", ids, include_private=True)] == [later, private, kept]
+    assert [r.text for r in await store.current("u", [kept], include_private=False)] == ["The user keeps bees."]

@@ -237,6 +237,8 @@ class SlackChat:
         self._harness = harness
         self._fake = fake
         self._where: dict[str, tuple[tuple[str, str | None], int]] = {}  # message ts -> conversation, posts before
+        self._next: dict[str, str] = {}  # message ts -> the ts of the next message sent where it was (a DM)
+        self._last: dict[tuple[str, str | None], str] = {}  # conversation -> the ts of its latest message
 
     async def send(self, user: int, index: int, text: str, word: str) -> Sent:
         user_id = f"U{user:04d}"
@@ -249,6 +251,9 @@ class SlackChat:
             event = mention(text, channel=channel, user=user_id)
             where = (channel, event["ts"])
         self._where[event["ts"]] = (where, len(self._fake.posted.get(where, [])))
+        if where in self._last:
+            self._next[self._last[where]] = event["ts"]
+        self._last[where] = event["ts"]
         sent = Sent(f"slack:{TEAM_ID}:{user_id}", event["ts"], word)
         status = await self._harness.event(event, secret=SLACK_SIGNING_SECRET)
         if status != 200:
@@ -256,8 +261,12 @@ class SlackChat:
         return sent
 
     def answers(self, sent: Sent) -> list[str]:
+        """The bot's posts where `sent` was, after it and before the user's next message there (a user's DM holds
+        all their DM messages; a mention's thread only its own)."""
         where, before = self._where[sent.message_id]
-        return [self._fake.texts[ts] for ts in self._fake.posted.get(where, [])[before:]]
+        following = self._next.get(sent.message_id)
+        until = self._where[following][1] if following else None
+        return [self._fake.texts[ts] for ts in self._fake.posted.get(where, [])[before:until]]
 
     async def finish(self) -> None:
         await self._harness.running.adapter.drain()
