@@ -5,7 +5,8 @@
 
 A fresh data folder (the prepared models, the GGUF embedder's copy too, are linked from the test cache, so
 nothing is converted in the measured run after the first), one
-message with a fact, its reply and its write-back (extraction + store), then the process's peak RSS. Run each
+message with a fact, its reply and its write-back (extraction + store), then the process's peak RSS (and its
+RSS at that point). Run each
 backend in its own process: peak RSS never goes down. Prints and appends to bench/results/footprint.json.
 """
 
@@ -34,7 +35,17 @@ MODEL_CACHE = REPO / ".cache" / "test-data" / "models"
 
 
 def rss_mb() -> float:
+    """The process's peak resident size so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """The process's resident size now (Linux), 0 where /proc is missing."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0.0
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
 
 
 class Reply:
@@ -79,10 +90,11 @@ async def main() -> None:
             await bot.handle(msg, reply)
             await bot.writeback.drain()
             learned = await bot.store.list(msg.user.key)
+            at_end = current_rss_mb()
     backend = f"openvino-{args.weights}" if args.backend == "openvino" else args.backend
     row = {"backend": backend, "model": args.model, "embedder": settings.embedder,
            "torch_imported": "torch" in sys.modules, "load_s": round(loaded_s, 1),
-           "rss_after_load_mb": round(after_load), "peak_rss_mb": round(rss_mb()),
+           "rss_after_load_mb": round(after_load), "peak_rss_mb": round(rss_mb()), "rss_at_end_mb": round(at_end),
            "reply_chars": len(reply.text), "memories_learned": len(learned)}
     print(json.dumps(row))
     rows = json.loads(args.out.read_text()) if args.out.exists() else []

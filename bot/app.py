@@ -130,6 +130,9 @@ class MemoryBot:
                                    time.time if self.db.shared else time.monotonic)
         # One after the other, never side by side: transformers sets torch's default dtype for the whole
         # process while it loads, which would corrupt the embedder (or the model) loading at the same time.
+        # The model first: compiling it takes the most memory, and less is held before it than after.
+        backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
+        self.model = LocalModel(backend, self.settings.model.generation_queue_size)
         # processes starting together on a new database would each create mem0's extension and tables, and
         # collide there (a unique violation): one at a time
         async with self.db.sql.lock("memorybot store setup"):
@@ -139,8 +142,6 @@ class MemoryBot:
             async with self.db.sql.lock("memorybot upgrade"):
                 await self.db.reload_version()
                 await self._upgrade()
-        backend = self._backend or await asyncio.to_thread(load_backend, self.settings)
-        self.model = LocalModel(backend, self.settings.model.generation_queue_size)
         memory = self.settings.memory
         self.memories = Memories(self.store, self.db, ttl_days=memory.ttl_days,
                                  history_turns=self.settings.model.history_turns,

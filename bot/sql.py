@@ -6,7 +6,8 @@ PostgreSQL side turns `?` into psycopg's `%s`. What differs is said here and onl
 that numbers itself (`SERIAL` in schemas), the `FOR UPDATE SKIP LOCKED` that lets several processes claim queue
 rows without waiting on each other (`skip_locked`), the database's clock (`clock`), where a file's one-time
 upgrade version is kept, how an id's numbering is moved on (`number_above`), and `lock`, which on PostgreSQL is
-an advisory lock all processes see and on SQLite (one process per DATA_DIR) a no-op. (The upgrade of SQLite
+an advisory lock all processes see and on SQLite (one process per DATA_DIR) a no-op; `keep_locks` takes a lost
+connection's advisory locks again. (The upgrade of SQLite
 files from before some columns is SQLite's alone: bot/database.py `_add_columns`.)
 
 Each call commits by itself; `transaction()` groups statements that must land together.
@@ -18,6 +19,7 @@ import asyncio
 import logging
 import sqlite3
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,10 +34,15 @@ Args = Sequence[Any]
 
 MIN_SQLITE = (3, 35)
 LOCK_POLL_SECONDS = (0.005, 0.2)  # first and longest wait between tries of a lock another process holds
+LOCK_CHECK_SECONDS = 5.0  # how often `keep_locks` looks whether the locks' connection is still there
 
 
 class SqlError(RuntimeError):
     """The state database failed (unreachable server, broken file)."""
+
+
+class LockLost(SqlError):
+    """A lock this process holds went with its database connection, and another process has it now."""
 
 
 class Sql:
@@ -74,6 +81,12 @@ class Sql:
         it could), without waiting; `shared` ones may be held by several processes at once, but not beside an
         exclusive one. For what one process must run alone for as long as it runs."""
         raise NotImplementedError
+
+    async def keep_locks(self) -> None:
+        """Run beside work that holds a `try_lock` for as long as it runs: every LOCK_CHECK_SECONDS, look whether
+        the locks are still held, and take them again after their connection was lost (a server restart drops a
+        connection's locks). Raises LockLost if another process took one meanwhile; never returns."""
+        await asyncio.Event().wait()  # SQLite: one process per DATA_DIR, nothing to lose
 
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
         """Make `table`'s `SERIAL` id give its next rows numbers above `highest` (inside transaction `tx`)."""
@@ -231,6 +244,7 @@ class PostgresSql(Sql):
         self._locks: Any = None  # one connection holding this process's advisory locks
         self._locks_guard = asyncio.Lock()
         self._giving_back: set[asyncio.Future[bool]] = set()  # unlocks of tries granted after their caller left
+        self._held: Counter[tuple[str, int]] = Counter()  # (kind, id) of the locks held, to take again: keep_locks
 
     @classmethod
     async def open(cls, url: str, schema: str, *, timeout: float = 15.0, max_size: int = 8) -> PostgresSql:
@@ -283,9 +297,11 @@ class PostgresSql(Sql):
         while not await self._uncancelled("SELECT pg_try_advisory_lock(%s)", lock_id):
             await asyncio.sleep(wait)
             wait = min(wait * 2, LOCK_POLL_SECONDS[1])
+        self._held["", lock_id] += 1
         try:
             yield
         finally:
+            self._held["", lock_id] -= 1
             await self._uncancelled("SELECT pg_advisory_unlock(%s)", lock_id)
 
     @asynccontextmanager
@@ -294,11 +310,44 @@ class PostgresSql(Sql):
         lock_id = _lock_id(key)
         held = await self._uncancelled(f"SELECT pg_try_advisory_lock{kind}(%s)", lock_id,
                                        undo=f"SELECT pg_advisory_unlock{kind}(%s)")
+        if held:
+            self._held[kind, lock_id] += 1
         try:
             yield held
         finally:
             if held:
+                self._held[kind, lock_id] -= 1
                 await self._uncancelled(f"SELECT pg_advisory_unlock{kind}(%s)", lock_id)
+
+    async def keep_locks(self) -> None:
+        while True:
+            await asyncio.sleep(LOCK_CHECK_SECONDS)
+            held = +self._held  # the locks held now (a count of 0 dropped)
+            if not held or await self._locks_connected():
+                continue
+            try:  # on a new connection: the server let go of the old one's locks
+                taken = [await self._on_lock_connection(f"SELECT pg_try_advisory_lock{kind}(%s)", lock_id)
+                         for (kind, lock_id), times in held.items() for _ in range(times)]
+            except Exception as exc:  # the server still away: nobody can take the locks meanwhile; try again
+                _log.warning("the connection holding this process's locks is lost and cannot be made again yet "
+                             "(%s); trying again in %.0f s", type(exc).__name__, LOCK_CHECK_SECONDS)
+                continue
+            if not all(taken):
+                raise LockLost("another process took a lock of this one while its database connection was away "
+                               "(a PostgreSQL restart?); stopping what the lock was for")
+            _log.warning("the connection holding this process's locks was lost; took the %d locks again", len(held))
+
+    async def _locks_connected(self) -> bool:
+        """Whether the lock connection is still there (and with it the locks it holds)."""
+        async with self._locks_guard:
+            if self._locks is None or self._locks.closed:
+                return False
+            try:
+                await self._locks.execute("SELECT 1")
+            except Exception:  # psycopg's OperationalError, or the socket's
+                await self._locks.close()
+                return False
+        return True
 
     async def _uncancelled(self, query: str, lock_id: int, undo: str | None = None) -> bool:
         """A lock call that runs to its end even if the caller is cancelled meanwhile: a cancelled try could

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from memory.gguf_embedder import check_mean_pooled, read_json
+from memory.mapped_files import release_pages
 
 _log = logging.getLogger(__name__)
 
@@ -115,8 +116,10 @@ class OpenVinoEmbedding:
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()  # cut by hand below, as sentence-transformers does
-        compiled = ov.Core().compile_model(str(exported_ir(model_dir, cache_dir)), "CPU",
+        ir = exported_ir(model_dir, cache_dir)
+        compiled = ov.Core().compile_model(str(ir), "CPU",
                                            {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+        release_pages(ir.with_suffix(".bin"))  # compiled: the weights file's pages are not read again
         self._request = compiled.create_infer_request()
         self._inputs = {port.get_any_name() for port in compiled.inputs}
         found = compiled.outputs[0].get_partial_shape()[-1].get_length()

@@ -22,7 +22,7 @@ from adapters.discord.settings import DiscordSettings
 from adapters.platform import FINISH_SECONDS
 from bot.app import MemoryBot
 from bot.settings import MemorySettings, SettingsError, load_group, load_settings
-from bot.sql import Sql
+from bot.sql import LockLost, Sql
 
 _log = logging.getLogger(__name__)
 
@@ -72,11 +72,20 @@ class DiscordPlatform:
                                  **shards, **self._client_options) as client:
             session = asyncio.create_task(_connect(client, self._token))
             stopping = asyncio.create_task(stop.wait())
+            claimed = asyncio.create_task(bot.db.sql.keep_locks())  # raises if another process took a shard
             try:
-                await asyncio.wait({session, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({session, stopping, claimed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
+                claimed.cancel()
                 await _end(client, session)
+            if claimed.done() and not claimed.cancelled():
+                try:
+                    claimed.result()
+                except LockLost as exc:
+                    raise SettingsError("another memorybot discord process took over a shard of this one while its "
+                                        "database connection was away; stopped (each shard runs in one process)"
+                                        ) from exc
             if not session.cancelled():
                 session.result()
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.llm.base import ChatMessage, GenerationParams, ModelError
+from bot.llm.openvino_model import IR_FILE
+from memory.mapped_files import release_pages
 
 KV_CACHE_BLOCKS = 512  # 32 tokens each: room for ~16k tokens of earlier prompts, allocated as used
 NO_TOKEN_TIMEOUT_SECONDS = 600.0
@@ -47,6 +49,7 @@ class OpenVinoBackend:
         warm_up = GenerationParams(max_new_tokens=4, json_schema=_WARM_UP_SCHEMA)
         for _ in self.stream([ChatMessage("user", "Answer with JSON.")], warm_up, lambda: False):
             pass
+        release_pages((ir_dir / IR_FILE).with_suffix(".bin"))  # compiled: the weights file's pages are not read again
 
     def render(self, messages: list[ChatMessage]) -> str:
         chat = [{"role": m.role, "content": m.content} for m in messages]

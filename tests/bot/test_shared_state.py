@@ -21,7 +21,7 @@ from bot.exchange import QueuedExchange
 from bot.history import ConversationHistory, Turn
 from bot.message import MessageRef
 from bot.settings import SettingsError
-from bot.sql import PostgresSql
+from bot.sql import LockLost, PostgresSql
 from memory.records import MESSAGE, Source
 from tests.bot.helpers import message
 from tests.fakes.model import ScriptedBackend
@@ -343,3 +343,50 @@ async def test_a_process_whose_clock_runs_ahead_neither_takes_a_live_claim_nor_r
     await second.retry_later(later, 30)
     nothing, free_in = await second.claim("b", 60)
     assert nothing is None and free_in is not None and 25 < free_in <= 30  # the database's clock decides
+
+
+async def drop_lock_connection(sql: PostgresSql, admin: PostgresSql) -> None:
+    """The server ends `sql`'s lock connection, as a restart would: its locks go with it."""
+    await admin.execute("SELECT pg_terminate_backend(?)", (sql._locks.info.backend_pid,))
+
+
+async def test_a_held_lock_is_taken_again_after_the_server_dropped_its_connection(postgres, monkeypatch):
+    monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    url = postgres.new_database()
+    sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+    try:
+        async with sql.try_lock("discord shard 0") as held, sql.try_lock("discord shards", shared=True):
+            assert held
+            keeping = asyncio.create_task(sql.keep_locks())
+            dropped = sql._locks.info.backend_pid
+            await drop_lock_connection(sql, other)
+            async with asyncio.timeout(10):
+                while sql._locks.closed or sql._locks.info.backend_pid == dropped:
+                    await asyncio.sleep(0.01)
+            async with other.try_lock("discord shard 0") as taken, other.try_lock("discord shards") as every:
+                assert not taken and not every  # held again, the shared one too
+            assert not keeping.done()
+            keeping.cancel()
+        async with other.try_lock("discord shard 0") as taken:  # and let go as before
+            assert taken
+    finally:
+        await sql.close()
+        await other.close()
+
+
+async def test_a_lock_another_process_took_meanwhile_is_reported_lost(postgres, monkeypatch):
+    monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    url = postgres.new_database()
+    sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+    try:
+        async with sql.try_lock("discord shard 0") as held:
+            assert held
+            await drop_lock_connection(sql, other)
+            async with AsyncExitStack() as stack, asyncio.timeout(10):
+                while not await stack.enter_async_context(other.try_lock("discord shard 0")):
+                    await asyncio.sleep(0.01)  # until the server has let go of the dropped connection
+                with pytest.raises(LockLost, match="another process took a lock"):
+                    await sql.keep_locks()
+    finally:
+        await sql.close()
+        await other.close()

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from memory.config import StoreConfig, bundled_embedder_path
-from memory.openvino_embedder import OpenVinoEmbedding
+from memory.openvino_embedder import OpenVinoEmbedding, exported_ir
 from memory.store import MemoryStore, StoreError
 from tests.memory.embedder_checks import TEXTS, assert_vectors_match_sentence_transformers
+from tests.memory.test_mapped_files import resident_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,15 @@ def test_tokens_match_the_wordpiece_tokenizer(embedder):
         assert embedder.count_tokens(text) == len(tokenizer(text)["input_ids"])
     assert len(embedder._ids(TEXTS[-1])) == embedder.max_tokens == 256  # cut, [SEP] kept
     assert embedder._ids(TEXTS[-1])[-1] == tokenizer.sep_token_id
+
+
+def test_a_loaded_embedder_keeps_little_of_its_weights_file_resident(cache, embedder):
+    """Compiling reads the whole file; afterwards only the embedding rows texts look up are read (in place)."""
+    loaded = OpenVinoEmbedding(Path(bundled_embedder_path()), cache, threads=1, dims=384)
+    weights = exported_ir(Path(bundled_embedder_path()), cache).with_suffix(".bin")
+    assert resident_bytes(weights) < weights.stat().st_size // 10
+    loaded.embed("hello")
+    loaded.close()
 
 
 def test_the_export_happens_once(cache, embedder):

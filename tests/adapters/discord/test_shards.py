@@ -115,6 +115,31 @@ async def test_a_shard_runs_in_one_process_only(postgres) -> None:
         await other.close()
 
 
+async def test_a_process_whose_shard_was_taken_while_its_database_was_away_stops(
+    fake: FakeDiscord, make_settings, postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server drops the connection holding the shard's lock (a restart), and another process takes the shard
+    before this one can take it again: this one stops, saying why, rather than answer beside the other."""
+    monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    url = postgres.new_database()
+    settings = make_settings(database_url=url, vector_store="pgvector", pgvector_url=url)
+    platform = DiscordPlatform(discord_settings(shard_count=2, shard_ids=frozenset({"0"})), guild_ready_timeout=0.05)
+    task = asyncio.create_task(serve(platform, settings, backend=ScriptedBackend(reply="hi"), stop=asyncio.Event()))
+    other = await PostgresSql.open(url, "")
+    try:
+        await fake.wait_identified(timeout=60)
+        await other.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND pid <> pg_backend_pid()")
+        async with AsyncExitStack() as stack, asyncio.timeout(60):
+            while not await stack.enter_async_context(other.try_lock("discord shard 0")):
+                await asyncio.sleep(0.01)
+            with pytest.raises(SettingsError, match="took over a shard of this one"):
+                await task
+    finally:
+        task.cancel()
+        await other.close()
+
+
 # ----- one process, every shard
 
 

@@ -21,6 +21,7 @@ from bot.llm.openvino_model import IR_FILE, MANIFEST, is_prepared, is_prepared_f
 from bot.llm.runner import LocalModel
 from tests.bot.helpers import RecordingReply, message
 from tests.conftest import settings_for
+from tests.memory.test_mapped_files import resident_bytes
 
 
 def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, GGMLQuantizationType]]) -> None:
@@ -96,6 +97,13 @@ def test_streams_with_the_models_chat_template_and_stops(backend) -> None:
     assert len(seen) == 3
     stopped = "".join(backend.stream(counting, GenerationParams(max_new_tokens=60, stop=("5",)), lambda: False))
     assert "4" in stopped and "5" not in stopped
+
+
+@pytest.mark.slow
+def test_the_running_model_keeps_little_of_its_weights_file_resident(backend, model_data_dir: Path) -> None:
+    weights = (resolve_openvino(settings_for(model_data_dir)) / IR_FILE).with_suffix(".bin")
+    list(backend.stream([ChatMessage("user", "Say hello.")], GenerationParams(max_new_tokens=8), lambda: False))
+    assert resident_bytes(weights) < weights.stat().st_size // 10  # compiling reads ~70% of it
 
 
 @pytest.mark.slow
