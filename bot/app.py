@@ -90,8 +90,9 @@ async def _refuse_state_left_behind(path: Path) -> None:
         await old.close()
     if left:
         raise SettingsError(f"{path} holds this bot's state from before DATABASE_URL (queued exchanges, paused users, "
-                            "learned message ids): move it with `memorybot admin export` under the old settings and "
-                            "`memorybot admin import` under the new ones, or delete the file if none of it is needed")
+                            "learned message ids, threads it posted in): move it with `memorybot admin export` under "
+                            "the old settings and `memorybot admin import` under the new ones, or delete the file if "
+                            "none of it is needed")
 
 
 class MemoryBot:

@@ -1,5 +1,6 @@
-"""The bot's own durable state: the write-back queue and per-user learning pauses, in SQLite (the embedded default)
-or, when DATABASE_URL is set, in PostgreSQL shared by several bot processes (`bot/sql.py`).
+"""The bot's own durable state: the write-back queue, per-user learning pauses and what platform adapters keep
+(event ids handled, threads posted in: `bot/platform_state.py`), in SQLite (the embedded default) or, when
+DATABASE_URL is set, in PostgreSQL shared by several bot processes (`bot/sql.py`).
 
 A queued exchange stays in `pending_exchanges` until its facts are stored, so a crash or a store outage
 loses nothing: a worker picks up what is left. A worker claims a row for a lease (`claim`) and renews it while
@@ -73,6 +74,12 @@ CREATE TABLE IF NOT EXISTS paused_users (
     user_key TEXT PRIMARY KEY,
     paused_at DOUBLE PRECISION NOT NULL,
     notified INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS bot_threads (  -- threads the bot posted in (bot/platform_state.py)
+    channel TEXT NOT NULL,
+    thread_ts TEXT NOT NULL,
+    PRIMARY KEY (channel, thread_ts)
 );
 """
 
@@ -445,7 +452,7 @@ class BotDatabase:
     # --- the whole state as records, for moving it to another database (bot/transfer.py)
 
     async def has_state(self) -> bool:
-        """Whether anything is queued, set aside, learned from or paused here."""
+        """Whether anything is queued, set aside, learned from, paused or posted in here."""
         for state in STATE_TABLES.values():
             if await self.sql.fetchone(f"SELECT 1 FROM {state.table} LIMIT 1") is not None:
                 return True
@@ -514,6 +521,7 @@ STATE_TABLES = {
                                                 "forgetting": int},
                                "platform, workspace, message_id, channel, user_key"),
     "paused": StateTable("paused_users", {"user_key": str, "paused_at": float, "notified": int}, "user_key"),
+    "bot_thread": StateTable("bot_threads", {"channel": str, "thread_ts": str}, "channel, thread_ts"),
 }
 
 

@@ -8,7 +8,8 @@ The file is JSON Lines in UTF-8. Line 1 is the header:
     {"format": "memorybot-export", "version": 1, "schema_version": 2, "state_version": 2,
      "embedder": {"model": "all-MiniLM-L6-v2", "runtime": "openvino", "dims": 384},
      "vector_encoding": "base64-float32-le", "exported_at": "2026-11-26T10:00:00+00:00",
-     "counts": {"memory": 120, "history": 130, "pending": 1, "set_aside": 0, "learned_from": 60, "paused": 1}}
+     "counts": {"memory": 120, "history": 130, "pending": 1, "set_aside": 0, "learned_from": 60, "paused": 1,
+                "bot_thread": 4}}
 
 then one record a line, each with its `type`, in this order:
 
@@ -17,7 +18,8 @@ then one record a line, each with its `type`, in this order:
   (user_id, data, hash, created_at, updated_at, the source_* fields, kind, attribute, superseded_by,
   expiration_date...);
 - `history`: a row of mem0's version history (`memory/points.py` HISTORY_COLUMNS);
-- `pending`, `set_aside`, `learned_from`, `paused`: rows of the bot's state (`bot/database.py` STATE_TABLES).
+- `pending`, `set_aside`, `learned_from`, `paused`, `bot_thread`: rows of the bot's state (`bot/database.py`
+  STATE_TABLES). A file from before `bot_thread` records counts none of them, and holds none.
 
 `schema_version` is the SCHEMA_VERSION of the memorybot that wrote the file, `state_version` the one-time upgrades
 its memories have had (`BotDatabase.version`). The file is written to a temporary name beside the target, mode
@@ -310,10 +312,11 @@ def _header(value: Any) -> dict[str, Any]:
         raise _BadLine(f"vector encoding {value['vector_encoding']!r} is not known (expected {VECTOR_ENCODING})")
     _fields(value["embedder"], {"model": str, "dims": int}, "the header's embedder")
     counts = value["counts"]
-    if set(counts) != set(RECORD_TYPES) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                                   for n in counts.values()):
+    if not set(counts) <= set(RECORD_TYPES) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                       for n in counts.values()):
         raise _BadLine(f"the header's counts must give a number for each of {', '.join(RECORD_TYPES)}")
-    return value
+    # a type the file does not count is one its memorybot did not have yet (`bot_thread`): it holds none
+    return {**value, "counts": {kind: counts.get(kind, 0) for kind in RECORD_TYPES}}
 
 
 def _record(value: Any, dims: int) -> tuple[str, Any]:

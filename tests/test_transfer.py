@@ -1,6 +1,7 @@
 """`memorybot admin export` / `admin import`: an embedded bot (Qdrant and SQLite in DATA_DIR) moved to PostgreSQL +
 pgvector keeps every memory with its id, vector, source, expiry and supersession, its queue (learned after the
-move), what it set aside, what it learned from and who paused; files are checked before anything is written.
+move), what it set aside, what it learned from, who paused and the threads it posted in; files are checked before
+anything is written.
 
 The source bot is built once for the module (real mem0, embedded Qdrant, the real embedder; a scripted model
 for the replies and extracted facts) and exported once; each test imports that file somewhere new."""
@@ -23,6 +24,7 @@ from bot.app import MemoryBot
 from bot.database import BotDatabase
 from bot.exchange import QueuedExchange
 from bot.message import MessageRef
+from bot.platform_state import PlatformState
 from bot.transfer import TransferError, export_to, import_from
 from memory.records import Source
 from tests.bot.helpers import RecordingReply, message
@@ -56,6 +58,7 @@ async def _seed(source: Seeded) -> None:
         await bot.writeback.drain()
         await controls.remember(message("x", user="sam"), "I like coffee")
         await controls.pause(SAM)
+        await PlatformState(bot.db.sql).add_thread("C1", "1710000000.000100")
         await bot.writeback.stop()
         await bot.handle(message("I collect stamps", message_id="m4"), RecordingReply())
         exchange, _ = await bot.db.claim("test", 60)
@@ -102,12 +105,13 @@ def pgvector(postgres: Any, **overrides: Any) -> dict[str, Any]:
 async def test_the_embedded_bot_moves_to_postgres_with_everything(source, postgres, make_settings):
     header = json.loads(source.export.read_text().splitlines()[0])
     assert header["counts"] == {"memory": 5, "history": 7, "pending": 1, "set_aside": 1, "learned_from": 3,
-                                "paused": 1}, header
+                                "paused": 1, "bot_thread": 1}, header
     assert stat.S_IMODE(source.export.stat().st_mode) == 0o600
     settings = make_settings(**pgvector(postgres))
     report = await import_from(settings, source.export)
     assert {k: (c.added, c.skipped) for k, c in report.counts.items() if k != "history"} == {
-        "memory": (5, 0), "pending": (1, 0), "set_aside": (1, 0), "learned_from": (3, 0), "paused": (1, 0)}
+        "memory": (5, 0), "pending": (1, 0), "set_aside": (1, 0), "learned_from": (3, 0), "paused": (1, 0),
+        "bot_thread": (1, 0)}
     assert report.counts["history"].not_kept == 7  # DATABASE_URL: mem0 keeps no history
 
     backend = ScriptedBackend(reply="ok", facts=["The user plays the cello."])
@@ -126,6 +130,7 @@ async def test_the_embedded_bot_moves_to_postgres_with_everything(source, postgr
         assert "The user plays the cello." in texts
         assert await bot.db.sql.fetchone("SELECT count(*) FROM failed_exchanges") == (1,)
         assert await bot.memories.controls.is_paused(SAM)
+        assert await PlatformState(bot.db.sql).in_thread("C1", "1710000000.000100")  # follow-ups still answered
         # forgetting works on the moved memories: one id, and a message (found through learned_from)
         assert await bot.memories.forgetting.forget(DANA, source.ids["home"])
         assert await bot.memories.forgetting.forget_message(MessageRef("console", "local", "terminal", "m3")) == 2
@@ -171,8 +176,8 @@ def _vector_cut(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
-    (lambda lines: [*lines[:-1], lines[-1][:20]], r"line {last}: not JSON \(Unterminated string starting at column"),
-    (lambda lines: lines[:-1], "does not hold the records its header counts: paused 1 .found 0.; the file may be cut"),
+    (lambda lines: [*lines[:-1], lines[-1][:20]], r"line {last}: not JSON \(.* at column"),
+    (lambda lines: lines[:-1], "does not hold the records its header counts: bot_thread 1 .found 0.; the file may be"),
     (lambda lines: [lines[0], "{]", *lines[2:]], "line 2: not JSON"),
     (lambda lines: [*lines, '{"type": "photo"}'], "line {after}: unknown record type 'photo'"),
     (_vector_cut, r"line 2: memory [0-9a-f-]+: its vector has 381 dimensions, the header says 384"),
@@ -205,6 +210,21 @@ async def test_vectors_of_another_dimension_are_refused(source, make_settings, t
         await import_from(settings, _rewrite(source, tmp_path / "768.jsonl", other_dims))
     async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
         assert await bot.store.count_points() == 0 and not await bot.db.has_state()
+
+
+async def test_a_file_from_before_thread_records_imports(source, make_settings, tmp_path):
+    """An export written before `bot_thread` records existed counts none and holds none: it is not refused."""
+    def older(lines: list[str]) -> list[str]:
+        header = json.loads(lines[0])
+        del header["counts"]["bot_thread"]
+        return [json.dumps(header), *(line for line in lines[1:] if json.loads(line)["type"] != "bot_thread")]
+
+    settings = make_settings(**COMMON)
+    report = await import_from(settings, _rewrite(source, tmp_path / "older.jsonl", older))
+    assert report.counts["paused"].added == 1 and report.counts["bot_thread"].added == 0
+    async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+        assert await bot.memories.controls.is_paused(SAM)
+        assert not await PlatformState(bot.db.sql).in_thread("C1", "1710000000.000100")
 
 
 async def test_a_running_embedded_bot_cannot_be_exported(source, make_settings, tmp_path):

@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -33,87 +31,16 @@ from adapters.slack.reply import CALL_FAILED, SlackReply, api_error
 from bot.app import MemoryBot
 from bot.errors import REPLY_FAILED
 from bot.message import IncomingMessage, MessageRef
-from bot.sql import Sql, open_sql
+from bot.platform_state import PlatformState
 
 _log = logging.getLogger(__name__)
 
-SEEN_EVENTS_DAYS = 2  # Slack retries within minutes; keep ids a while longer
 # Subtypes that are still a person writing to the bot; every other subtype (edits, joins, ...) is ignored.
 USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
 # a message's ts, "1710000000.000100": seconds since 1970 (at most 10 digits, so a datetime holds it), a sequence
 SLACK_TS = re.compile(r"\d{1,10}(\.\d{1,9})?")
 
 Payload = dict[str, Any]  # a Slack JSON object (request body, event)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL);
-CREATE TABLE IF NOT EXISTS bot_threads (
-    channel TEXT NOT NULL, thread_ts TEXT NOT NULL, PRIMARY KEY (channel, thread_ts));
-"""
-
-
-class SlackStore:
-    """Durable Slack state: event ids already handled and threads the bot posted in; in PostgreSQL at `url`, or
-    in the SQLite file at `path`."""
-
-    def __init__(self, path: Path, url: str = "") -> None:
-        self._path = path
-        self._url = url
-        self._sql: Sql | None = None
-        self._threads: set[tuple[str, str]] = set()  # write-through cache of bot_threads
-        self._pruned_at = 0.0
-
-    async def __aenter__(self) -> Self:
-        self._sql = await open_sql(self._url, self._path, _SCHEMA)
-        await self._forget_old_events()
-        return self
-
-    async def _forget_old_events(self) -> None:
-        self._pruned_at = time.time()
-        await self.sql.execute(
-            "DELETE FROM seen_events WHERE seen_at < ?", (self._pruned_at - SEEN_EVENTS_DAYS * 86400,)
-        )
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._sql is not None:
-            await self._sql.close()
-            self._sql = None
-
-    @property
-    def sql(self) -> Sql:
-        if self._sql is None:
-            raise RuntimeError("SlackStore is not open")
-        return self._sql
-
-    async def first_delivery(self, event_id: str) -> bool:
-        """Record `event_id`; true only the first time it is seen (later ones are Slack's retries)."""
-        if time.time() - self._pruned_at > 86400:  # a long-running app: keep the table to recent days
-            await self._forget_old_events()
-        return await self.sql.execute(
-            "INSERT INTO seen_events (event_id, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (event_id, time.time())
-        ) == 1
-
-    async def add_thread(self, channel: str, thread_ts: str) -> None:
-        """Remember a thread the bot posted in. A database that is away costs only this (the next post in the
-        thread tries again), never the reply being posted."""
-        if (channel, thread_ts) in self._threads:
-            return
-        try:
-            await self.sql.execute("INSERT INTO bot_threads VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                   (channel, thread_ts))
-        except Exception as exc:  # the database's errors vary (psycopg, its pool, SQLite)
-            _log.warning("could not record the thread the bot posted in (%s); trying again on its next post",
-                         type(exc).__name__)
-            return
-        self._threads.add((channel, thread_ts))
-
-    async def in_thread(self, channel: str, thread_ts: str) -> bool:
-        if (channel, thread_ts) in self._threads:
-            return True
-        return await self.sql.fetchone(
-            "SELECT 1 FROM bot_threads WHERE channel = ? AND thread_ts = ?", (channel, thread_ts)
-        ) is not None
-
 
 def is_ts(value: object) -> bool:
     """A Slack message timestamp ("1710000000.000100"), which is also its id."""
@@ -176,11 +103,11 @@ class SlackAdapter:
     """Owns the bolt `AsyncApp` and the tasks answering Slack; give it to `server` to receive events."""
 
     def __init__(
-        self, bot: MemoryBot, client: AsyncWebClient, store: SlackStore, *, signing_secret: str | None
+        self, bot: MemoryBot, client: AsyncWebClient, state: PlatformState, *, signing_secret: str | None
     ) -> None:
         self.bot = bot
         self.client = client
-        self.store = store
+        self.state = state
         self._tasks: set[asyncio.Task[Any]] = set()
         self._names: dict[tuple[str, str], str] = {}
         self._team_url: str | None = None
@@ -256,7 +183,7 @@ class SlackAdapter:
     async def _follow_up(
         self, body: Payload, event: Payload, context: AsyncBoltContext, thread_ts: str
     ) -> None:
-        if await self.store.in_thread(event["channel"], thread_ts):
+        if await self.state.in_thread(event["channel"], thread_ts):
             await self._answer(body, event, context)
 
     async def _relearn(self, event: Payload, context: AsyncBoltContext) -> None:
@@ -266,7 +193,7 @@ class SlackAdapter:
         thread_ts = event.get("thread_ts")
         for_bot = (event.get("channel_type") == "im" or self._mentions_bot(event, context)
                    or bool(thread_ts and thread_ts != event["ts"]
-                           and await self.store.in_thread(event["channel"], thread_ts)))
+                           and await self.state.in_thread(event["channel"], thread_ts)))
         if for_bot:
             msg = await self.to_message(event, workspace, context.bot_user_id)
             await self.bot.message_edited(msg, msg.ref)
@@ -276,7 +203,7 @@ class SlackAdapter:
     async def _answer(self, body: Payload, event: Payload, context: AsyncBoltContext) -> None:
         event_id = body.get("event_id")
         try:
-            first = not is_id(event_id) or await self.store.first_delivery(event_id)
+            first = not is_id(event_id) or await self.state.first_delivery(event_id)
         except Exception:  # the state database is down: answering, or apologizing, beats silence
             _log.exception("slack: could not check whether event %s is a retry; answering it", event_id)
             first = True
@@ -284,7 +211,7 @@ class SlackAdapter:
             _log.info("slack: ignoring retry of event %s", event_id)
             return
         msg = await self.to_message(event, workspace_of(context), context.bot_user_id)
-        reply = SlackReply(self.client, msg.channel_id, msg.thread_id, on_post=self.store.add_thread)
+        reply = SlackReply(self.client, msg.channel_id, msg.thread_id, on_post=self.state.add_thread)
         try:
             await self.bot.handle(msg, reply)
         except Exception:  # the error boundary for one event: log with context, tell the user

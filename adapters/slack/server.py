@@ -26,16 +26,17 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.app import SlackAdapter, SlackStore
+from adapters.slack.app import SlackAdapter
 from adapters.slack.reply import CALL_FAILED, api_error
 from adapters.slack.settings import SlackSettings
 from bot.app import MemoryBot
+from bot.platform_state import PlatformState
 from bot.settings import SettingsError, load_group
 
 _log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-STORE_FILE = "slack.sqlite3"
+OLD_STATE_FILE = "slack.sqlite3"  # where the adapter kept its state before it moved to the bot's database
 API_RETRIES = 4  # tries after the first of a Web API call Slack answered 429, 500 or 503
 
 
@@ -117,23 +118,24 @@ async def start_slack(
 ) -> AsyncIterator[RunningSlack]:
     """Receive Slack events for `bot` until the block ends; then stop receiving and finish running work."""
     client = client or make_client(settings)
-    async with SlackStore(bot.settings.data_dir / STORE_FILE, bot.settings.memory.database_url.reveal()) as store:
-        secret = None if settings.socket_mode else settings.signing_secret.reveal()
-        adapter = SlackAdapter(bot, client, store, signing_secret=secret)
-        try:
-            if settings.socket_mode:
-                handler = AsyncSocketModeHandler(adapter.app, settings.app_token.reveal(), web_client=client)
-                await handler.connect_async()
-                _log.info("slack: connected in Socket Mode")
-                try:
-                    yield RunningSlack(adapter, None)
-                finally:
-                    await handler.close_async()
-            else:
-                async with HttpServer(adapter.app, settings.http_host, settings.http_port) as server:
-                    yield RunningSlack(adapter, server.url)
-        finally:
-            await adapter.close()
+    state = PlatformState(bot.db.sql)
+    await state.move_in(bot.settings.data_dir / OLD_STATE_FILE)
+    secret = None if settings.socket_mode else settings.signing_secret.reveal()
+    adapter = SlackAdapter(bot, client, state, signing_secret=secret)
+    try:
+        if settings.socket_mode:
+            handler = AsyncSocketModeHandler(adapter.app, settings.app_token.reveal(), web_client=client)
+            await handler.connect_async()
+            _log.info("slack: connected in Socket Mode")
+            try:
+                yield RunningSlack(adapter, None)
+            finally:
+                await handler.close_async()
+        else:
+            async with HttpServer(adapter.app, settings.http_host, settings.http_port) as server:
+                yield RunningSlack(adapter, server.url)
+    finally:
+        await adapter.close()
 
 
 class SlackPlatform:

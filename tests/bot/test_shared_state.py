@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.slack.app import SlackStore
 from bot.app import MemoryBot
 from bot.database import BotDatabase
 from bot.exchange import QueuedExchange
 from bot.history import ConversationHistory, Turn
 from bot.message import MessageRef
+from bot.platform_state import PlatformState
 from bot.settings import SettingsError
 from bot.sql import LockLost, PostgresSql
 from memory.records import MESSAGE, Source
@@ -128,24 +128,43 @@ async def test_a_lock_held_by_one_process_keeps_the_other_waiting(postgres: Post
         await other.close()
 
 
-async def test_a_slack_retry_reaching_another_replica_is_not_answered_twice(postgres: PostgresServer, tmp_path):
-    url = postgres.new_database()
-    async with SlackStore(tmp_path / "a.sqlite3", url) as a, SlackStore(tmp_path / "b.sqlite3", url) as b:
-        assert await a.first_delivery("Ev1")
-        assert not await b.first_delivery("Ev1")
-        await a.add_thread("C1", "1.000")
-        assert await b.in_thread("C1", "1.000")
+async def test_a_slack_retry_reaching_another_replica_is_not_answered_twice(two):
+    first, second = two
+    a, b = PlatformState(first.sql), PlatformState(second.sql)
+    assert await a.first_delivery("Ev1")
+    assert not await b.first_delivery("Ev1")
+    await a.add_thread("C1", "1.000")
+    assert await b.in_thread("C1", "1.000")
 
 
 async def test_a_thread_the_database_could_not_record_is_recorded_on_the_next_post(tmp_path):
     """Recording a thread the bot posted in never breaks off the reply: a failed write is logged and tried again."""
-    async with SlackStore(tmp_path / "slack.sqlite3") as store:
-        await store.sql.execute("ALTER TABLE bot_threads RENAME TO away")  # the write fails as on a lost server
-        await store.add_thread("C1", "1.000")
-        await store.sql.execute("ALTER TABLE away RENAME TO bot_threads")
-        assert not await store.in_thread("C1", "1.000")
-        await store.add_thread("C1", "1.000")
-        assert await store.in_thread("C1", "1.000")
+    db = BotDatabase(tmp_path / "bot.sqlite3")
+    await db.open()
+    try:
+        state = PlatformState(db.sql)
+        await db.sql.execute("ALTER TABLE bot_threads RENAME TO away")  # the write fails as on a lost server
+        await state.add_thread("C1", "1.000")
+        await db.sql.execute("ALTER TABLE away RENAME TO bot_threads")
+        assert not await state.in_thread("C1", "1.000")
+        await state.add_thread("C1", "1.000")
+        assert await state.in_thread("C1", "1.000")
+    finally:
+        await db.close()
+
+
+async def test_event_ids_older_than_two_days_are_let_go(tmp_path, monkeypatch):
+    db = BotDatabase(tmp_path / "bot.sqlite3")
+    await db.open()
+    try:
+        state = PlatformState(db.sql)
+        assert await state.first_delivery("Ev1")
+        later = time.time() + 3 * 86400
+        monkeypatch.setattr(time, "time", lambda: later)
+        assert await PlatformState(db.sql).first_delivery("Ev2")  # a restart, three days on: prunes
+        assert await db.sql.fetchall("SELECT event_id FROM seen_events") == [("Ev2",)]
+    finally:
+        await db.close()
 
 
 async def test_state_opened_by_processes_starting_together_is_made_once(postgres: PostgresServer, tmp_path):

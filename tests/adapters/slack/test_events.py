@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from pathlib import Path
 
 from adapters.slack.reply import LIMIT
 from bot.message import UserRef
@@ -96,6 +98,27 @@ async def test_handled_event_ids_survive_a_restart(start_app: StartApp, fake: Fa
         await h.event(event, event_id="EvDurable", retry=2)
         await h.settle()
     assert len(fake.posts()) == 1
+
+
+async def test_state_an_older_version_kept_in_its_own_file_is_moved_in(start_app: StartApp, fake: FakeSlack,
+                                                                       tmp_path: Path) -> None:
+    """The adapter used to keep DATA_DIR/slack.sqlite3: after an update the bot still follows its threads and
+    ignores retries of events it answered, from its own database, and the old file goes."""
+    thread = next_ts()
+    old = sqlite3.connect(tmp_path / "slack.sqlite3")
+    old.executescript("CREATE TABLE seen_events (event_id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL);"
+                      "CREATE TABLE bot_threads (channel TEXT NOT NULL, thread_ts TEXT NOT NULL, "
+                      "PRIMARY KEY (channel, thread_ts));")
+    old.execute("INSERT INTO seen_events VALUES ('EvOld', ?)", (time.time(),))
+    old.execute("INSERT INTO bot_threads VALUES ('C2', ?)", (thread,))
+    old.commit()
+    old.close()
+    async with start_app() as h:
+        assert not (tmp_path / "slack.sqlite3").exists()
+        await h.event(message("back in the thread", channel="C2", channel_type="channel", thread_ts=thread))
+        await h.event(message("answered before the update", channel="D5"), event_id="EvOld", retry=1)
+        await h.settle()
+    assert [(p["channel"], p.get("thread_ts")) for p in fake.posts()] == [("C2", thread)]
 
 
 async def test_bot_messages_and_subtypes_are_ignored(start_app: StartApp, fake: FakeSlack) -> None:
