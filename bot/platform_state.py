@@ -10,9 +10,11 @@ still follows the threads it was in.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
+from bot.settings import SettingsError
 from bot.sql import Sql, SqliteSql
 
 _log = logging.getLogger(__name__)
@@ -65,14 +67,19 @@ class PlatformState:
         between the two, the next start adds them again, which adds nothing."""
         if not path.exists():
             return
-        old = await SqliteSql.open(path, "")
         try:
-            tables = {name for (name,) in await old.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            events = await old.fetchall("SELECT event_id, seen_at FROM seen_events") if "seen_events" in tables else []
-            threads = (await old.fetchall("SELECT channel, thread_ts FROM bot_threads")
-                       if "bot_threads" in tables else [])
-        finally:
-            await old.close()
+            old = await SqliteSql.open(path, "")
+            try:
+                tables = {name for (name,) in await old.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                events = (await old.fetchall("SELECT event_id, seen_at FROM seen_events")
+                          if "seen_events" in tables else [])
+                threads = (await old.fetchall("SELECT channel, thread_ts FROM bot_threads")
+                           if "bot_threads" in tables else [])
+            finally:
+                await old.close()
+        except sqlite3.DatabaseError as exc:
+            raise SettingsError(f"{path} (this bot's state from an older version) cannot be read ({exc}): move it "
+                                "aside or delete it (it holds event ids and threads the bot posted in)") from None
         async with self._sql.transaction() as tx:
             for row in events:
                 await tx.execute(_ADD_EVENT, row)

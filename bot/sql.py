@@ -76,16 +76,18 @@ class Sql:
         """`async with sql.lock(key):` holds a lock every process sharing this state respects."""
         raise NotImplementedError
 
-    def try_lock(self, key: str, *, shared: bool = False) -> Any:
+    def try_lock(self, key: str, *, shared: bool = False, keep: bool = False) -> Any:
         """`async with sql.try_lock(key) as held:` holds the lock if no other process does (`held` says whether
         it could), without waiting; `shared` ones may be held by several processes at once, but not beside an
-        exclusive one. For what one process must run alone for as long as it runs."""
+        exclusive one. For what one process must run alone for as long as it runs. A `keep` lock is taken again
+        when its connection is made again (see `keep_locks`)."""
         raise NotImplementedError
 
     async def keep_locks(self) -> None:
-        """Run beside work that holds a `try_lock` for as long as it runs: every LOCK_CHECK_SECONDS, look whether
-        the locks are still held, and take them again after their connection was lost (a server restart drops a
-        connection's locks). Raises LockLost if another process took one meanwhile; never returns."""
+        """Run beside work that holds a `keep` lock for as long as it runs: every LOCK_CHECK_SECONDS, look whether
+        the locks' connection is still there, and make it again if not (a server restart drops a connection's
+        locks; the `keep` ones are taken again on the new connection, whichever call makes it). Raises LockLost if
+        another process took one of them meanwhile; never returns."""
         await asyncio.Event().wait()  # SQLite: one process per DATA_DIR, nothing to lose
 
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
@@ -184,7 +186,7 @@ class SqliteSql(Sql):
         yield  # one process per DATA_DIR: the caller's in-process lock is all there is to hold
 
     @asynccontextmanager
-    async def try_lock(self, key: str, *, shared: bool = False) -> AsyncIterator[bool]:
+    async def try_lock(self, key: str, *, shared: bool = False, keep: bool = False) -> AsyncIterator[bool]:
         yield True  # one process per DATA_DIR (bot.app.lock_data_dir): no other process to hold it
 
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
@@ -244,7 +246,8 @@ class PostgresSql(Sql):
         self._locks: Any = None  # one connection holding this process's advisory locks
         self._locks_guard = asyncio.Lock()
         self._giving_back: set[asyncio.Future[bool]] = set()  # unlocks of tries granted after their caller left
-        self._held: Counter[tuple[str, int]] = Counter()  # (kind, id) of the locks held, to take again: keep_locks
+        self._kept: Counter[tuple[str, int]] = Counter()  # (kind, id) of the `keep` locks held, to take again
+        self._lost = False  # another process took a `keep` lock while its connection was away
 
     @classmethod
     async def open(cls, url: str, schema: str, *, timeout: float = 15.0, max_size: int = 8) -> PostgresSql:
@@ -297,45 +300,41 @@ class PostgresSql(Sql):
         while not await self._uncancelled("SELECT pg_try_advisory_lock(%s)", lock_id):
             await asyncio.sleep(wait)
             wait = min(wait * 2, LOCK_POLL_SECONDS[1])
-        self._held["", lock_id] += 1
         try:
             yield
         finally:
-            self._held["", lock_id] -= 1
             await self._uncancelled("SELECT pg_advisory_unlock(%s)", lock_id)
 
     @asynccontextmanager
-    async def try_lock(self, key: str, *, shared: bool = False) -> AsyncIterator[bool]:
+    async def try_lock(self, key: str, *, shared: bool = False, keep: bool = False) -> AsyncIterator[bool]:
         kind = "_shared" if shared else ""
         lock_id = _lock_id(key)
         held = await self._uncancelled(f"SELECT pg_try_advisory_lock{kind}(%s)", lock_id,
                                        undo=f"SELECT pg_advisory_unlock{kind}(%s)")
-        if held:
-            self._held[kind, lock_id] += 1
+        kept = held and keep
+        if kept:
+            self._kept[kind, lock_id] += 1
         try:
             yield held
         finally:
+            if kept:
+                self._kept[kind, lock_id] -= 1
             if held:
-                self._held[kind, lock_id] -= 1
                 await self._uncancelled(f"SELECT pg_advisory_unlock{kind}(%s)", lock_id)
 
     async def keep_locks(self) -> None:
         while True:
             await asyncio.sleep(LOCK_CHECK_SECONDS)
-            held = +self._held  # the locks held now (a count of 0 dropped)
-            if not held or await self._locks_connected():
-                continue
-            try:  # on a new connection: the server let go of the old one's locks
-                taken = [await self._on_lock_connection(f"SELECT pg_try_advisory_lock{kind}(%s)", lock_id)
-                         for (kind, lock_id), times in held.items() for _ in range(times)]
-            except Exception as exc:  # the server still away: nobody can take the locks meanwhile; try again
-                _log.warning("the connection holding this process's locks is lost and cannot be made again yet "
-                             "(%s); trying again in %.0f s", type(exc).__name__, LOCK_CHECK_SECONDS)
-                continue
-            if not all(taken):
+            if +self._kept and not await self._locks_connected():
+                try:
+                    async with self._locks_guard:
+                        await self._lock_connection()
+                except Exception as exc:  # the server still away: nobody can take the locks meanwhile; try again
+                    _log.warning("the connection holding this process's locks is lost and cannot be made again "
+                                 "yet (%s); trying again in %.0f s", type(exc).__name__, LOCK_CHECK_SECONDS)
+            if self._lost:
                 raise LockLost("another process took a lock of this one while its database connection was away "
                                "(a PostgreSQL restart?); stopping what the lock was for")
-            _log.warning("the connection holding this process's locks was lost; took the %d locks again", len(held))
 
     async def _locks_connected(self) -> bool:
         """Whether the lock connection is still there (and with it the locks it holds)."""
@@ -381,16 +380,41 @@ class PostgresSql(Sql):
         import psycopg
 
         async with self._locks_guard:
-            if self._locks is None or self._locks.closed:
-                self._locks = await psycopg.AsyncConnection.connect(self._url, autocommit=True,
-                                                                    connect_timeout=int(self._timeout))
+            connection = await self._lock_connection()
             try:
-                cursor = await self._locks.execute(query, (lock_id,))
+                cursor = await connection.execute(query, (lock_id,))
                 row = await cursor.fetchone()
             except psycopg.OperationalError:
-                await self._locks.close()  # connected again on the next call
+                await connection.close()  # connected again on the next call
                 raise
         return bool(row and row[0])
+
+    async def _lock_connection(self) -> Any:
+        """The lock connection (the caller holds `_locks_guard`), made again if it is not open. On a new one the
+        `keep` locks are taken again, since the server let go of them with the old one; one another process took
+        meanwhile is marked lost (`keep_locks` raises). A failure midway closes it, so the next call starts over."""
+        import psycopg
+
+        if self._locks is not None and not self._locks.closed:
+            return self._locks
+        self._locks = connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True,
+                                                                         connect_timeout=int(self._timeout))
+        kept = +self._kept  # a count of 0 dropped
+        if not kept:
+            return connection
+        try:
+            for (kind, lock_id), times in kept.items():
+                for _ in range(times):
+                    cursor = await connection.execute(f"SELECT pg_try_advisory_lock{kind}(%s)", (lock_id,))
+                    row = await cursor.fetchone()
+                    self._lost |= not (row and row[0])
+        except BaseException:
+            await connection.close()
+            raise
+        if not self._lost:
+            _log.warning("the connection holding this process's locks was lost; took its %d kept lock(s) again",
+                         sum(kept.values()))
+        return connection
 
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
         await tx.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), greatest(?, nextval(pg_get_serial_sequence("

@@ -71,6 +71,7 @@ FORMAT_VERSION = 1
 VECTOR_ENCODING = "base64-float32-le"
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 RECORD_TYPES = ("memory", "history", *STATE_TABLES)  # in the order they are written
+ADDED_SINCE = frozenset({"bot_thread"})  # record types files of this format version may lack
 BATCH = 256  # records written to the target at a time
 
 _VECTOR_DTYPE = np.dtype("<f4")
@@ -312,10 +313,11 @@ def _header(value: Any) -> dict[str, Any]:
         raise _BadLine(f"vector encoding {value['vector_encoding']!r} is not known (expected {VECTOR_ENCODING})")
     _fields(value["embedder"], {"model": str, "dims": int}, "the header's embedder")
     counts = value["counts"]
-    if not set(counts) <= set(RECORD_TYPES) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                                       for n in counts.values()):
-        raise _BadLine(f"the header's counts must give a number for each of {', '.join(RECORD_TYPES)}")
-    # a type the file does not count is one its memorybot did not have yet (`bot_thread`): it holds none
+    needed = [kind for kind in RECORD_TYPES if kind not in ADDED_SINCE]
+    if not set(needed) <= set(counts) <= set(RECORD_TYPES) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()):
+        raise _BadLine(f"the header's counts must give a number for each of {', '.join(needed)}")
+    # a file from before a type was added counts none of it, and holds none
     return {**value, "counts": {kind: counts.get(kind, 0) for kind in RECORD_TYPES}}
 
 

@@ -112,7 +112,7 @@ async def claim_shards(claims: AsyncExitStack, sql: Sql, settings: DiscordSettin
     wanted = [("discord shards", some, "every shard" if some else "shards of this bot")]  # (key, shared, held by it)
     wanted += [(f"discord shard {n}", False, f"shard {n}") for n in settings.shards or ()]
     for key, shared, held in wanted:
-        if not await claims.enter_async_context(sql.try_lock(key, shared=shared)):
+        if not await claims.enter_async_context(sql.try_lock(key, shared=shared, keep=True)):
             raise SettingsError(f"another memorybot discord process on this DATABASE_URL already runs {held}: "
                                 "give each process its own DISCORD_SHARD_IDS (each shard runs in one process)")
 

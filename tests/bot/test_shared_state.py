@@ -374,7 +374,8 @@ async def test_a_held_lock_is_taken_again_after_the_server_dropped_its_connectio
     url = postgres.new_database()
     sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
     try:
-        async with sql.try_lock("discord shard 0") as held, sql.try_lock("discord shards", shared=True):
+        async with (sql.try_lock("discord shard 0", keep=True) as held,
+                    sql.try_lock("discord shards", shared=True, keep=True)):
             assert held
             keeping = asyncio.create_task(sql.keep_locks())
             dropped = sql._locks.info.backend_pid
@@ -398,9 +399,11 @@ async def test_a_lock_another_process_took_meanwhile_is_reported_lost(postgres, 
     url = postgres.new_database()
     sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
     try:
-        async with sql.try_lock("discord shard 0") as held:
-            assert held
+        async with sql.try_lock("discord shard 0", keep=True) as held, sql.try_lock("maintenance") as also:
+            assert held and also
             await drop_lock_connection(sql, other)
+            async with other.try_lock("maintenance") as taken:
+                assert taken  # not kept: that another process takes it is not a lost lock
             async with AsyncExitStack() as stack, asyncio.timeout(10):
                 while not await stack.enter_async_context(other.try_lock("discord shard 0")):
                     await asyncio.sleep(0.01)  # until the server has let go of the dropped connection
@@ -409,3 +412,40 @@ async def test_a_lock_another_process_took_meanwhile_is_reported_lost(postgres, 
     finally:
         await sql.close()
         await other.close()
+
+
+async def test_a_kept_lock_is_taken_again_by_whichever_lock_call_connects_first(postgres):
+    """Another lock call (the periodic maintenance one) may make the lost connection again before `keep_locks`
+    looks: the kept locks are taken again on it all the same."""
+    url = postgres.new_database()
+    sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+    try:
+        async with sql.try_lock("discord shard 0", keep=True) as held:
+            assert held
+            await drop_lock_connection(sql, other)
+            async with asyncio.timeout(10):
+                while True:  # the first call after the drop fails on the dead connection; the next makes a new one
+                    try:
+                        async with sql.try_lock("memorybot maintenance") as ours:
+                            assert ours
+                            break
+                    except Exception:
+                        await asyncio.sleep(0.01)
+            async with other.try_lock("discord shard 0") as taken:
+                assert not taken
+    finally:
+        await sql.close()
+        await other.close()
+
+
+async def test_an_older_state_file_that_cannot_be_read_is_refused_by_name(tmp_path):
+    old = tmp_path / "slack.sqlite3"
+    old.write_bytes(b"not a database at all, but long enough to be looked at" * 100)
+    db = BotDatabase(tmp_path / "bot.sqlite3")
+    await db.open()
+    try:
+        with pytest.raises(SettingsError, match="slack.sqlite3 .* cannot be read .*move it aside"):
+            await PlatformState(db.sql).move_in(old)
+        assert old.exists()  # nothing lost
+    finally:
+        await db.close()
