@@ -32,6 +32,7 @@ from bot.llm.base import Backend
 from bot.llm.runner import LocalModel
 from bot.memories import Memories
 from bot.message import IncomingMessage, MessageRef, ReplyTarget
+from bot.platform_state import PlatformState
 from bot.settings import Settings, SettingsError
 from bot.writeback import WritebackWorker
 from memory.config import StoreConfig
@@ -124,6 +125,7 @@ class MemoryBot:
         else:
             await _refuse_state_left_behind(self.settings.database_path)
         await self.db.open()
+        await PlatformState(self.db.sql).move_in(self.settings.data_dir)
         if not self.db.shared:  # this process owns the SQLite queue: claims in it are a killed run's
             await self.db.release_all()
         # a wall clock only where processes share the rate limit (a monotonic one is not comparable across them)
@@ -258,6 +260,7 @@ async def open_store(settings: Settings) -> AsyncIterator[tuple[MemoryStore, Bot
     db = BotDatabase(settings.database_path, settings.memory.database_url.reveal())
     await db.open()
     try:
+        await PlatformState(db.sql).move_in(settings.data_dir)
         async with MemoryStore(store_config(settings)) as store:
             yield store, db
     finally:

@@ -20,6 +20,7 @@ from bot.sql import Sql, SqliteSql
 _log = logging.getLogger(__name__)
 
 SEEN_EVENTS_DAYS = 2
+OLD_STATE_FILE = "slack.sqlite3"  # in DATA_DIR: where the Slack adapter kept this state before it moved here
 _DAY = 86400.0
 _ADD_EVENT = "INSERT INTO seen_events (event_id, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
 _ADD_THREAD = "INSERT INTO bot_threads (channel, thread_ts) VALUES (?, ?) ON CONFLICT DO NOTHING"
@@ -61,10 +62,12 @@ class PlatformState:
         return await self._sql.fetchone(
             "SELECT 1 FROM bot_threads WHERE channel = ? AND thread_ts = ?", (channel, thread_ts)) is not None
 
-    async def move_in(self, path: Path) -> None:
-        """Take over the SQLite file an adapter kept this state in before it moved here (Slack's
-        `DATA_DIR/slack.sqlite3`): its rows are added in one transaction, then the file is deleted. Killed
-        between the two, the next start adds them again, which adds nothing."""
+    async def move_in(self, data_dir: Path) -> None:
+        """Take over the SQLite file the Slack adapter kept this state in before it moved here (`OLD_STATE_FILE`
+        in `data_dir`), whenever the bot database opens (a bot starting, `admin export`): its rows are added in
+        one transaction, then the file is deleted. Killed between the two, the next open adds them again, which
+        adds nothing."""
+        path = data_dir / OLD_STATE_FILE
         if not path.exists():
             return
         try:

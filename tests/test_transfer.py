@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from bot.app import MemoryBot
 from bot.database import BotDatabase
 from bot.exchange import QueuedExchange
 from bot.message import MessageRef
-from bot.platform_state import PlatformState
+from bot.platform_state import OLD_STATE_FILE, PlatformState
 from bot.transfer import TransferError, export_to, import_from
 from memory.records import Source
 from tests.bot.helpers import RecordingReply, message
@@ -225,6 +226,25 @@ async def test_a_file_from_before_thread_records_imports(source, make_settings, 
     async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
         assert await bot.memories.controls.is_paused(SAM)
         assert not await PlatformState(bot.db.sql).in_thread("C1", "1710000000.000100")
+
+
+async def test_threads_still_in_the_older_slack_file_are_exported(make_settings, tmp_path):
+    """A bot upgraded and exported before Slack ever started again still has its threads in DATA_DIR/slack.sqlite3:
+    the export moves them in first, so they travel."""
+    settings = make_settings(**COMMON)
+    async with MemoryBot(settings, backend=ScriptedBackend()):
+        pass  # a bot that ran (memories and all) before the version that moved the file
+    old = sqlite3.connect(settings.data_dir / OLD_STATE_FILE)
+    old.execute("CREATE TABLE bot_threads (channel TEXT NOT NULL, thread_ts TEXT NOT NULL, "
+                "PRIMARY KEY (channel, thread_ts))")
+    old.execute("INSERT INTO bot_threads VALUES ('C9', '1710000000.000900')")
+    old.commit()
+    old.close()
+    await export_to(settings, tmp_path / "out.jsonl")
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()[1:]]
+    assert [r for r in records if r["type"] == "bot_thread"] == [
+        {"type": "bot_thread", "channel": "C9", "thread_ts": "1710000000.000900"}]
+    assert not (settings.data_dir / OLD_STATE_FILE).exists()
 
 
 async def test_a_running_embedded_bot_cannot_be_exported(source, make_settings, tmp_path):

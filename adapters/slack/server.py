@@ -36,7 +36,6 @@ from bot.settings import SettingsError, load_group
 _log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-OLD_STATE_FILE = "slack.sqlite3"  # where the adapter kept its state before it moved to the bot's database
 API_RETRIES = 4  # tries after the first of a Web API call Slack answered 429, 500 or 503
 
 
@@ -119,7 +118,6 @@ async def start_slack(
     """Receive Slack events for `bot` until the block ends; then stop receiving and finish running work."""
     client = client or make_client(settings)
     state = PlatformState(bot.db.sql)
-    await state.move_in(bot.settings.data_dir / OLD_STATE_FILE)
     secret = None if settings.socket_mode else settings.signing_secret.reveal()
     adapter = SlackAdapter(bot, client, state, signing_secret=secret)
     try:

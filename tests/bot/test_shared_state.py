@@ -445,7 +445,7 @@ async def test_an_older_state_file_that_cannot_be_read_is_refused_by_name(tmp_pa
     await db.open()
     try:
         with pytest.raises(SettingsError, match="slack.sqlite3 .* cannot be read .*move it aside"):
-            await PlatformState(db.sql).move_in(old)
+            await PlatformState(db.sql).move_in(tmp_path)
         assert old.exists()  # nothing lost
     finally:
         await db.close()
