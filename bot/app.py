@@ -260,7 +260,6 @@ async def open_store(settings: Settings) -> AsyncIterator[tuple[MemoryStore, Bot
     db = BotDatabase(settings.database_path, settings.memory.database_url.reveal())
     await db.open()
     try:
-        await PlatformState(db.sql).move_in(settings.data_dir)
         async with MemoryStore(store_config(settings)) as store:
             yield store, db
     finally:

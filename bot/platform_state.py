@@ -64,9 +64,9 @@ class PlatformState:
 
     async def move_in(self, data_dir: Path) -> None:
         """Take over the SQLite file the Slack adapter kept this state in before it moved here (`OLD_STATE_FILE`
-        in `data_dir`), whenever the bot database opens (a bot starting, `admin export`): its rows are added in
+        in `data_dir`), when a bot starts and before `admin export`: its rows are added in
         one transaction, then the file is deleted. Killed between the two, the next open adds them again, which
-        adds nothing."""
+        adds nothing (a file that cannot be deleted is left with a warning)."""
         path = data_dir / OLD_STATE_FILE
         if not path.exists():
             return
@@ -88,7 +88,11 @@ class PlatformState:
                 await tx.execute(_ADD_EVENT, row)
             for row in threads:
                 await tx.execute(_ADD_THREAD, row)
-        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            leftover.unlink(missing_ok=True)
+        try:
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+        except OSError as exc:  # the rows are in: moving them in again on the next open adds nothing
+            _log.warning("moved the state of %s into the bot's database but could not delete the file (%s); "
+                         "delete it by hand", path.name, type(exc).__name__)
         _log.info("moved %d thread(s) and %d recent event id(s) from %s into the bot's database",
                   len(threads), len(events), path.name)

@@ -6,9 +6,9 @@ PostgreSQL side turns `?` into psycopg's `%s`. What differs is said here and onl
 that numbers itself (`SERIAL` in schemas), the `FOR UPDATE SKIP LOCKED` that lets several processes claim queue
 rows without waiting on each other (`skip_locked`), the database's clock (`clock`), where a file's one-time
 upgrade version is kept, how an id's numbering is moved on (`number_above`), and `lock`, which on PostgreSQL is
-an advisory lock all processes see and on SQLite (one process per DATA_DIR) a no-op; `keep_locks` takes a lost
-connection's advisory locks again. (The upgrade of SQLite
-files from before some columns is SQLite's alone: bot/database.py `_add_columns`.)
+an advisory lock all processes see and on SQLite (one process per DATA_DIR) a no-op; a `try_lock(keep=True)` is
+taken again by whichever call makes a lost lock connection again, and `keep_locks` watches for that. (The upgrade
+of SQLite files from before some columns is SQLite's alone: bot/database.py `_add_columns`.)
 
 Each call commits by itself; `transaction()` groups statements that must land together.
 """

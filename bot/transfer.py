@@ -60,6 +60,7 @@ import numpy as np
 from bot.app import lock_data_dir, open_store
 from bot.database import SCHEMA_VERSION, STATE_TABLES, BotDatabase
 from bot.exchange import QueuedExchange
+from bot.platform_state import PlatformState
 from bot.settings import Settings, SettingsError
 from memory.points import HISTORY_COLUMNS, Point
 from memory.store import MemoryStore
@@ -121,6 +122,7 @@ async def export_to(settings: Settings, out: Path) -> dict[str, int]:
         raise TransferError(f"{settings.memory_dir} does not exist: no memories to export (is DATA_DIR right?)")
     counts = dict.fromkeys(RECORD_TYPES, 0)
     async with _opened(settings) as (store, db):
+        await PlatformState(db.sql).move_in(settings.data_dir)  # threads still in an older version's file travel too
         with tempfile.TemporaryFile(dir=out.parent, prefix=f".{out.name}.") as body:  # mode 0600, no name
             async for kind, record in _everything(store, db):
                 body.write(_line({"type": kind, **record}))

@@ -234,17 +234,33 @@ async def test_threads_still_in_the_older_slack_file_are_exported(make_settings,
     settings = make_settings(**COMMON)
     async with MemoryBot(settings, backend=ScriptedBackend()):
         pass  # a bot that ran (memories and all) before the version that moved the file
-    old = sqlite3.connect(settings.data_dir / OLD_STATE_FILE)
-    old.execute("CREATE TABLE bot_threads (channel TEXT NOT NULL, thread_ts TEXT NOT NULL, "
-                "PRIMARY KEY (channel, thread_ts))")
-    old.execute("INSERT INTO bot_threads VALUES ('C9', '1710000000.000900')")
-    old.commit()
-    old.close()
+    _old_slack_file(settings.data_dir, ("C9", "1710000000.000900"))
     await export_to(settings, tmp_path / "out.jsonl")
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()[1:]]
     assert [r for r in records if r["type"] == "bot_thread"] == [
         {"type": "bot_thread", "channel": "C9", "thread_ts": "1710000000.000900"}]
     assert not (settings.data_dir / OLD_STATE_FILE).exists()
+
+
+async def test_an_older_slack_file_does_not_stop_an_import_into_a_new_bot(source, make_settings):
+    """Import checks that its target is empty; the older file's threads are moved in later, when the bot starts."""
+    settings = make_settings(**COMMON)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _old_slack_file(settings.data_dir, ("C9", "1710000000.000900"))
+    report = await import_from(settings, source.export)
+    assert report.counts["bot_thread"].added == 1
+    async with MemoryBot(settings, backend=ScriptedBackend()) as bot:
+        threads = PlatformState(bot.db.sql)
+        assert await threads.in_thread("C1", "1710000000.000100") and await threads.in_thread("C9", "1710000000.000900")
+
+
+def _old_slack_file(data_dir: Path, thread: tuple[str, str]) -> None:
+    old = sqlite3.connect(data_dir / OLD_STATE_FILE)
+    old.execute("CREATE TABLE bot_threads (channel TEXT NOT NULL, thread_ts TEXT NOT NULL, "
+                "PRIMARY KEY (channel, thread_ts))")
+    old.execute("INSERT INTO bot_threads VALUES (?, ?)", thread)
+    old.commit()
+    old.close()
 
 
 async def test_a_running_embedded_bot_cannot_be_exported(source, make_settings, tmp_path):
