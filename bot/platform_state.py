@@ -66,12 +66,13 @@ class PlatformState:
         """Take over the SQLite file the Slack adapter kept this state in before it moved here (`OLD_STATE_FILE`
         in `data_dir`), when a bot starts and before `admin export`: its rows are added in
         one transaction, then the file is deleted. Killed between the two, the next open adds them again, which
-        adds nothing (a file that cannot be deleted is left with a warning)."""
+        adds nothing (a file that cannot be deleted is left with a warning). The file is only read, so a read-only
+        `data_dir` is no obstacle."""
         path = data_dir / OLD_STATE_FILE
         if not path.exists():
             return
         try:
-            old = await SqliteSql.open(path, "")
+            old = await SqliteSql.open_to_read(path)  # nothing writes it any more: an older version did
             try:
                 tables = {name for (name,) in await old.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 events = (await old.fetchall("SELECT event_id, seen_at FROM seen_events")

@@ -7,8 +7,9 @@ that numbers itself (`SERIAL` in schemas), the `FOR UPDATE SKIP LOCKED` that let
 rows without waiting on each other (`skip_locked`), the database's clock (`clock`), where a file's one-time
 upgrade version is kept, how an id's numbering is moved on (`number_above`), and `lock`, which on PostgreSQL is
 an advisory lock all processes see and on SQLite (one process per DATA_DIR) a no-op; a `try_lock(keep=True)` is
-taken again by whichever call makes a lost lock connection again, and `keep_locks` watches for that. (The upgrade
-of SQLite files from before some columns is SQLite's alone: bot/database.py `_add_columns`.)
+taken again by whichever call makes a lost lock connection again, and `keep_locks` watches for that (one refused is
+tried again: the server may not have ended the old connection holding it yet). (The upgrade of SQLite files from
+before some columns is SQLite's alone: bot/database.py `_add_columns`.)
 
 Each call commits by itself; `transaction()` groups statements that must land together.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -35,6 +37,10 @@ Args = Sequence[Any]
 MIN_SQLITE = (3, 35)
 LOCK_POLL_SECONDS = (0.005, 0.2)  # first and longest wait between tries of a lock another process holds
 LOCK_CHECK_SECONDS = 5.0  # how often `keep_locks` looks whether the locks' connection is still there
+# How long a kept lock that a new lock connection could not take again is tried again before another process
+# holding it counts as having taken it: after a network drop the server may keep the old connection, and its locks,
+# until it notices (one of this process's own old connections holding it is ended at once instead).
+KEPT_LOCK_GRACE_SECONDS = 5.0  # one LOCK_CHECK_SECONDS: a takeover is told soon, two processes never run a shard long
 
 
 class SqlError(RuntimeError):
@@ -43,6 +49,15 @@ class SqlError(RuntimeError):
 
 class LockLost(SqlError):
     """A lock this process holds went with its database connection, and another process has it now."""
+
+
+# The server sessions holding the advisory lock of a 64-bit id (given as its high and low 32 bits), with their start,
+# which tells this process's old connections from other processes' (a process id alone may be a new session's).
+# A session ending has no row in pg_stat_activity any more: it holds no lock for long.
+_HOLDERS = ("SELECT a.pid, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid::bigint = %s AND l.objid::bigint = %s")
 
 
 class Sql:
@@ -86,8 +101,9 @@ class Sql:
     async def keep_locks(self) -> None:
         """Run beside work that holds a `keep` lock for as long as it runs: every LOCK_CHECK_SECONDS, look whether
         the locks' connection is still there, and make it again if not (a server restart drops a connection's
-        locks; the `keep` ones are taken again on the new connection, whichever call makes it). Raises LockLost if
-        another process took one of them meanwhile; never returns."""
+        locks; the `keep` ones are taken again on the new connection, whichever call makes it, and one refused
+        is tried again). Raises LockLost if another process took one of them meanwhile (it still holds it
+        KEPT_LOCK_GRACE_SECONDS after the connection was made again); never returns."""
         await asyncio.Event().wait()  # SQLite: one process per DATA_DIR, nothing to lose
 
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
@@ -139,6 +155,17 @@ class SqliteSql(Sql):
             await db.close()
             raise
         return cls(db)
+
+    @classmethod
+    async def open_to_read(cls, path: Path) -> SqliteSql:
+        """Open an existing file to read it only, writing nothing, not even beside it, so a file in a folder this
+        process may not write to (a read-only DATA_DIR) is read all the same. A reader of a file in WAL mode (as
+        `open` leaves them) needs its -shm file, which such a folder cannot give it, unless the file is opened as
+        immutable: that is what a file nothing writes any more (the caller's to know) is when no -wal or -journal
+        file beside it holds rows not in the file itself yet."""
+        pending = any(path.with_name(path.name + end).exists() for end in ("-wal", "-journal"))
+        uri = f"{path.resolve().as_uri()}?mode=ro{'' if pending else '&immutable=1'}"
+        return cls(await aiosqlite.connect(uri, uri=True))
 
     async def execute(self, query: str, args: Args = ()) -> int:
         async with self._statement():
@@ -247,6 +274,11 @@ class PostgresSql(Sql):
         self._locks_guard = asyncio.Lock()
         self._giving_back: set[asyncio.Future[bool]] = set()  # unlocks of tries granted after their caller left
         self._kept: Counter[tuple[str, int]] = Counter()  # (kind, id) of the `keep` locks held, to take again
+        self._missing: Counter[tuple[str, int]] = Counter()  # those the lock connection has not taken again yet
+        self._missing_since = 0.0  # when the lock connection was made again (time.monotonic)
+        # (backend pid, start) of each lock connection this process made, and whether this process ended it: a
+        # kept lock one of them still holds is this process's own
+        self._sessions: dict[Row, bool] = {}
         self._lost = False  # another process took a `keep` lock while its connection was away
 
     @classmethod
@@ -308,27 +340,23 @@ class PostgresSql(Sql):
     @asynccontextmanager
     async def try_lock(self, key: str, *, shared: bool = False, keep: bool = False) -> AsyncIterator[bool]:
         kind = "_shared" if shared else ""
-        lock_id = _lock_id(key)
-        held = await self._uncancelled(f"SELECT pg_try_advisory_lock{kind}(%s)", lock_id,
-                                       undo=f"SELECT pg_advisory_unlock{kind}(%s)")
-        kept = held and keep
-        if kept:
-            self._kept[kind, lock_id] += 1
+        lock_id, kept = _lock_id(key), (kind if keep else None)
+        unlock = f"SELECT pg_advisory_unlock{kind}(%s)"
+        held = await self._uncancelled(f"SELECT pg_try_advisory_lock{kind}(%s)", lock_id, undo=unlock, kept=kept)
         try:
             yield held
         finally:
-            if kept:
-                self._kept[kind, lock_id] -= 1
             if held:
-                await self._uncancelled(f"SELECT pg_advisory_unlock{kind}(%s)", lock_id)
+                await self._uncancelled(unlock, lock_id, kept=kept)
 
     async def keep_locks(self) -> None:
         while True:
-            await asyncio.sleep(LOCK_CHECK_SECONDS)
-            if +self._kept and not await self._locks_connected():
+            retrying = bool(+self._missing) and time.monotonic() - self._missing_since < KEPT_LOCK_GRACE_SECONDS
+            await asyncio.sleep(LOCK_POLL_SECONDS[1] if retrying else LOCK_CHECK_SECONDS)
+            if +self._kept:
                 try:
                     async with self._locks_guard:
-                        await self._lock_connection()
+                        await self._keep()
                 except Exception as exc:  # the server still away: nobody can take the locks meanwhile; try again
                     _log.warning("the connection holding this process's locks is lost and cannot be made again "
                                  "yet (%s); trying again in %.0f s", type(exc).__name__, LOCK_CHECK_SECONDS)
@@ -336,32 +364,35 @@ class PostgresSql(Sql):
                 raise LockLost("another process took a lock of this one while its database connection was away "
                                "(a PostgreSQL restart?); stopping what the lock was for")
 
-    async def _locks_connected(self) -> bool:
-        """Whether the lock connection is still there (and with it the locks it holds)."""
-        async with self._locks_guard:
-            if self._locks is None or self._locks.closed:
-                return False
+    async def _keep(self) -> None:
+        """One look of `keep_locks` (the caller holds `_locks_guard`): the lock connection is made again if it is
+        gone (and with it the locks it held), and the kept locks it still lacks are tried again."""
+        if self._locks is not None and not self._locks.closed:
             try:
                 await self._locks.execute("SELECT 1")
             except Exception:  # psycopg's OperationalError, or the socket's
                 await self._locks.close()
-                return False
-        return True
+        connection = await self._lock_connection()
+        if +self._missing:
+            await self._retake(connection)
+        if +self._missing:
+            await self._check_missing(connection)
 
-    async def _uncancelled(self, query: str, lock_id: int, undo: str | None = None) -> bool:
+    async def _uncancelled(self, query: str, lock_id: int, undo: str | None = None, kept: str | None = None) -> bool:
         """A lock call that runs to its end even if the caller is cancelled meanwhile: a cancelled try could
         otherwise leave the lock granted on the server, held by nobody, until the process ends. A try granted after
-        its caller was cancelled is given back (`undo`, for the tries of other kinds than `lock`'s)."""
+        its caller was cancelled is given back (`undo`, for the tries of other kinds than `lock`'s). `kept`: see
+        `_on_lock_connection`."""
         if undo is None and "unlock" not in query:
             undo = "SELECT pg_advisory_unlock(%s)"
-        call = asyncio.ensure_future(self._on_lock_connection(query, lock_id))
+        call = asyncio.ensure_future(self._on_lock_connection(query, lock_id, kept))
         try:
             return await asyncio.shield(call)
         except asyncio.CancelledError:
-            call.add_done_callback(lambda done: self._after_cancel(done, lock_id, undo))
+            call.add_done_callback(lambda done: self._after_cancel(done, lock_id, undo, kept))
             raise
 
-    def _after_cancel(self, call: asyncio.Future[bool], lock_id: int, undo: str | None) -> None:
+    def _after_cancel(self, call: asyncio.Future[bool], lock_id: int, undo: str | None, kept: str | None) -> None:
         """A lock call whose caller was cancelled has ended: a lock it was granted is given back (`undo`; its
         failure is only logged: the caller is gone, and the server drops the lock with the connection anyway)."""
         self._giving_back.discard(call)
@@ -370,16 +401,25 @@ class PostgresSql(Sql):
         if (error := call.exception()) is not None:
             _log.warning("an advisory lock call failed after its caller stopped: %s", type(error).__name__)
         elif undo is not None and call.result():
-            unlock = asyncio.ensure_future(self._on_lock_connection(undo, lock_id))
+            unlock = asyncio.ensure_future(self._on_lock_connection(undo, lock_id, kept))
             self._giving_back.add(unlock)
-            unlock.add_done_callback(lambda done: self._after_cancel(done, lock_id, None))
+            unlock.add_done_callback(lambda done: self._after_cancel(done, lock_id, None, None))
 
-    async def _on_lock_connection(self, query: str, lock_id: int) -> bool:
+    async def _on_lock_connection(self, query: str, lock_id: int, kept: str | None = None) -> bool:
         """Run a lock call on the lock connection, connecting it first if it is not open (the first call, or
-        after the server went away: the locks it held went with it, and the caller's call fails)."""
+        after the server went away: the locks it held went with it, and the caller's call fails). For a `keep`
+        lock, `kept` is its kind: one granted is counted among the locks to take again, and one let go no longer
+        is, while `_locks_guard` is held, so a connection made again takes again exactly the ones held. One let go
+        that the connection has not taken again yet has nothing to unlock."""
         import psycopg
 
+        letting_go = "unlock" in query
         async with self._locks_guard:
+            if kept is not None and letting_go:
+                self._kept[kept, lock_id] -= 1
+                if self._missing[kept, lock_id] > 0:
+                    self._missing[kept, lock_id] -= 1
+                    return False
             connection = await self._lock_connection()
             try:
                 cursor = await connection.execute(query, (lock_id,))
@@ -387,34 +427,70 @@ class PostgresSql(Sql):
             except psycopg.OperationalError:
                 await connection.close()  # connected again on the next call
                 raise
-        return bool(row and row[0])
+            done = bool(row and row[0])
+            if kept is not None and done and not letting_go:
+                self._kept[kept, lock_id] += 1
+        return done
 
     async def _lock_connection(self) -> Any:
-        """The lock connection (the caller holds `_locks_guard`), made again if it is not open. On a new one the
-        `keep` locks are taken again, since the server let go of them with the old one; one another process took
-        meanwhile is marked lost (`keep_locks` raises). A failure midway closes it, so the next call starts over."""
+        """The lock connection (the caller holds `_locks_guard`), made again if it is not open. Its server session
+        is noted (`_sessions`). On a new one the `keep` locks are taken again (`_retake`), since the server let go
+        of them with the old one, or will once it notices that it is gone. A failure midway closes it, so the next
+        call starts over."""
         import psycopg
 
         if self._locks is not None and not self._locks.closed:
             return self._locks
         self._locks = connection = await psycopg.AsyncConnection.connect(self._url, autocommit=True,
                                                                          connect_timeout=int(self._timeout))
-        kept = +self._kept  # a count of 0 dropped
-        if not kept:
-            return connection
         try:
-            for (kind, lock_id), times in kept.items():
-                for _ in range(times):
-                    cursor = await connection.execute(f"SELECT pg_try_advisory_lock{kind}(%s)", (lock_id,))
-                    row = await cursor.fetchone()
-                    self._lost |= not (row and row[0])
+            cursor = await connection.execute("SELECT pid, backend_start FROM pg_stat_activity "
+                                              "WHERE pid = pg_backend_pid()")
+            session = await cursor.fetchone()
+            self._sessions[tuple(session)] = False
+            self._missing, self._missing_since = +self._kept, time.monotonic()  # a count of 0 dropped
+            if self._missing:
+                await self._retake(connection)
+                if self._missing:
+                    _log.warning("the connection holding this process's locks was lost; %d kept lock(s) are still "
+                                 "held elsewhere (an old connection the server has not ended yet?): trying again",
+                                 sum(self._missing.values()))
         except BaseException:
             await connection.close()
             raise
-        if not self._lost:
-            _log.warning("the connection holding this process's locks was lost; took its %d kept lock(s) again",
-                         sum(kept.values()))
         return connection
+
+    async def _retake(self, connection: Any) -> None:
+        """Take again on `connection` the kept locks it lacks (the caller holds `_locks_guard`). One refused stays
+        in `_missing`, for `keep_locks` to try again."""
+        for (kind, lock_id), times in (+self._missing).items():
+            for _ in range(times):
+                cursor = await connection.execute(f"SELECT pg_try_advisory_lock{kind}(%s)", (lock_id,))
+                row = await cursor.fetchone()
+                if not (row and row[0]):
+                    break
+                self._missing[kind, lock_id] -= 1
+        if not +self._missing:
+            _log.warning("the connection holding this process's locks was lost; took its %d kept lock(s) again",
+                         sum((+self._kept).values()))
+
+    async def _check_missing(self, connection: Any) -> None:
+        """Look who holds the kept locks `connection` could not take again (the caller holds `_locks_guard`). An
+        old lock connection of this process holds them for it (after a network drop the server keeps a session
+        until it notices it is gone): it is ended, so they can be taken again. Another process still holding one
+        KEPT_LOCK_GRACE_SECONDS after the connection was made again took it: it is lost (`keep_locks` raises)."""
+        late = time.monotonic() - self._missing_since >= KEPT_LOCK_GRACE_SECONDS
+        for _, lock_id in +self._missing:
+            cursor = await connection.execute(_HOLDERS, ((lock_id >> 32) & 0xFFFFFFFF, lock_id & 0xFFFFFFFF))
+            for session in await cursor.fetchall():
+                ended = self._sessions.get(tuple(session))
+                if ended is None:
+                    self._lost |= late
+                elif not ended:
+                    self._sessions[tuple(session)] = True
+                    await connection.execute("SELECT pg_terminate_backend(%s)", (session[0],))
+                    _log.warning("an old connection of this process, which the server has not ended yet, still "
+                                 "holds its kept lock(s): ended it, to take them again")
 
     async def number_above(self, tx: Any, table: str, highest: int) -> None:
         await tx.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), greatest(?, nextval(pg_get_serial_sequence("

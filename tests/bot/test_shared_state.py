@@ -6,11 +6,17 @@ twice. On SQLite, a claim left by a killed process is let go when the file is op
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +27,7 @@ from bot.history import ConversationHistory, Turn
 from bot.message import MessageRef
 from bot.platform_state import PlatformState
 from bot.settings import SettingsError
-from bot.sql import LockLost, PostgresSql
+from bot.sql import LockLost, PostgresSql, _lock_id
 from memory.records import MESSAGE, Source
 from tests.bot.helpers import message
 from tests.fakes.model import ScriptedBackend
@@ -365,8 +371,36 @@ async def test_a_process_whose_clock_runs_ahead_neither_takes_a_live_claim_nor_r
 
 
 async def drop_lock_connection(sql: PostgresSql, admin: PostgresSql) -> None:
-    """The server ends `sql`'s lock connection, as a restart would: its locks go with it."""
-    await admin.execute("SELECT pg_terminate_backend(?)", (sql._locks.info.backend_pid,))
+    """The server ends `sql`'s lock connection, as a restart would: its locks go with it. Returns once the server
+    session is gone (it lets go of its locks before it leaves pg_stat_activity)."""
+    pid = sql._locks.info.backend_pid
+    await admin.execute("SELECT pg_terminate_backend(?)", (pid,))
+    await gone(admin, pid)
+
+
+async def gone(admin: PostgresSql, pid: int) -> None:
+    """Wait until the server session `pid` has left pg_stat_activity."""
+    async with asyncio.timeout(10):
+        while await admin.fetchone("SELECT 1 FROM pg_stat_activity WHERE pid = ?", (pid,)):
+            await asyncio.sleep(0.01)
+
+
+async def holders(admin: PostgresSql, key: str) -> list[int]:
+    """The server sessions (backend pids) holding the advisory lock of `key` in this database."""
+    lock_id = _lock_id(key)
+    rows = await admin.fetchall("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                                "AND classid::bigint = ? AND objid::bigint = ?",
+                                ((lock_id >> 32) & 0xFFFFFFFF, lock_id & 0xFFFFFFFF))
+    return sorted(pid for (pid,) in rows)
+
+
+async def held_again(sql: PostgresSql, admin: PostgresSql, key: str, dropped: int) -> None:
+    """Wait until `sql` holds `key` on a lock connection other than the dropped one (backend pid `dropped`)."""
+    async with asyncio.timeout(10):
+        while (sql._locks.closed or sql._locks.info.backend_pid == dropped
+               or await holders(admin, key) != [sql._locks.info.backend_pid]):
+            await asyncio.sleep(0.01)
 
 
 async def test_a_held_lock_is_taken_again_after_the_server_dropped_its_connection(postgres, monkeypatch):
@@ -380,9 +414,7 @@ async def test_a_held_lock_is_taken_again_after_the_server_dropped_its_connectio
             keeping = asyncio.create_task(sql.keep_locks())
             dropped = sql._locks.info.backend_pid
             await drop_lock_connection(sql, other)
-            async with asyncio.timeout(10):
-                while sql._locks.closed or sql._locks.info.backend_pid == dropped:
-                    await asyncio.sleep(0.01)
+            await held_again(sql, other, "discord shard 0", dropped)
             async with other.try_lock("discord shard 0") as taken, other.try_lock("discord shards") as every:
                 assert not taken and not every  # held again, the shared one too
             assert not keeping.done()
@@ -394,21 +426,206 @@ async def test_a_held_lock_is_taken_again_after_the_server_dropped_its_connectio
         await other.close()
 
 
-async def test_a_lock_another_process_took_meanwhile_is_reported_lost(postgres, monkeypatch):
+async def test_a_lock_that_is_not_kept_is_not_taken_again(postgres, monkeypatch):
+    """Only `keep` locks are taken again on a new lock connection: another process may take any other lock the
+    dropped connection held (as the next round of maintenance does), and that is no lost lock."""
     monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr("bot.sql.KEPT_LOCK_GRACE_SECONDS", 0.0)
     url = postgres.new_database()
     sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
     try:
         async with sql.try_lock("discord shard 0", keep=True) as held, sql.try_lock("maintenance") as also:
             assert held and also
+            keeping = asyncio.create_task(sql.keep_locks())
+            dropped = sql._locks.info.backend_pid
             await drop_lock_connection(sql, other)
             async with other.try_lock("maintenance") as taken:
-                assert taken  # not kept: that another process takes it is not a lost lock
-            async with AsyncExitStack() as stack, asyncio.timeout(10):
-                while not await stack.enter_async_context(other.try_lock("discord shard 0")):
-                    await asyncio.sleep(0.01)  # until the server has let go of the dropped connection
+                assert taken
+                await held_again(sql, other, "discord shard 0", dropped)
+                assert await holders(other, "maintenance") == [other._locks.info.backend_pid]
+                await asyncio.sleep(0.3)  # several looks of `keep_locks`
+                assert not keeping.done()
+            keeping.cancel()
+    finally:
+        await sql.close()
+        await other.close()
+
+
+async def test_a_lock_another_process_took_meanwhile_is_reported_lost(postgres, monkeypatch):
+    monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr("bot.sql.KEPT_LOCK_GRACE_SECONDS", 0.2)
+    url = postgres.new_database()
+    sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+    try:
+        async with sql.try_lock("discord shard 0", keep=True) as held:
+            assert held
+            await drop_lock_connection(sql, other)
+            async with other.try_lock("discord shard 0") as taken:
+                assert taken  # the server let go of it with the dropped connection
                 with pytest.raises(LockLost, match="another process took a lock"):
-                    await sql.keep_locks()
+                    async with asyncio.timeout(10):
+                        await sql.keep_locks()
+    finally:
+        await sql.close()
+        await other.close()
+
+
+async def test_a_kept_lock_refused_on_the_new_connection_is_tried_again_before_it_counts_as_lost(postgres,
+                                                                                               monkeypatch):
+    """Whoever holds a kept lock the new connection could not take again (an old connection the server has not
+    ended yet, or a process about to let go) may let go of it within KEPT_LOCK_GRACE_SECONDS: it is taken then."""
+    monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    url = postgres.new_database()
+    sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+    try:
+        async with sql.try_lock("discord shard 0", keep=True) as held:
+            assert held
+            keeping = asyncio.create_task(sql.keep_locks())
+            dropped = sql._locks.info.backend_pid
+            await drop_lock_connection(sql, other)
+            async with other.try_lock("discord shard 0") as taken:
+                assert taken
+                async with asyncio.timeout(10):
+                    while sql._locks.closed or sql._locks.info.backend_pid == dropped:
+                        await asyncio.sleep(0.01)  # a new connection, refused the lock
+                await asyncio.sleep(0.5)  # ten looks of `keep_locks`, well within the grace
+                assert not keeping.done()
+            await held_again(sql, other, "discord shard 0", dropped)
+            assert not keeping.done()
+            keeping.cancel()
+    finally:
+        await sql.close()
+        await other.close()
+
+
+class Relay:
+    """A TCP relay to the test's PostgreSQL whose `cut` ends the connections through it on the client's side only,
+    as a network drop does: the client sees them gone, while the server keeps their sessions, and their locks,
+    until it notices (here: until `close`)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._relays: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen on 127.0.0.1; the port to connect to."""
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._port)
+        self._pairs.append((writer, up_writer))
+        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+
+    def cut(self) -> None:
+        for client, _ in self._pairs:
+            client.transport.abort()
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for client, server in self._pairs:
+            client.transport.abort()
+            server.transport.abort()
+        await asyncio.gather(*self._relays)
+        await self._server.wait_closed()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy what `reader` gets to `writer`, until either end goes; the other end is left as it is."""
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+
+async def test_a_kept_lock_still_held_by_an_old_connection_of_this_process_is_not_lost(postgres, monkeypatch):
+    """After a network drop the server may keep the old lock connection, and its locks, for a long while: the new
+    connection is refused the kept lock by this process's own old one. That one is ended and the lock taken again,
+    even with no grace at all: only another process holding it makes it lost."""
+    monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr("bot.sql.KEPT_LOCK_GRACE_SECONDS", 0.0)
+    url = postgres.new_database()
+    relay = Relay(postgres.port)
+    through = url.replace(f":{postgres.port}/", f":{await relay.start()}/")
+    sql, other = await PostgresSql.open(through, ""), await PostgresSql.open(url, "")
+    try:
+        async with sql.try_lock("discord shard 0", keep=True) as held:
+            assert held
+            old = sql._locks.info.backend_pid
+            relay.cut()
+            assert await holders(other, "discord shard 0") == [old]  # the server keeps the old connection
+            keeping = asyncio.create_task(sql.keep_locks())
+            await held_again(sql, other, "discord shard 0", old)
+            await gone(other, old)  # ended by this process
+            assert not keeping.done()
+            keeping.cancel()
+        async with other.try_lock("discord shard 0") as taken:
+            assert taken
+    finally:
+        await sql.close()
+        await other.close()
+        await relay.close()
+
+
+async def test_a_kept_lock_is_counted_before_the_next_lock_call_can_make_the_connection_again(postgres):
+    """Lock calls take turns on the lock connection; the next one may find it gone and make it again, taking again
+    the kept locks counted by then. A kept lock just granted is counted already when that next call starts."""
+    url = postgres.new_database()
+    sql = await PostgresSql.open(url, "")
+    counted: list[int] = []
+
+    async def next_call() -> None:
+        async with sql._locks_guard:
+            counted.append(sum((+sql._kept).values()))
+
+    try:
+        taking = asyncio.create_task(sql.try_lock("discord shard 0", keep=True).__aenter__())
+        async with asyncio.timeout(10):
+            while not sql._locks_guard.locked():
+                await asyncio.sleep(0)
+        after = asyncio.create_task(next_call())  # waits for the try's turn to end
+        assert await taking
+        await after
+        assert counted == [1]
+    finally:
+        await sql.close()
+
+
+async def test_a_kept_lock_whose_taker_is_cancelled_is_not_taken_again(postgres):
+    """A `keep` try cancelled at any moment is given back and not counted, so a new lock connection does not take
+    it again for nobody."""
+    url = postgres.new_database()
+    sql, other = await PostgresSql.open(url, ""), await PostgresSql.open(url, "")
+
+    async def hold() -> None:
+        async with sql.try_lock("discord shard 0", keep=True):
+            await asyncio.sleep(60)
+
+    try:
+        for step in range(100):  # 0 to 4 ms after the start
+            task = asyncio.create_task(hold())
+            await asyncio.sleep(step * 0.00004)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        async with asyncio.timeout(10), sql.lock("user:dana"):  # after the give-backs, in turn
+            pass
+        await drop_lock_connection(sql, other)
+        async with asyncio.timeout(10):
+            while True:  # the first call after the drop fails on the dead connection; the next makes a new one
+                try:
+                    async with sql.lock("user:dana"):
+                        break
+                except Exception:
+                    await asyncio.sleep(0.01)
+        async with asyncio.timeout(10), other.lock("discord shard 0"):  # free (a give-back may still be under way)
+            pass
     finally:
         await sql.close()
         await other.close()
@@ -449,3 +666,89 @@ async def test_an_older_state_file_that_cannot_be_read_is_refused_by_name(tmp_pa
         assert old.exists()  # nothing lost
     finally:
         await db.close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The Slack adapter of an older version writing its DATA_DIR/slack.sqlite3 (argv: the file, how it ended): in WAL
+# mode, as it left it; killed, it leaves its rows in the -wal file beside it.
+OLDER_SLACK = """
+import os, sqlite3, sys, time
+old = sqlite3.connect(sys.argv[1])
+old.execute("PRAGMA journal_mode=WAL")
+old.execute("PRAGMA wal_autocheckpoint=0")
+old.executescript("CREATE TABLE seen_events (event_id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL);"
+                  "CREATE TABLE bot_threads (channel TEXT NOT NULL, thread_ts TEXT NOT NULL, "
+                  "PRIMARY KEY (channel, thread_ts));")
+old.execute("INSERT INTO seen_events VALUES ('EvOld', ?)", (time.time(),))
+old.execute("INSERT INTO bot_threads VALUES ('C2', '1.000')")
+old.commit()
+if sys.argv[2] == "killed":
+    os._exit(0)
+old.close()
+"""
+
+# A bot starting on DATABASE_URL (argv: the url, DATA_DIR) moves the older file's state in.
+MOVE_IN = """
+import asyncio, logging, sys
+from pathlib import Path
+from bot.database import BotDatabase
+from bot.platform_state import PlatformState
+
+async def main(url: str, data_dir: str) -> None:
+    db = BotDatabase(Path(data_dir) / "bot.sqlite3", url)
+    await db.open()
+    try:
+        await PlatformState(db.sql).move_in(Path(data_dir))
+    finally:
+        await db.close()
+
+logging.basicConfig(level=logging.INFO)
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def bound_by_permissions(command: list[str]) -> list[str]:
+    """`command` run as a process that file permissions bind. Under root (tests run as root here) that is root
+    without the capabilities that let it write anywhere (setpriv, util-linux)."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to run a process as root that file permissions bind")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *command]
+
+
+@pytest.mark.parametrize("ended", ["closed", "killed"])
+async def test_an_older_state_file_in_a_read_only_data_dir_is_moved_in_and_left_with_a_warning(postgres, tmp_path,
+                                                                                              ended):
+    """With DATABASE_URL the bot's state is in PostgreSQL, and DATA_DIR may be read-only. The older file is only
+    read, its rows are moved in, and the file, which cannot be deleted, stays with a warning (moving it in again
+    on the next start adds nothing). Rows an older version killed left in the -wal file are read too."""
+    url = postgres.new_database()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    subprocess.run([sys.executable, "-c", OLDER_SLACK, str(data_dir / "slack.sqlite3"), ended], check=True)
+    left = sorted(p.name for p in data_dir.iterdir())
+    assert left == (["slack.sqlite3"] if ended == "closed" else ["slack.sqlite3", "slack.sqlite3-shm",
+                                                                   "slack.sqlite3-wal"])
+    for path in data_dir.iterdir():
+        path.chmod(0o444)
+    data_dir.chmod(0o555)
+    try:
+        moved = subprocess.run(bound_by_permissions([sys.executable, "-c", MOVE_IN, url, str(data_dir)]),
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        data_dir.chmod(0o755)
+    assert moved.returncode == 0, moved.stderr
+    assert "moved 1 thread(s) and 1 recent event id(s) from slack.sqlite3" in moved.stderr
+    assert "could not delete the file (PermissionError); delete it by hand" in moved.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == left  # nothing written beside it, nothing deleted
+    db = BotDatabase(tmp_path / "bot.sqlite3", url)
+    await db.open()
+    try:
+        state = PlatformState(db.sql)
+        assert await state.in_thread("C2", "1.000")
+        assert not await state.first_delivery("EvOld")
+    finally:
+        await db.close()
+

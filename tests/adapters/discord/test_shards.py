@@ -121,6 +121,7 @@ async def test_a_process_whose_shard_was_taken_while_its_database_was_away_stops
     """The server drops the connection holding the shard's lock (a restart), and another process takes the shard
     before this one can take it again: this one stops, saying why, rather than answer beside the other."""
     monkeypatch.setattr("bot.sql.LOCK_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr("bot.sql.KEPT_LOCK_GRACE_SECONDS", 0.2)
     url = postgres.new_database()
     settings = make_settings(database_url=url, vector_store="pgvector", pgvector_url=url)
     platform = DiscordPlatform(discord_settings(shard_count=2, shard_ids=frozenset({"0"})), guild_ready_timeout=0.05)
