@@ -2,8 +2,10 @@
 
 Generations run on a single worker thread, so the model is never used concurrently. Replies
 ("foreground") are bounded by `queue_size`: past it, `ModelBusy` tells the user to retry. Background
-work (fact extraction) yields to replies: it does not start while a reply waits and stops early when
-one arrives, raising `Preempted` so the caller can try again later.
+work (fact extraction) yields to replies: it does not start while a reply is coming and stops early when
+one comes, raising `Preempted` so the caller can try again later. A reply is coming from the moment its
+message is taken up (`reply_coming`), not only once its prompt is ready: its recall then has the cores to
+itself, and the model is free when the prompt reaches it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 
 from bot.llm.base import Backend, ChatMessage, GenerationParams, ModelError
 
@@ -37,19 +39,33 @@ class LocalModel:
         self.backend = backend
         self._queue_size = queue_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._foreground = 0
+        self._foreground = 0  # replies streaming or waiting for the model: bounded by queue_size
+        self._coming = 0  # replies coming: being prepared (`reply_coming`) or streaming
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_reply_end = float("-inf")
 
     async def wait_for_idle(self) -> None:
-        """Return once no reply is waiting for or using the model."""
+        """Return once no reply is coming, waiting for or using the model."""
         await self._idle.wait()
 
     @property
     def quiet_for(self) -> float:
-        """Seconds since the last reply finished (0 while one is running)."""
-        return 0.0 if self._foreground else time.monotonic() - self._last_reply_end
+        """Seconds since the last reply finished (0 while one is coming)."""
+        return 0.0 if self._coming else time.monotonic() - self._last_reply_end
+
+    @asynccontextmanager
+    async def reply_coming(self) -> AsyncIterator[None]:
+        """Around all of a reply (recall, prompt, generation): background work gives way for as long as it lasts."""
+        self._coming += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            self._last_reply_end = time.monotonic()
+            if self._coming == 0:
+                self._idle.set()
 
     @property
     def context_tokens(self) -> int:
@@ -73,22 +89,21 @@ class LocalModel:
     ) -> AsyncIterator[str]:
         """Yield the reply's text pieces as the model produces them. Background work stops for a waiting
         reply (`Preempted`) unless it is not `preemptible` (then the reply waits until it is done)."""
-        if not background:
-            if self._foreground >= self._queue_size:
-                raise ModelBusy("generation queue is full")
-            self._foreground += 1
-            self._idle.clear()
-        try:
+        if background:
             # closed with this stream: `_run` then stops the model's thread, which the next reply needs
-            async with aclosing(self._run(messages, params, background and preemptible)) as pieces:
+            async with aclosing(self._run(messages, params, preemptible)) as pieces:
+                async for piece in pieces:
+                    yield piece
+            return
+        if self._foreground >= self._queue_size:
+            raise ModelBusy("generation queue is full")
+        self._foreground += 1
+        try:
+            async with self.reply_coming(), aclosing(self._run(messages, params, False)) as pieces:
                 async for piece in pieces:
                     yield piece
         finally:
-            if not background:
-                self._foreground -= 1
-                self._last_reply_end = time.monotonic()
-                if self._foreground == 0:
-                    self._idle.set()
+            self._foreground -= 1
 
     async def generate(
         self, messages: list[ChatMessage], params: GenerationParams, *, background: bool = False,
@@ -108,7 +123,7 @@ class LocalModel:
         def should_stop() -> bool:
             if abandoned.is_set():
                 return True
-            if yields and self._foreground > 0:
+            if yields and self._coming > 0:
                 preempted.set()
                 return True
             return False

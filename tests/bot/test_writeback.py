@@ -86,6 +86,21 @@ async def test_extraction_gives_way_to_a_reply(make_settings):
     assert kinds == ["reply", "extract", "reply", "extract", "extract"]
 
 
+async def test_extraction_gives_way_as_soon_as_a_message_is_taken_up(make_settings):
+    """Learning stops while a reply is being prepared (its recall needs the cores), before its prompt is ready."""
+    backend = ScriptedBackend(reply="ok", facts=["The user has a dog."], chunk=1, delay=0.02)
+    async with MemoryBot(make_settings(), backend=backend) as bot:
+        await bot.handle(message("I have a dog"), RecordingReply())  # queues an extraction (~0.6 s)
+        await asyncio.sleep(0.1)  # the extraction is running now
+        async with bot.model.reply_coming():  # a message being recalled for: no prompt has reached the model
+            await asyncio.sleep(0.8)  # long enough for the extraction to have ended, had it gone on
+            assert bot.model.quiet_for == 0
+        await bot.writeback.drain()
+        assert (await bot.memories.controls.list(message("x").user)).total == 1
+    kinds = ["extract" if "JSON" in call[0].content else "reply" for call in backend.calls]
+    assert kinds == ["reply", "extract", "extract"]  # stopped for the coming reply, then run again to the end
+
+
 async def test_learning_waits_for_a_quiet_moment(make_settings):
     backend = ScriptedBackend(reply="ok", facts=["The user has a dog."])
     async with MemoryBot(make_settings(writeback_quiet_seconds=0.5), backend=backend) as bot:
