@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS conversation_turns (
     message_id TEXT NOT NULL,
     memory_ids TEXT NOT NULL DEFAULT '[]',  -- JSON: the memories the reply's prompt kept (bot/handler.py)
     shown_turns INTEGER NOT NULL DEFAULT 0,  -- earlier turns the reply's prompt held (bot/history.py)
+    listed TEXT NOT NULL DEFAULT '[]',  -- JSON: the memories listed before each of its user messages (bot/history.py)
     at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conversation_turns_of ON conversation_turns (conversation, user_key, id);
@@ -132,6 +133,7 @@ CREATE INDEX IF NOT EXISTS message_changes_at ON message_changes (at);
 _RECENT_UPGRADES = """
 ALTER TABLE conversation_turns ADD COLUMN IF NOT EXISTS memory_ids TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE conversation_turns ADD COLUMN IF NOT EXISTS shown_turns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversation_turns ADD COLUMN IF NOT EXISTS listed TEXT NOT NULL DEFAULT '[]';
 """
 
 _EXCHANGE_TABLES = ("pending_exchanges", "failed_exchanges")

@@ -73,7 +73,8 @@ class MessageHandler:
         answered = earlier[-1].reply if earlier else None  # the bot's message the user may be answering
         reply_text = ""
         try:
-            reply_text = await self._reply(msg, text, was_cut, earlier, reply)
+            async with self._model.reply_coming():  # learning gives way from here, so recall has the cores
+                reply_text = await self._reply(msg, text, was_cut, earlier, reply)
         finally:
             # no forget-all, deletion or edit between the checks and the queue
             async with self._memories.locks.hold(message=msg.ref, user=msg.user.key):
@@ -111,7 +112,7 @@ class MessageHandler:
                      reply: ReplyTarget) -> str:
         window = steady_window(history, self._s.model.history_turns) if self._holds_prompt_start() else history
         profile, recalled = await self._recall(msg, text)
-        profile, memories, later = await self._memory_layout(msg, history, window, profile, recalled)
+        profile, memories, later, listed = await self._memory_layout(msg, history, window, profile, recalled)
         messages = build_prompt(
             bot_name=self._s.model.bot_name,
             user_name=msg.user_name,
@@ -119,13 +120,15 @@ class MessageHandler:
             profile=profile,
             memories=memories,
             later=later,
+            listed=listed,
             history=window,
             now=msg.sent_at,
             budget=self._s.model.context_tokens - self._s.model.max_new_tokens,
             count_prompt=self._model.prompt_tokens,
         )
         # what `why` will list
-        await self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories + later,
+        earlier = [r for records in listed for r in records]
+        await self._memories.recall.note_used(msg.user, shown_memories(messages, profile + memories + earlier + later,
                                                                        msg.user_name))
         system_prompt = messages[:1]
         in_system = tuple(r.id for r in shown_memories(system_prompt, profile + memories, msg.user_name))
@@ -144,8 +147,12 @@ class MessageHandler:
             return ""
         reply_text = strip_reasoning(shown)
         shown_turns = sum(m.role == "assistant" for m in messages)
-        await self._memories.history.add(msg.conversation_key, Turn(msg.user.key, text, reply_text, msg.message_id,
-                                                                     in_system, shown_turns))
+        # the lists of the turns shown (the oldest may have been cut to fit), then this message's own
+        lists = [tuple(r.id for r in records) for records in listed] or [() for _ in window]
+        own = tuple(r.id for r in shown_memories(messages[-2:-1], later, msg.user_name))
+        turn = Turn(msg.user.key, text, reply_text, msg.message_id, in_system, shown_turns,
+                    (*lists[len(lists) - shown_turns:], own))
+        await self._memories.history.add(msg.conversation_key, turn)
         return reply_text
 
     async def _deltas(self, messages: list[ChatMessage], note: str) -> AsyncIterator[str]:
@@ -175,33 +182,43 @@ class MessageHandler:
 
     async def _memory_layout(self, msg: IncomingMessage, history: list[Turn], window: list[Turn],
                              profile: list[MemoryRecord], recalled: list[MemoryRecord]
-                             ) -> tuple[list[MemoryRecord], list[MemoryRecord], list[MemoryRecord]]:
-        """The profile and the memories of the system prompt, and the memories that come just before the message.
+                             ) -> tuple[list[MemoryRecord], list[MemoryRecord], list[MemoryRecord],
+                                        list[list[MemoryRecord]]]:
+        """The profile and the memories of the system prompt, the memories that come just before the message, and
+        those listed before each turn of `window` (none: the turns come without lists).
 
-        With a backend that reuses the start of its last prompt, a conversation's system prompt keeps the memories
-        it had while the turns shown continue the last prompt's (`steady_window`): the model then processes only
-        the last exchange, the memories this message adds and the message, not the whole history again (first
-        token, bench/README.md). The added ones get what the kept ones leave of the memory budget. The kept ones
-        are looked up again, so one forgotten, corrected or expired since is never shown: the conversation then
-        gets a new set, as it does when the window moves on (all after the system prompt is new then anyway).
+        With a backend that reuses the start of its last prompt, a conversation's prompt is its last prompt, that
+        prompt's reply and the new message while the turns shown continue the last prompt's (`steady_window`): the
+        system prompt keeps its memories, each earlier message the short list it came with, and the memories this
+        message recalls that none of those show come in a short list of its own just before it. The model then
+        processes only that list and the message, not the history again (first token, bench/README.md). The
+        lists together get MEMORY_TOKEN_BUDGET, as the system prompt's memories do; once they have no room for what
+        a message recalls, the conversation takes a new set. The memories kept are looked up again, so one
+        forgotten, corrected or expired since is never shown: the conversation takes a new set then too, as it does
+        when the window moves on (all after the system prompt is new then anyway).
         """
-        fresh = profile, in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix), []
+        fresh = profile, in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix), [], []
         last = history[-1] if history else None
         if last is None or not last.memory_ids or len(window) != last.shown_turns + 1 \
-                or not self._holds_prompt_start():
+                or len(last.listed) != len(window) or not self._holds_prompt_start():
             return fresh
+        wanted = [*last.memory_ids, *(i for ids in last.listed for i in ids)]
         try:
-            held = await self._memories.recall.current(msg, last.memory_ids)
+            held = {r.id: r for r in await self._memories.recall.current(msg, tuple(wanted))}
         except StoreError as exc:
             _log.warning("recall failed for %s, answering without memories: %s", msg.user.key, exc)
-            return [], [], []
-        if len(held) != len(last.memory_ids):
+            return [], [], [], []
+        if len(held) != len(wanted):
             return fresh
-        kept, pinned = {r.id for r in held}, {r.id for r in profile}
-        held_profile = [r for r in held if r.id in pinned]
-        added = fit_memories([r for r in profile + recalled if r.id not in kept],
-                             self._memory_budget(held, msg), self._model.count_tokens, msg.user_name)
-        return held_profile, [r for r in held if r.id not in pinned], added
+        system = [held[i] for i in last.memory_ids]
+        listed = [[held[i] for i in ids] for ids in last.listed]
+        new = [r for r in profile + recalled if r.id not in held]
+        room = self._memory_budget([r for records in listed for r in records], msg)
+        added = fit_memories(new, room, self._model.count_tokens, msg.user_name)
+        if len(added) < len(fit_memories(new, self._s.memory.token_budget, self._model.count_tokens, msg.user_name)):
+            return fresh  # the lists have no room left for what this message recalls
+        pinned = {r.id for r in profile}
+        return [r for r in system if r.id in pinned], [r for r in system if r.id not in pinned], added, listed
 
     def _memory_budget(self, shown: list[MemoryRecord], msg: IncomingMessage) -> int:
         """What MEMORY_TOKEN_BUDGET leaves once `shown` are in the prompt."""

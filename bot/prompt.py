@@ -7,8 +7,9 @@ first); then the whole prompt is fitted into the model's budget, the profile kep
 
 Later in a conversation, with a backend that reuses the start of its last prompt, the system prompt keeps the
 memories it had (bot/handler.py decides), and the memories recalled for the new message that it lacks come
-`later`, in a second short list just before the message, so that only the last exchange and that list are new
-to the model.
+`later`, in a second short list just before the message. Earlier messages keep the lists they came with
+(`listed`), so the whole last prompt and its reply are where they were, and only that list and the message are
+new to the model.
 """
 
 from __future__ import annotations
@@ -87,22 +88,27 @@ def build_prompt(
     count_prompt: Callable[[list[ChatMessage]], int],
     profile: Sequence[MemoryRecord] = (),
     later: Sequence[MemoryRecord] = (),
+    listed: Sequence[Sequence[MemoryRecord]] = (),
 ) -> list[ChatMessage]:
     """Chat messages for the model within `budget` prompt tokens; `profile` comes first in the memories of the
-    system prompt, `later` in their own list before the message.
+    system prompt, `later` in their own list before the message, `listed[i]` (if given) before `history[i]`'s.
 
-    What does not fit goes in this order: the oldest history turns, then the oldest of `later`, then the oldest
-    memories, then the profile, and only then the end of the message itself, so the model never gets a prompt
-    longer than its context window (`later` first: the system prompt is what a next prompt may start with).
+    What does not fit goes in this order: the oldest history turns (with their lists), then the oldest of `later`,
+    then the oldest memories, then the profile, and only then the end of the message itself, so the model never
+    gets a prompt longer than its context window (`later` first: the system prompt is what a next prompt may start
+    with).
     """
     turns, kept, pinned, added = list(history), list(memories), list(profile), list(later)
+    lists = [list(records) for records in listed] or [[] for _ in turns]
     while True:
-        messages = _messages(bot_name, user_name, text, pinned + kept, turns, now, added)
+        messages = _messages(bot_name, user_name, text, pinned + kept, list(zip(turns, lists, strict=True)), now,
+                             added)
         excess = count_prompt(messages) - budget
         if excess <= 0:
             return messages
         if turns:
             turns.pop(0)
+            lists.pop(0)
         elif added:
             added.remove(min(added, key=lambda m: m.created_at or now))
         elif kept:
@@ -126,19 +132,24 @@ def shown_memories(messages: list[ChatMessage], memories: Sequence[MemoryRecord]
     return [m for m in memories if bullet(m, user_name) in lines]
 
 
-def _messages(bot_name: str, user_name: str, text: str, memories: list[MemoryRecord], turns: list[Turn],
-              now: datetime, later: list[MemoryRecord]) -> list[ChatMessage]:
+def _messages(bot_name: str, user_name: str, text: str, memories: list[MemoryRecord],
+              turns: list[tuple[Turn, list[MemoryRecord]]], now: datetime, later: list[MemoryRecord]
+              ) -> list[ChatMessage]:
     system = SYSTEM.format(bot_name=bot_name, today=now.strftime("%A, %d %B %Y"), user_name=user_name)
     if memories:
         system += "\n\n" + MEMORIES.format(user_name=user_name, bullets=_bullets(memories, user_name))
     messages = [ChatMessage("system", system)]
-    for turn in turns:
+    for turn, listed in turns:
+        messages += _later(listed, user_name)
         messages += [ChatMessage("user", turn.text), ChatMessage("assistant", turn.reply)]
-    if later:
-        messages.append(ChatMessage("system", LATER.format(user_name=user_name,
-                                                           bullets=_bullets(later, user_name))))
-    messages.append(ChatMessage("user", text))
-    return messages
+    return messages + _later(later, user_name) + [ChatMessage("user", text)]
+
+
+def _later(records: list[MemoryRecord], user_name: str) -> list[ChatMessage]:
+    """The short list of memories before a user message, if it has any."""
+    if not records:
+        return []
+    return [ChatMessage("system", LATER.format(user_name=user_name, bullets=_bullets(records, user_name)))]
 
 
 def _bullets(memories: list[MemoryRecord], user_name: str) -> str:

@@ -230,6 +230,44 @@ async def test_a_conversations_system_prompt_stays_put_and_new_memories_come_bef
         assert "My bicycle is a red Brompton." in used and "I keep bees on my roof." in used
 
 
+async def test_each_message_keeps_its_list_so_a_prompt_continues_the_last_one_and_its_reply(make_settings):
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.writeback.stop()
+        user = message("x").user
+        await bot.memories.controls.remember(message("x", message_id="r1"), "I keep bees on my roof.")
+        await bot.handle(message("How are my bees doing in this heat?", message_id="m1"), RecordingReply())
+        prompts = [backend.calls[-1]]
+        for i, (fact, question) in enumerate([("My bicycle is a red Brompton.", "Which bicycle do I ride?"),
+                                              ("My sister Ana lives in Porto.", "Where does my sister live?")]):
+            await bot.memories.controls.remember(message("x", message_id=f"r{i + 2}"), fact)
+            await bot.handle(message(question, message_id=f"m{i + 2}"), RecordingReply())
+            prompts.append(backend.calls[-1])
+        second, third = prompts[1], prompts[2]
+        assert third[:len(second)] == second  # the last prompt to the letter, its list included
+        assert [m.role for m in third[len(second):]] == ["assistant", "system", "user"]  # its reply, a list, the message
+        assert "- My sister Ana lives in Porto." in third[-2].content and "Brompton" not in third[-2].content
+        assert {r.text for r in await bot.memories.recall.why(user)} >= {
+            "I keep bees on my roof.", "My bicycle is a red Brompton.", "My sister Ana lives in Porto."}
+
+
+async def test_a_conversation_whose_lists_are_full_takes_a_new_set_of_memories(make_settings):
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    budget = backend.count_tokens("- My bicycle is a red Brompton.\n") + 4  # room for about one list
+    async with MemoryBot(make_settings(rate_limit_messages=0, memory_token_budget=budget), backend=backend) as bot:
+        await bot.writeback.stop()
+        await bot.memories.controls.remember(message("x", message_id="r1"), "I keep bees on my roof.")
+        await bot.handle(message("How are my bees?", message_id="m1"), RecordingReply())
+        await bot.memories.controls.remember(message("x", message_id="r2"), "My bicycle is a red Brompton.")
+        await bot.handle(message("Which bicycle do I ride?", message_id="m2"), RecordingReply())
+        assert "Brompton" in backend.calls[-1][-2].content and "Brompton" not in backend.calls[-1][0].content
+        await bot.memories.controls.remember(message("x", message_id="r3"), "My sister Ana lives in Porto.")
+        await bot.handle(message("Where does my sister Ana live?", message_id="m3"), RecordingReply())
+        prompt = backend.calls[-1]
+        assert "- My sister Ana lives in Porto." in prompt[0].content  # a new set, in the system prompt
+        assert [m.role for m in prompt].count("system") == 1  # the turns come without their lists then
+
+
 async def test_a_memory_forgotten_mid_conversation_leaves_the_prompt(make_settings):
     backend = PrefixReusingBackend(reply="ok", facts=[])
     async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:

@@ -18,10 +18,10 @@ def count(messages) -> int:
     return sum(len(m.content.split()) + 3 for m in messages)
 
 
-def build(text="hello there", memories=(), history=(), budget=10_000, profile=(), later=()):
+def build(text="hello there", memories=(), history=(), budget=10_000, profile=(), later=(), listed=()):
     return build_prompt(bot_name="bot", user_name="Dana", text=text, memories=list(memories),
                         history=list(history), now=NOW, budget=budget, count_prompt=count, profile=list(profile),
-                        later=list(later))
+                        later=list(later), listed=list(listed))
 
 
 def test_memories_are_a_bullet_list_in_the_system_prompt():
@@ -89,6 +89,19 @@ def test_later_memories_come_just_before_the_message_and_go_first_when_the_promp
     assert cut[0] == alone[0] and "older added" not in cut[1].content and "added fact" in cut[1].content
     no_later = build(memories=held, later=added, budget=count([alone[0], alone[2]]))
     assert [m.role for m in no_later] == ["system", "user"] and no_later[0] == alone[0]
+
+
+def test_earlier_messages_keep_their_lists_and_lose_them_with_the_turn():
+    history = [Turn("u", "first question", "first answer"), Turn("u", "second question", "second answer")]
+    lists = [[], [record("listed fact " * 5, 3)]]
+    full = build(history=history, listed=lists, later=[record("added fact " * 5, 4)])
+    assert [m.role for m in full] == ["system", "user", "assistant", "system", "user", "assistant", "system", "user"]
+    assert "listed fact" in full[3].content and full[4].content == "second question"
+    cut = build(history=history, listed=lists, later=[record("added fact " * 5, 4)], budget=count(full) - 5)
+    assert [m.content for m in cut if m.role == "user"] == ["second question", "hello there"]  # the oldest left
+    assert "listed fact" in cut[1].content  # the second question's list stayed with it
+    shorter = build(history=history, listed=lists, budget=count(full[:1] + full[3:6] + full[7:]))
+    assert "listed fact" in shorter[1].content and "first question" not in str(shorter)
 
 
 def turns(*shown: int) -> list[Turn]:
