@@ -90,6 +90,7 @@ async def run_backend(spec: str, model: str, items: list[dict[str, Any]], max_ne
     backend, _, weights = spec.partition("-")
     with tempfile.TemporaryDirectory(prefix="memorybot-memory-use-") as tmp:
         data = Path(tmp)
+        MODEL_CACHE.mkdir(parents=True, exist_ok=True)  # a link to a missing folder fails once models are prepared
         (data / "models").symlink_to(MODEL_CACHE, target_is_directory=True)
         settings = load_settings(env_file=None, data_dir=data, model=model, model_backend=backend,
                                  openvino_weights=weights or "int4", rate_limit_messages=0,
