@@ -372,7 +372,7 @@ async def run(items: list[Item], settings: Settings) -> list[dict[str, Any]]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["openvino", "transformers", "llama_cpp"], default="openvino")
-    parser.add_argument("--weights", choices=["int4", "int8"], default="int4", help="OPENVINO_WEIGHTS")
+    parser.add_argument("--weights", choices=["int4", "int8"], default="int8", help="OPENVINO_WEIGHTS")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b",
                         help="a bundled model (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b if installed) or a MODEL value")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))

@@ -67,7 +67,7 @@ class Reply:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="openvino", choices=["openvino", "transformers", "llama_cpp"])
-    parser.add_argument("--weights", default="int4", choices=["int4", "int8"], help="OPENVINO_WEIGHTS")
+    parser.add_argument("--weights", default="int8", choices=["int4", "int8"], help="OPENVINO_WEIGHTS")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--embedder", default="", help="EMBEDDER_BACKEND; empty follows the backend")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "footprint.json")

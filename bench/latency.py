@@ -1,7 +1,7 @@
 """Latency of the whole reply path on this machine, per turn, against a plain `model.generate`.
 
     .venv/bin/python bench/latency.py [--turns 8] [--memories 10000] \
-        [--backends openvino,openvino-int8,llama_cpp,transformers] [--models qwen2.5-coder-0.5b]
+        [--backends openvino,openvino-int4,llama_cpp,transformers] [--models qwen2.5-coder-0.5b]
 
 Measures, through the real bot (bundled model, mem0 with embedded Qdrant):
   - recall p50/p95 with `--memories` facts stored for the user (seeded once into bench/data and reused);
@@ -11,8 +11,9 @@ Measures, through the real bot (bundled model, mem0 with embedded Qdrant):
   - reply latency with the write-back worker running vs. stopped (each question arrives while the fact said
     before it is being learned);
   - peak resident memory of the process;
-for each backend and model in one run (`openvino-int8` is the openvino backend with OPENVINO_WEIGHTS=int8), and the
-ratios between backends. Writes JSON and a PNG chart. Peak memory of one backend alone: bench/footprint.py.
+for each backend and model in one run (`openvino-int4` is the openvino backend with OPENVINO_WEIGHTS=int4; the
+environment's settings apply, e.g. OPENVINO_ACTIVATION_GROUP), and the ratios between backends. Writes JSON and a
+PNG chart. Peak memory of one backend alone: bench/footprint.py.
 """
 
 from __future__ import annotations
@@ -367,8 +368,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--memories", type=int, default=10_000)
-    parser.add_argument("--backends", default="openvino,openvino-int8,llama_cpp,transformers",
-                        help="comma-separated MODEL_BACKEND values (openvino-int8: OPENVINO_WEIGHTS=int8), run one "
+    parser.add_argument("--backends", default="openvino,openvino-int4,llama_cpp,transformers",
+                        help="comma-separated MODEL_BACKEND values (openvino-int4: OPENVINO_WEIGHTS=int4), run one "
                              "after the other")
     parser.add_argument("--models", default="qwen2.5-coder-0.5b", help="comma-separated MODEL values")
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -381,7 +382,7 @@ async def main() -> None:
             backend, _, weights = spec.partition("-")
             settings = load_settings(env_file=None, data_dir=args.data_dir, rate_limit_messages=0,
                                      max_new_tokens=args.max_new_tokens, model=model, model_backend=backend,
-                                     openvino_weights=weights or "int4")
+                                     **({"openvino_weights": weights} if weights else {}))
             runs.append({**await run_backend(settings, args), "backend": spec})
     result = {"machine": machine(), "turns": args.turns, "runs": runs, "ratios": ratios(runs),
               "peak_rss_mb": round(rss_mb(), 1)}

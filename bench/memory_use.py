@@ -1,6 +1,6 @@
 """Memory use: does the reply model answer from a remembered fact? The same questions on every backend.
 
-    .venv/bin/python bench/memory_use.py [--backends openvino,openvino-int8,transformers] [--model M]
+    .venv/bin/python bench/memory_use.py [--backends openvino,openvino-int4,transformers] [--model M]
         [--set bench/memory_use_set.jsonl] [--out bench/results/memory-use.json]
         [--conversation N [--layouts held,fresh]]
 
@@ -9,7 +9,7 @@ Each item of the set (one JSON object a line: id, facts, question, expect) is a 
 what users say, then the `question` goes through the real bot (recall, prompt, reply; write-back stopped, so
 nothing else is learned). A reply is right when it contains, case-insensitively, one of the `expect` strings.
 This checks the reply side only: extraction is bench/extraction.py. Prints and writes the share of right replies
-per backend (`openvino-int8`: the openvino backend with OPENVINO_WEIGHTS=int8) and every reply.
+per backend (`openvino-int4`: the openvino backend with OPENVINO_WEIGHTS=int4) and every reply.
 
 `--conversation N`: N items in a row are one user instead, who said all their facts and asks the N questions
 one after another in one conversation, so later questions need memories the conversation's first reply did not
@@ -93,7 +93,7 @@ async def run_backend(spec: str, model: str, items: list[dict[str, Any]], max_ne
         MODEL_CACHE.mkdir(parents=True, exist_ok=True)  # a link to a missing folder fails once models are prepared
         (data / "models").symlink_to(MODEL_CACHE, target_is_directory=True)
         settings = load_settings(env_file=None, data_dir=data, model=model, model_backend=backend,
-                                 openvino_weights=weights or "int4", rate_limit_messages=0,
+                                 **({"openvino_weights": weights} if weights else {}), rate_limit_messages=0,
                                  max_new_tokens=max_new_tokens)
         rows = []
         started = time.perf_counter()
@@ -130,7 +130,7 @@ async def run_backend(spec: str, model: str, items: list[dict[str, Any]], max_ne
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default="openvino,openvino-int8,transformers")
+    parser.add_argument("--backends", default="openvino,openvino-int4,transformers")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--set", type=Path, default=DEFAULT_SET)

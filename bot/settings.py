@@ -96,9 +96,13 @@ class ModelSettings:
         "model), llama_cpp (llama extra, GGUF models) or openai (a model server).",
         one_of("openvino", "transformers", "llama_cpp", "openai"))
     openvino_weights: str = setting(
-        "OPENVINO_WEIGHTS", "int4",
-        "For MODEL_BACKEND=openvino: weight format of the model prepared from a GGUF, int4 (faster, smaller) or "
-        "int8 (closer to the original).", one_of("int4", "int8"))
+        "OPENVINO_WEIGHTS", "int8",
+        "For MODEL_BACKEND=openvino: weight format of the model prepared from a GGUF, int8 (answers as the original "
+        "does) or int4 (faster and smaller, but uses memories less well).", one_of("int4", "int8"))
+    openvino_activation_group: int = setting(
+        "OPENVINO_ACTIVATION_GROUP", 128,
+        "For MODEL_BACKEND=openvino: group size of the int8 activations the CPU multiplies int4/int8 weights with "
+        "(OpenVINO's DYNAMIC_QUANTIZATION_GROUP_SIZE); 0 keeps activations in bf16/f32.", not_negative)
     openai_base_url: str = setting("OPENAI_BASE_URL", "",
                                    "For MODEL_BACKEND=openai: the server's URL, e.g. http://127.0.0.1:8000/v1.")
     openai_api_key: Secret = setting("OPENAI_API_KEY", Secret(""),

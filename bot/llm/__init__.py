@@ -81,7 +81,8 @@ def load_backend(settings: Settings) -> Backend:
         from bot.llm.openvino_backend import OpenVinoBackend
 
         return OpenVinoBackend(
-            resolve_openvino(settings), threads=settings.model.threads, context_tokens=settings.model.context_tokens
+            resolve_openvino(settings), threads=settings.model.threads, context_tokens=settings.model.context_tokens,
+            activation_group=settings.model.openvino_activation_group,
         )
     if settings.model.backend == "transformers":
         from bot.llm.transformers_backend import TransformersBackend

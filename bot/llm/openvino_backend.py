@@ -29,7 +29,7 @@ class OpenVinoBackend:
     name = "openvino"
     reuses_prompt_prefix = True
 
-    def __init__(self, ir_dir: Path, *, threads: int, context_tokens: int) -> None:
+    def __init__(self, ir_dir: Path, *, threads: int, context_tokens: int, activation_group: int = 128) -> None:
         try:
             import openvino_genai as ov_genai
         except ImportError as exc:
@@ -41,7 +41,8 @@ class OpenVinoBackend:
         scheduler.max_num_batched_tokens = context_tokens  # a whole prompt in one pass
         try:
             self.pipe = ov_genai.LLMPipeline(str(ir_dir), "CPU", scheduler_config=scheduler,
-                                             INFERENCE_NUM_THREADS=threads)
+                                             INFERENCE_NUM_THREADS=threads,
+                                             DYNAMIC_QUANTIZATION_GROUP_SIZE=activation_group)
         except RuntimeError as exc:
             raise ModelError(f"cannot load {ir_dir}: {exc}") from exc
         self.tokenizer = self.pipe.get_tokenizer()

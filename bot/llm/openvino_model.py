@@ -4,9 +4,10 @@ OpenVINO GenAI 2026.4 builds a model straight from a GGUF file, but only from F1
 tensors, and the bundled Qwen2.5-Coder-0.5B is mostly Q5_0. Its weights in those GGUF formats also decode slower
 than OpenVINO's own weight compression: the group-of-32 scales cost more than they save (bench/README.md). So every
 quantized tensor is first written out as F16 (gguf's own dequantization, no torch), GenAI builds the model from
-that file, and NNCF compresses its weights to the format asked for: int4 (symmetric, groups of 128; the embedding
-and output layers stay int8, NNCF's default) or int8 (per channel). Only the compressed IR is kept. The folder
-appears complete or not at all (built under `.partial`, then renamed), and a manifest names its source and format.
+that file, and NNCF compresses its weights to the format asked for: int8 (per channel; the default, as it answers
+as the original does) or int4 (symmetric, groups of 128; the embedding and output layers stay int8, NNCF's
+default). Only the compressed IR is kept. The folder appears complete or not at all (built under `.partial`, then
+renamed), and a manifest names its source and format.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ async def test_each_message_keeps_its_list_so_a_prompt_continues_the_last_one_an
             prompts.append(backend.calls[-1])
         second, third = prompts[1], prompts[2]
         assert third[:len(second)] == second  # the last prompt to the letter, its list included
-        assert [m.role for m in third[len(second):]] == ["assistant", "system", "user"]  # its reply, a list, the message
+        assert [m.role for m in third[len(second):]] == ["assistant", "system", "user"]  # reply, list, message
         assert "- My sister Ana lives in Porto." in third[-2].content and "Brompton" not in third[-2].content
         assert {r.text for r in await bot.memories.recall.why(user)} >= {
             "I keep bees on my roof.", "My bicycle is a red Brompton.", "My sister Ana lives in Porto."}
