@@ -149,9 +149,11 @@ class MessageHandler:
         shown_turns = sum(m.role == "assistant" for m in messages)
         # the lists of the turns shown (the oldest may have been cut to fit), then this message's own
         lists = [tuple(r.id for r in records) for records in listed] or [() for _ in window]
+        shown_lists = zip([t.message_id for t in window[len(window) - shown_turns:]],
+                          lists[len(lists) - shown_turns:], strict=True)
         own = tuple(r.id for r in shown_memories(messages[-2:-1], later, msg.user_name))
         turn = Turn(msg.user.key, text, reply_text, msg.message_id, in_system, shown_turns,
-                    (*lists[len(lists) - shown_turns:], own))
+                    (*shown_lists, (msg.message_id, own)))
         await self._memories.history.add(msg.conversation_key, turn)
         return reply_text
 
@@ -199,10 +201,11 @@ class MessageHandler:
         """
         fresh = profile, in_prompt_order(recalled, stable=self._model.reuses_prompt_prefix), [], []
         last = history[-1] if history else None
-        if last is None or not last.memory_ids or len(window) != last.shown_turns + 1 \
-                or len(last.listed) != len(window) or not self._holds_prompt_start():
+        # the turns shown are the last prompt's and its exchange: none deleted or answered alongside since
+        if last is None or not last.memory_ids or [t.message_id for t in window] != [m for m, _ in last.listed] \
+                or not self._holds_prompt_start():
             return fresh
-        wanted = [*last.memory_ids, *(i for ids in last.listed for i in ids)]
+        wanted = [*last.memory_ids, *(i for _, ids in last.listed for i in ids)]
         try:
             held = {r.id: r for r in await self._memories.recall.current(msg, tuple(wanted))}
         except StoreError as exc:
@@ -211,7 +214,7 @@ class MessageHandler:
         if len(held) != len(wanted):
             return fresh
         system = [held[i] for i in last.memory_ids]
-        listed = [[held[i] for i in ids] for ids in last.listed]
+        listed = [[held[i] for i in ids] for _, ids in last.listed]
         new = [r for r in profile + recalled if r.id not in held]
         room = self._memory_budget([r for records in listed for r in records], msg)
         added = fit_memories(new, room, self._model.count_tokens, msg.user_name)

@@ -29,9 +29,9 @@ class Turn:
     message_id: str = ""
     memory_ids: tuple[str, ...] = ()  # ids of the memories in the reply's system prompt (bot/handler.py)
     shown_turns: int = 0  # how many earlier turns the reply's prompt held (`steady_window`)
-    # ids of the memories the reply's prompt listed just before each user message: one list for each turn it
-    # showed, then its own message's (bot/handler.py), so the next prompt can list them where they were
-    listed: tuple[tuple[str, ...], ...] = ()
+    # the memories the reply's prompt listed just before each user message, as (message id, memory ids): one for
+    # each turn it showed, then its own message's (bot/handler.py), so the next prompt can list them where they were
+    listed: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def steady_window(turns: list[Turn], limit: int) -> list[Turn]:
@@ -61,7 +61,7 @@ class ConversationHistory:
             "WHERE conversation = ? AND user_key = ? AND at > ? ORDER BY id",
             (conversation, user_key, time.time() - HISTORY_DAYS * 86400))
         return [Turn(user_key, str(text), str(reply), str(message_id), tuple(json.loads(memory_ids or "[]")),
-                     int(shown_turns), tuple(tuple(ids) for ids in json.loads(listed or "[]")))
+                     int(shown_turns), tuple((str(m), tuple(ids)) for m, ids in json.loads(listed or "[]")))
                 for text, reply, message_id, memory_ids, shown_turns, listed in rows]
 
     async def add(self, conversation: str, turn: Turn) -> None:
@@ -75,7 +75,7 @@ class ConversationHistory:
                 "INSERT INTO conversation_turns (conversation, user_key, text, reply, message_id, memory_ids, "
                 "shown_turns, listed, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation, turn.user_key, turn.text, turn.reply, turn.message_id, json.dumps(list(turn.memory_ids)),
-                 turn.shown_turns, json.dumps([list(ids) for ids in turn.listed]), now))
+                 turn.shown_turns, json.dumps([[m, list(ids)] for m, ids in turn.listed]), now))
             await tx.execute(
                 "DELETE FROM conversation_turns WHERE conversation = ? AND id NOT IN ("
                 "SELECT id FROM conversation_turns WHERE conversation = ? ORDER BY id DESC LIMIT ?)",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from bot.app import MemoryBot
 from bot.errors import REPLY_FAILED
 from bot.handler import EMPTY_MESSAGE, PAUSED_NOTICE
+from bot.history import Turn
 from bot.llm.base import ChatMessage, GenerationParams
 from tests.bot.helpers import RecordingReply, message
 from tests.fakes.model import ScriptedBackend
@@ -266,6 +267,26 @@ async def test_a_conversation_whose_lists_are_full_takes_a_new_set_of_memories(m
         prompt = backend.calls[-1]
         assert "- My sister Ana lives in Porto." in prompt[0].content  # a new set, in the system prompt
         assert [m.role for m in prompt].count("system") == 1  # the turns come without their lists then
+
+
+async def test_lists_are_only_reused_beside_the_messages_they_came_with(make_settings):
+    """The last prompt showed other turns than the history holds now (one deleted since, or two messages answered
+    alongside): its lists are not put before other messages; the conversation takes a new set."""
+    backend = PrefixReusingBackend(reply="ok", facts=[])
+    async with MemoryBot(make_settings(rate_limit_messages=0), backend=backend) as bot:
+        await bot.writeback.stop()
+        facts = ["I keep bees on my roof.", "My bicycle is a red Brompton.", "My sister Ana lives in Porto."]
+        said = [await bot.memories.controls.remember(message("x", message_id=f"r{i}"), fact)
+                for i, fact in enumerate(facts)]
+        first = message("How are my bees?", message_id="m1")
+        bees, bike, ana = (r.id for r in said)
+        for i, listed in enumerate([(("m1", ()),), (("m1", ()), ("m2", (bike,))),
+                                    (("m1", ()), ("gone", (bike,)), ("m3", (ana,)))]):  # m2 stands where "gone" was
+            await bot.memories.history.add(first.conversation_key, Turn(
+                first.user.key, f"question {i + 1}", "ok", f"m{i + 1}", (bees,), i, listed))
+        await bot.handle(message("And my bees?", message_id="m4"), RecordingReply())
+        prompt = backend.calls[-1]
+        assert [m.role for m in prompt].count("system") == 1  # no list before another message than its own
 
 
 async def test_a_memory_forgotten_mid_conversation_leaves_the_prompt(make_settings):
