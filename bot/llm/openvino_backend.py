@@ -29,7 +29,7 @@ class OpenVinoBackend:
     name = "openvino"
     reuses_prompt_prefix = True
 
-    def __init__(self, ir_dir: Path, *, threads: int, context_tokens: int, activation_group: int = 128) -> None:
+    def __init__(self, ir_dir: Path, *, threads: int, context_tokens: int, activation_group: int) -> None:
         try:
             import openvino_genai as ov_genai
         except ImportError as exc:
